@@ -1,0 +1,79 @@
+"""The effective configuration of one training run (what ``config.json`` records)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+EXPORT_FORMATS = (
+    "savedmodel",
+    "tflite_float32",
+    "tflite_float16",
+    "tflite_dynamic",
+    "tflite_int8",
+    "tflite_qat",
+)
+
+
+def parse_export(value: str | Tuple[str, ...] | None) -> Tuple[str, ...]:
+    """``"all"`` / ``"savedmodel,tflite_int8"`` / ``""`` -> a validated tuple of formats."""
+    if not value:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [i.strip() for i in items if i.strip()]
+    if "all" in items:
+        return EXPORT_FORMATS
+    unknown = sorted(set(items) - set(EXPORT_FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {unknown}. Known: {EXPORT_FORMATS + ('all',)}")
+    return tuple(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a trainer run depends on; written to ``<model_dir>/config.json``.
+
+    Attributes:
+        method: ``idennet``, ``tfe``, ``idferm`` or ``ifgan``.
+        variant: method variant (IDEnNet ``original|i|f|if``; ``baseline`` etc. elsewhere).
+        dataset: ``synthetic``, ``ckplus48``, ``ckplus_neutral``, ``ferplus`` or ``fer2013``.
+        protocol: class subset (``ck7``, ``ck8``, ``ferplus8``...); ``""`` = dataset default.
+        folds: number of subject-disjoint folds (ignored for fixed-split datasets).
+        fold: run only this fold (``-1`` = all folds).
+        epochs: fine-tuning / main-stage epochs; ``pretrain_epochs`` for pretraining stages.
+        accuracy is reported in percent everywhere.
+    """
+
+    method: str
+    variant: str = "original"
+    dataset: str = "synthetic"
+    data_dir: str = ""
+    model_dir: str = "runs/default"
+    protocol: str = ""
+    depth: int = 40
+    folds: int = 10
+    fold: int = -1
+    epochs: int = 30
+    pretrain_epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.01
+    pretrain_lr: float = 0.1
+    seed: int = 0
+    val_fraction: float = 0.1
+    identity_fraction: float = 1.0
+    use_orl: bool = True
+    heatmaps: int = 0
+    export: Tuple[str, ...] = ()
+    limit: int = 0
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def write(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path

@@ -1,0 +1,226 @@
+"""From a dataset name to in-memory experiment arrays and subject-disjoint folds.
+
+Everything a trainer needs for one protocol: aligned ``60x60`` uint8 faces, protocol
+labels, subject ids, and the list of folds. Images are held in memory (the datasets are
+small: CK+48 is 981 faces, FER+ 35k), which is also how the GPU runs feed ``model.fit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from keras_fer.data import labels as labels_lib
+from keras_fer.data import preprocess, splits
+from keras_fer.data.paths import data_dir as default_data_dir
+from keras_fer.data.records import RecordTable
+
+DATASETS = ("synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013")
+DEFAULT_PROTOCOL = {
+    "synthetic": "ck7",
+    "ckplus48": "ck7",
+    "ckplus_neutral": "ck8",
+    "ferplus": "ferplus8",
+    "fer2013": "fer2013",
+}
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Aligned faces + protocol labels of one dataset, and how to split them.
+
+    ``fixed_split`` holds (train, val, test) index arrays for datasets with an official
+    split (FER+); otherwise folds are subject-disjoint k-fold over ``subjects``.
+    """
+
+    name: str
+    protocol: str
+    class_names: Tuple[str, ...]
+    faces: np.ndarray
+    labels: np.ndarray
+    subjects: np.ndarray
+    soft_labels: Optional[np.ndarray] = None
+    fixed_split: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+    identity_faces: Optional[np.ndarray] = None
+    identity_subjects: Optional[np.ndarray] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass
+class FoldData:
+    """The arrays of one fold, ready for a method's ``fit_fold``.
+
+    ``id_train`` / ``id_val`` are identity labels ``0..num_identities-1`` (training-fold
+    subjects first, then the extra identity-only subjects such as ORL), ``-1`` where a
+    sample's identity label is withheld (``--identity_fraction``) or unknown.
+    """
+
+    fold: int
+    class_names: Tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    id_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    id_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    train_subjects: List[str]
+    test_subjects: List[str]
+    num_identities: int
+    identity_x: Optional[np.ndarray] = None
+    identity_y: Optional[np.ndarray] = None
+    soft_train: Optional[np.ndarray] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _aligned(table: RecordTable) -> np.ndarray:
+    if table.images.dtype == object:
+        images = np.stack([preprocess.resize_uint8(im[None], preprocess.ALIGNED_SIZE)[0]
+                           for im in table.images])
+        return images
+    return preprocess.resize_uint8(table.images, preprocess.ALIGNED_SIZE)
+
+
+def _report_skipped(table: RecordTable) -> None:
+    if table.skipped:
+        logging.warning("%s: %d input(s) skipped, e.g. %s", table.name, len(table.skipped),
+                        "; ".join(str(s) for s in table.skipped[:3]))
+
+
+def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
+                    use_orl: bool = True, limit: int = 0, seed: int = 0) -> Experiment:
+    """Reads a dataset, keeps the protocol's classes and aligns faces to 60x60.
+
+    Args:
+        dataset: one of :data:`DATASETS`.
+        data_dir: root holding ``ckplus48/``, ``ferplus/``... (default ``$FER_DATA_DIR``).
+        protocol: class subset; default per dataset (:data:`DEFAULT_PROTOCOL`).
+        use_orl: add ORL identities (``orl_faces/``) as identity-only pretraining data.
+        limit: keep at most this many images per split (FER+) for quick runs; 0 = all.
+        seed: seed of the synthetic generator.
+    """
+    from keras_fer.data import readers
+
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
+    protocol = protocol or DEFAULT_PROTOCOL[dataset]
+    class_names = labels_lib.protocol_classes(protocol)
+    root = Path(data_dir) if data_dir else default_data_dir()
+
+    fixed = None
+    if dataset == "synthetic":
+        from keras_fer.data.synthetic import make_synthetic
+
+        table = make_synthetic(classes=class_names, seed=seed)
+    elif dataset == "ckplus48":
+        table = readers.read_ckplus48(root / "ckplus48" / "CK+48")
+    elif dataset == "ckplus_neutral":
+        table = readers.read_ckplus_neutral(root / "ckplus_neutral" / "CK+")
+    elif dataset == "ferplus":
+        table = readers.read_ferplus(root / "ferplus" / "data", limit=limit or None)
+    else:
+        table = readers.read_fer2013_recovered(
+            root / "ferplus" / "fer2013_original_labels_recovered.csv", root / "ferplus" / "data"
+        )
+        if limit:
+            keep = np.concatenate([np.flatnonzero(table.split == s)[:limit]
+                                   for s in ("train", "valid", "test")])
+            table = table.subset(np.sort(keep))
+    _report_skipped(table)
+
+    y = labels_lib.to_protocol(table.expression, class_names)
+    keep = y >= 0
+    table = table.subset(np.flatnonzero(keep))
+    y = y[keep]
+    if table.split is not None and set(table.split.tolist()) >= {"train", "valid", "test"}:
+        fixed = tuple(np.flatnonzero(table.split == s) for s in ("train", "valid", "test"))
+
+    identity_faces = identity_subjects = None
+    orl = root / "orl_faces"
+    if use_orl and dataset != "synthetic" and orl.exists():
+        ident = readers.read_identity_folder(orl)
+        _report_skipped(ident)
+        identity_faces, identity_subjects = _aligned(ident), np.char.add("orl_", ident.subject)
+
+    return Experiment(
+        name=dataset,
+        protocol=protocol,
+        class_names=class_names,
+        faces=_aligned(table),
+        labels=y.astype(np.int64),
+        subjects=table.subject,
+        soft_labels=None if table.soft_labels is None else table.soft_labels,
+        fixed_split=fixed,
+        identity_faces=identity_faces,
+        identity_subjects=identity_subjects,
+    )
+
+
+def fold_indices(exp: Experiment, folds: int, seed: int, val_fraction: float):
+    """Returns ``[(train_idx, val_idx, test_idx), ...]`` subject-disjoint by construction."""
+    if exp.fixed_split is not None:
+        return [exp.fixed_split]
+    out = []
+    for train_idx, test_idx in splits.subject_kfold(exp.subjects, exp.labels, folds, seed):
+        tr, va = splits.train_val_split(train_idx, exp.subjects, exp.labels,
+                                        val_fraction=val_fraction, seed=seed)
+        out.append((tr, va, test_idx))
+    return out
+
+
+def make_fold(exp: Experiment, fold: int, idx, identity_fraction: float = 1.0,
+              seed: int = 0) -> FoldData:
+    """Builds the arrays of one fold, including identity labels for identity heads."""
+    train_idx, val_idx, test_idx = idx
+    fit_subjects = sorted(set(exp.subjects[train_idx].tolist()) - {""})
+    rng = np.random.default_rng(seed + 1000 * fold)
+    labelled = set(fit_subjects)
+    if identity_fraction < 1.0:
+        n = int(round(identity_fraction * len(fit_subjects)))
+        labelled = set(rng.permutation(fit_subjects)[:n].tolist()) if n else set()
+    id_of = {s: i for i, s in enumerate(fit_subjects)}
+
+    def ids(index):
+        return np.array([id_of[s] if s in labelled else -1 for s in exp.subjects[index]],
+                        dtype=np.int64)
+
+    identity_x = identity_y = None
+    num_identities = len(fit_subjects)
+    if exp.identity_faces is not None:
+        extra = sorted(set(exp.identity_subjects.tolist()))
+        extra_of = {s: num_identities + i for i, s in enumerate(extra)}
+        identity_x = exp.identity_faces
+        identity_y = np.array([extra_of[s] for s in exp.identity_subjects], dtype=np.int64)
+        num_identities += len(extra)
+
+    train_subjects = sorted(set(exp.subjects[np.concatenate([train_idx, val_idx])].tolist()) - {""})
+    return FoldData(
+        fold=fold,
+        class_names=exp.class_names,
+        x_train=exp.faces[train_idx],
+        y_train=exp.labels[train_idx],
+        id_train=ids(train_idx),
+        x_val=exp.faces[val_idx],
+        y_val=exp.labels[val_idx],
+        # Validation subjects are not training identities: their identity is unknown.
+        id_val=np.full(len(val_idx), -1, dtype=np.int64),
+        x_test=exp.faces[test_idx],
+        y_test=exp.labels[test_idx],
+        train_subjects=train_subjects,
+        test_subjects=sorted(set(exp.subjects[test_idx].tolist()) - {""}),
+        num_identities=max(num_identities, 1),
+        identity_x=identity_x,
+        identity_y=identity_y,
+        soft_train=None if exp.soft_labels is None else exp.soft_labels[train_idx],
+    )

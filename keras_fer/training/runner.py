@@ -1,0 +1,151 @@
+"""The one runner every trainer (and the pipeline's Trainer component) calls.
+
+``train_and_evaluate(method, config)`` writes ``config.json``, loads the experiment,
+trains each fold through the method's ``fit_fold`` (resuming finished folds and
+interrupted stages), evaluates on the fold's test subjects, and writes ``results.json``
+(the project-wide schema, accuracy in percent), ``confusion_matrix.png`` and
+``per_class_accuracy.png``, then exports the last fold's inference model if asked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional, Protocol
+
+import numpy as np
+
+from keras_fer.data import preprocess
+from keras_fer.evaluation import metrics
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import Experiment, FoldData, fold_indices, load_experiment, make_fold
+
+
+class Method(Protocol):
+    """What a method plugs into the runner."""
+
+    name: str
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path):
+        """Trains on ``data`` (resuming from ``fold_dir``) and returns the inference model."""
+
+
+def predict_proba(model, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of aligned uint8 faces through the test-time (centre crop) path."""
+    x = preprocess.to_model_input(faces)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def evaluate_fold(model, data: FoldData) -> Dict:
+    """Accuracy (percent) and confusion matrix of a fold's test set."""
+    proba = predict_proba(model, data.x_test)
+    cm = metrics.confusion_matrix(data.y_test, proba.argmax(-1), data.num_classes)
+    return {
+        "fold": data.fold,
+        "accuracy": metrics.accuracy_percent(cm),
+        "train_subjects": data.train_subjects,
+        "test_subjects": data.test_subjects,
+        "confusion_matrix": cm.tolist(),
+        "num_test": int(len(data.y_test)),
+    }
+
+
+def summarise(config: TrainConfig, exp: Experiment, folds) -> Dict:
+    """The shared ``results.json`` document."""
+    acc = np.array([f["accuracy"] for f in folds], dtype=np.float64)
+    return {
+        "method": config.method,
+        "variant": config.variant,
+        "dataset": config.dataset,
+        "protocol": exp.protocol,
+        "classes": list(exp.class_names),
+        "accuracy_unit": "percent",
+        "folds": sorted(folds, key=lambda f: f["fold"]),
+        "mean_accuracy": float(acc.mean()) if len(acc) else float("nan"),
+        "std_accuracy": float(acc.std()) if len(acc) else float("nan"),
+    }
+
+
+def train_and_evaluate(method: Method, config: TrainConfig,
+                       experiment: Optional[Experiment] = None,
+                       after_fold: Optional[Callable] = None) -> Dict:
+    """Runs the protocol of ``config`` for ``method``; returns the results document.
+
+    Finished folds (``fold_<k>/result.json``) are not re-run, so a crashed run restarted
+    with the same ``--model_dir`` picks up where it stopped.
+    """
+    model_dir = Path(config.model_dir)
+    config.write(model_dir)
+    start = time.time()
+    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
+                                        use_orl=config.use_orl, limit=config.limit,
+                                        seed=config.seed)
+    all_idx = fold_indices(exp, config.folds, config.seed, config.val_fraction)
+    chosen = range(len(all_idx)) if config.fold < 0 else [config.fold]
+    if config.fold >= len(all_idx):
+        raise ValueError(f"--fold={config.fold} but the protocol has {len(all_idx)} fold(s).")
+
+    fold_results, model, data = [], None, None
+    for k in chosen:
+        fold_dir = model_dir / f"fold_{k}"
+        done = fold_dir / "result.json"
+        if done.exists():
+            logging.info("fold %d already done (%s): skipping", k, done)
+            fold_results.append(json.loads(done.read_text()))
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        data = make_fold(exp, k, all_idx[k], config.identity_fraction, config.seed)
+        print(f"[{config.method}/{config.variant}] fold {k + 1}/{len(all_idx)}: "
+              f"train {len(data.y_train)} val {len(data.y_val)} test {len(data.y_test)} faces, "
+              f"{len(data.test_subjects)} test subjects", flush=True)
+        model = method.fit_fold(data, config, fold_dir)
+        result = evaluate_fold(model, data)
+        model.save(fold_dir / "inference.keras")
+        done.write_text(json.dumps(result, indent=1))
+        fold_results.append(result)
+        if after_fold is not None:
+            after_fold(model, data, fold_dir)
+        print(f"[{config.method}/{config.variant}] fold {k}: accuracy {result['accuracy']:.2f}%",
+              flush=True)
+
+    results = summarise(config, exp, fold_results)
+    results["wall_seconds"] = round(time.time() - start, 1)
+    (model_dir / "results.json").write_text(json.dumps(results, indent=1))
+    cm = np.sum([np.array(f["confusion_matrix"]) for f in fold_results], axis=0)
+    title = (f"{config.method}/{config.variant} on {config.dataset} ({exp.protocol}): "
+             f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}%")
+    metrics.plot_confusion_matrix(cm, exp.class_names, model_dir / "confusion_matrix.png", title)
+    metrics.plot_per_class_accuracy(cm, exp.class_names, model_dir / "per_class_accuracy.png",
+                                    title)
+    if config.export:
+        if model is None:
+            import keras
+
+            last = chosen[-1] if isinstance(chosen, list) else len(all_idx) - 1
+            model = keras.saving.load_model(model_dir / f"fold_{last}" / "inference.keras")
+            data = make_fold(exp, last, all_idx[last], config.identity_fraction, config.seed)
+        export_fold_model(model, data, config)
+    print(f"{config.method}/{config.variant} {config.dataset} {exp.protocol}: "
+          f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}% over "
+          f"{len(fold_results)} fold(s) in {results['wall_seconds']:.0f}s -> {model_dir}",
+          flush=True)
+    return results
+
+
+def export_fold_model(model, data: FoldData, config: TrainConfig) -> Dict:
+    """Exports an inference model in ``config.export`` formats under ``<model_dir>/export``."""
+    from keras_fer.export import export_model
+
+    return export_model(
+        model,
+        class_names=list(data.class_names),
+        formats=config.export,
+        out_dir=Path(config.model_dir) / "export",
+        representative_faces=data.x_train[:200],
+        eval_faces=data.x_test,
+        eval_labels=data.y_test,
+        train_faces=data.x_train,
+        train_labels=data.y_train,
+    )

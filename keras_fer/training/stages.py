@@ -1,0 +1,53 @@
+"""Resumable training stages.
+
+A stage is one ``model.fit`` (pretraining a stream, fine-tuning, ...) in its own folder:
+``history.csv`` (appended across restarts), TensorBoard logs (TensorFlow backend),
+``backup/`` for mid-stage resume (Keras ``BackupAndRestore``: a killed run restarts at
+the last finished epoch) and ``final.weights.h5`` once the stage is complete, after
+which re-running the stage only loads the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+
+
+def stage_callbacks(stage_dir: Path):
+    """CSV history, mid-stage backup and (TensorFlow backend) TensorBoard callbacks."""
+    callbacks = [
+        keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
+    ]
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(stage_dir / "tensorboard")))
+    return callbacks
+
+
+def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
+              validation_data=None, verbose="auto", **fit_kwargs):
+    """Fits ``model`` for ``epochs`` unless the stage already finished; resumable.
+
+    Args:
+        model: a compiled model.
+        stage_dir: the stage's folder (created).
+        data: anything ``model.fit`` takes as ``x`` (a ``keras.utils.PyDataset`` here).
+        epochs: total epochs of the stage (a resumed run trains only the rest).
+        validation_data: passed to ``fit``.
+
+    Returns:
+        The ``History`` of this call, or ``None`` when the stage was already complete.
+    """
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    final = stage_dir / "final.weights.h5"
+    if final.exists():
+        logging.info("stage %s already complete: loading %s", stage_dir.name, final)
+        model.load_weights(str(final))
+        return None
+    history = model.fit(data, epochs=epochs, validation_data=validation_data,
+                        callbacks=stage_callbacks(stage_dir), verbose=verbose, **fit_kwargs)
+    model.save_weights(str(final))
+    return history

@@ -1,0 +1,73 @@
+"""Flags shared by every trainer (the project-wide trainer contract).
+
+Every trainer accepts ``--flagfile=...`` (built into absl); any flag given on the command
+line after it overrides the flagfile's value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+_DATASET = flags.DEFINE_enum(
+    "dataset", "synthetic", ["synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013"],
+    "Dataset to train and evaluate on.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", "", "Folder holding ckplus48/, ckplus_neutral/, ferplus/, orl_faces/ "
+    "(default: $FER_DATA_DIR or ../shared/data).")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Output folder (config, checkpoints, "
+                                 "history, results.json, plots, exports).", required=True)
+_VARIANT = flags.DEFINE_string("variant", None, "Method variant (see the trainer's --help).")
+_PROTOCOL = flags.DEFINE_string("protocol", "", "Class subset: ck7, ck8, ck6, ferplus8, fer2013 "
+                                "(default: the dataset's own).")
+_DEPTH = flags.DEFINE_integer("depth", 40, "Backbone depth.")
+_FOLDS = flags.DEFINE_integer("folds", 10, "Subject-disjoint folds (CK+, synthetic).")
+_FOLD = flags.DEFINE_integer("fold", -1, "Run only this fold (0-based); -1 = all folds.")
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Epochs of the main (fine-tuning) stage.")
+_PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of each pretraining stage.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
+_LR = flags.DEFINE_float("lr", None, "Learning rate of the main stage (default: the paper's).")
+_PRETRAIN_LR = flags.DEFINE_float("pretrain_lr", None, "Learning rate of pretraining stages.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for folds, initialisation and augmentation.")
+_VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Share of training subjects held out "
+                                   "for validation (subject-disjoint).")
+_EXPORT = flags.DEFINE_string("export", "", "Comma-separated export formats: savedmodel, "
+                              "tflite_float32, tflite_float16, tflite_dynamic, tflite_int8, "
+                              "tflite_qat, or all.")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Use at most this many images per split (FER+) for a "
+                              "quick run; 0 = all.")
+_USE_ORL = flags.DEFINE_bool("use_orl", True, "Add ORL identities to identity pretraining.")
+_EXTRA = flags.DEFINE_string("extra", "{}", "Method-specific settings as JSON.")
+
+
+def train_config(method: str, default_variant: str, default_lr: float,
+                 default_pretrain_lr: float, **overrides):
+    """Builds the frozen :class:`TrainConfig` from the parsed shared flags."""
+    from keras_fer.training.config import TrainConfig, parse_export
+
+    values = dict(
+        method=method,
+        variant=_VARIANT.value or default_variant,
+        dataset=_DATASET.value,
+        data_dir=_DATA_DIR.value or os.environ.get("FER_DATA_DIR", ""),
+        model_dir=_MODEL_DIR.value,
+        protocol=_PROTOCOL.value,
+        depth=_DEPTH.value,
+        folds=_FOLDS.value,
+        fold=_FOLD.value,
+        epochs=_EPOCHS.value,
+        pretrain_epochs=_PRETRAIN_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        lr=_LR.value if _LR.value is not None else default_lr,
+        pretrain_lr=_PRETRAIN_LR.value if _PRETRAIN_LR.value is not None else default_pretrain_lr,
+        seed=_SEED.value,
+        val_fraction=_VAL_FRACTION.value,
+        use_orl=_USE_ORL.value,
+        export=parse_export(_EXPORT.value),
+        limit=_LIMIT.value,
+        extra=json.loads(_EXTRA.value),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
