@@ -1,0 +1,181 @@
+"""TFLite variants of an inference model and a LiteRT runner.
+
+Conversion goes through a float SavedModel of the model (``from_keras_model`` targets
+``tf.keras`` models), with a dynamic batch dimension. Variants:
+
+- ``float32``: no optimisation;
+- ``float16``: float16 weights, float compute on CPU;
+- ``dynamic``: int8 weights, activations quantised on the fly;
+- ``int8``: full integer kernels calibrated on a representative set of training faces,
+  float32 input/output (drop-in for the float model);
+- ``int8_io``: the same with int8 input and output tensors (for integer-only accelerators);
+  :class:`LiteRTClassifier` applies the quantisation parameters.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from keras_fer.data.preprocess import INPUT_SIZE, to_model_input
+
+VARIANTS = ("float32", "float16", "dynamic", "int8", "int8_io")
+
+
+def as_model_input(faces: np.ndarray) -> np.ndarray:
+    """uint8 faces ``(N, H, W[, 1])`` -> float32 ``(N, 48, 48, 1)``; float input passes through.
+
+    Float arrays must already be model inputs (``(N, 48, 48, 1)`` in [0, 1]).
+    """
+    faces = np.asarray(faces)
+    if faces.dtype == np.uint8:
+        if faces.ndim == 4 and faces.shape[-1] == 1:
+            faces = faces[..., 0]
+        return to_model_input(faces)
+    if faces.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 1):
+        raise ValueError(
+            "Float faces must be model inputs (N, 48, 48, 1) in [0, 1]; pass aligned uint8 "
+            f"faces otherwise. Received dtype={faces.dtype}, shape={faces.shape}"
+        )
+    return faces.astype(np.float32, copy=False)
+
+
+def representative_dataset(faces: np.ndarray, max_samples: int = 200, seed: int = 0):
+    """Calibration generator for the converter: up to ``max_samples`` faces, one per step."""
+    x = as_model_input(faces)
+    if len(x) == 0:
+        raise ValueError("The representative dataset is empty.")
+    order = np.random.default_rng(seed).permutation(len(x))[:max_samples]
+
+    def gen() -> Iterable[list]:
+        for i in order:
+            yield [x[i : i + 1]]
+
+    return gen
+
+
+def _write_float_savedmodel(model, directory: str) -> None:
+    """SavedModel whose only signature is ``image (None, 48, 48, 1) -> probabilities``.
+
+    Converting from a SavedModel freezes the Keras 3 variables; a bare concrete function
+    keeps them as resource reads that the int8 calibrator cannot run.
+    """
+    import keras
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 1), tf.float32, name="image")
+    if isinstance(model, keras.Model):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", lambda image: model(image, training=False), [spec])
+        archive.write_out(directory, verbose=False)
+    else:  # tf_keras (QAT / pruned) models save natively
+        fn = tf.function(lambda image: model(image, training=False), input_signature=[spec])
+        tf.saved_model.save(model, directory, signatures={"serving_default": fn})
+
+
+def convert(
+    model, variant: str, out_path: str | Path, representative_faces: np.ndarray | None = None
+) -> Path:
+    """Converts ``model`` to the TFLite ``variant`` and writes it to ``out_path``.
+
+    Args:
+        model: a Keras 3 (TensorFlow backend) or tf_keras inference model.
+        variant: one of :data:`VARIANTS`.
+        out_path: the ``.tflite`` file to write.
+        representative_faces: training faces (uint8 aligned or float model inputs) for the
+            ``int8``/``int8_io`` calibration.
+
+    Returns:
+        ``out_path`` as a ``Path``.
+    """
+    import tensorflow as tf
+
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown TFLite variant {variant!r}; expected one of {VARIANTS}")
+    if variant in ("int8", "int8_io") and representative_faces is None:
+        raise ValueError(f"TFLite variant {variant!r} needs representative_faces.")
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_float_savedmodel(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if variant != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif variant in ("int8", "int8_io"):
+            converter.representative_dataset = representative_dataset(representative_faces)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if variant == "int8_io":
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        flatbuffer = converter.convert()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(flatbuffer)
+    return out_path
+
+
+class LiteRTClassifier:
+    """Runs a keras-fer ``.tflite`` classifier with ``ai_edge_litert``.
+
+    Args:
+        path: the ``.tflite`` file.
+        num_threads: interpreter threads (1 for per-face latency numbers).
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._batch = int(self._input["shape"][0])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._output["shape"][-1])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float32 ``(B, 48, 48, 1)`` in [0, 1] -> float32 probabilities ``(B, K)``."""
+        x = np.asarray(x, np.float32)
+        if x.ndim != 4 or x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 1):
+            raise ValueError(f"Expected (B, 48, 48, 1) float input. Received shape={x.shape}")
+        if len(x) != self._batch:
+            self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
+            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            self._output = self._interpreter.get_output_details()[0]
+            self._batch = len(x)
+        self._interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
+        self._interpreter.invoke()
+        return _dequantize(self._interpreter.get_tensor(self._output["index"]), self._output)
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Aligned uint8 faces ``(N, H, W)`` -> probabilities ``(N, K)``."""
+        return self.predict(as_model_input(faces))
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y.copy()
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
