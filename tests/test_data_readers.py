@@ -118,7 +118,7 @@ def test_ferplus_limit_and_summary(ferplus_dir, caplog):
         dropped[split] = sum(v.argmax() >= 8 for _, v in votes)
         assert (table.split == split).sum() == 50 - dropped[split]
     assert table.split[0] == "valid"  # splits are read in the order asked
-    assert f"valid: 50 label rows, {dropped['valid']} dropped" in caplog.text
+    assert f"valid: 50 valid label rows, {dropped['valid']} dropped" in caplog.text
 
 
 def test_fer2013_recovered(fer2013_recovered_csv, ferplus_dir):

@@ -495,7 +495,7 @@ def read_ferplus(
     Args:
         root: the FER+ data folder (``.../ferplus/data``).
         splits: which of ``train``, ``valid``, ``test`` to read, in this order.
-        limit: read only the first ``limit`` rows of each split's ``label.csv`` (for tests).
+        limit: read only the first ``limit`` valid rows of each split's ``label.csv`` (tests).
         size: optional ``int`` or ``(height, width)`` to resize every image to.
 
     Returns:
@@ -520,6 +520,8 @@ def read_ferplus(
         for line, row in _csv_rows(text, label_file, skipped):
             if limit is not None and rows >= limit:
                 break
+            # An image whose row is malformed is reported once, for its row.
+            listed.add(row[0].strip())
             try:
                 votes = _parse_votes(row)
             except ValueError as err:
@@ -529,7 +531,6 @@ def read_ferplus(
                 continue
             rows += 1
             image = row[0].strip()
-            listed.add(image)
             top = int(np.argmax(votes))
             if top >= 8:
                 dropped += 1
@@ -542,7 +543,10 @@ def read_ferplus(
                 if _is_image_name(file) and file.name not in listed:
                     _skip(skipped, file, f"image has no row in {label_file.name}")
         log.info(
-            "FER+ %s: %d label rows, %d dropped (majority vote unknown/NF)", split, rows, dropped
+            "FER+ %s: %d valid label rows, %d dropped (majority vote unknown/NF)",
+            split,
+            rows,
+            dropped,
         )
     if not entries:
         raise DatasetError(f"No usable FER+ records in {root}{_first_skipped(skipped)}")
@@ -556,6 +560,19 @@ def _fer2013_label(value: str) -> int:
             raise ValueError(f"FER2013 emotion id must be 0..6. Received {value!r}")
         value = FER2013_IDS[int(value)]
     return canonical_index(value, "fer2013")
+
+
+def _parse_pixels(text: str) -> np.ndarray:
+    tokens = text.split()
+    if len(tokens) != 48 * 48:
+        raise ValueError(f"expected 2304 pixels (48x48). Received {len(tokens)}")
+    try:
+        pixels = np.array(tokens, dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"pixels must be space-separated integers ({err})") from err
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise ValueError(f"pixel values must be in 0..255. Received {pixels.min()}..{pixels.max()}")
+    return pixels
 
 
 def _header_index(header: List[str], path: Path, required: Sequence[str]) -> Dict[str, int]:
@@ -600,11 +617,7 @@ def read_fer2013_csv(path: PathLike) -> RecordTable:
         try:
             if len(row) != len(header[1]):
                 raise ValueError(f"expected {len(header[1])} columns. Received {len(row)}")
-            pixels = np.array(row[columns["pixels"]].split(), dtype=np.int64)
-            if pixels.size != 48 * 48:
-                raise ValueError(f"expected 2304 pixels (48x48). Received {pixels.size}")
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise ValueError("pixel values must be in 0..255")
+            pixels = _parse_pixels(row[columns["pixels"]])
             expression = NO_LABEL
             if "emotion" in columns:
                 expression = _fer2013_label(row[columns["emotion"]])
@@ -615,7 +628,6 @@ def read_fer2013_csv(path: PathLike) -> RecordTable:
                     raise ValueError(f"unknown Usage {usage!r}. Known: {sorted(FER2013_USAGE)}")
                 split = FER2013_USAGE[usage.lower()]
         except ValueError as err:
-            # int64 parsing of "12.5" or "abc" lands here too, with numpy's message.
             _skip(skipped, path, str(err), line)
             continue
         images.append(pixels.reshape(48, 48).astype(np.uint8))
