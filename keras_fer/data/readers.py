@@ -142,7 +142,7 @@ def _decode_all(paths: Sequence[str], desc: str) -> list:
     # give a real speed-up on the 35k-file FER+ folders.
     workers = min(16, 4 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_try_read, paths, chunksize=64)
+        results = pool.map(_try_read, paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="img", disable=None))
 
 
@@ -217,8 +217,7 @@ def _read_tree(
 
     ``group_of(folder, skipped)`` gives the folder's expression index (or None to skip it);
     ``describe(filename, folder_name, expression)`` gives ``(subject, sequence, frame_role)``
-    or raises
-    ValueError with the reason the file cannot be used.
+    or raises ValueError with the reason the file cannot be used.
     """
     entries: List[_Entry] = []
     skipped: List[Skipped] = []
