@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from keras_fer.data import faces
+from keras_fer.data import faces, video
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8
 from keras_fer.data.records import RecordTable
 
@@ -192,3 +192,42 @@ def test_closed_detector_refuses_work():
     detector.close()
     with pytest.raises(RuntimeError, match="closed"):
         detector.detect(np.zeros((32, 32), np.uint8))
+
+
+def _write_video(path, frames_rgb, fps=10.0):
+    h, w = frames_rgb[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for frame in frames_rgb:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_frames_are_rgb_and_subsampled(tmp_path):
+    red = np.zeros((48, 64, 3), np.uint8)
+    red[..., 0] = 200
+    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(11)] + [red]
+    path = tmp_path / "clip.avi"
+    _write_video(path, frames)
+    assert video.video_info(path) == video.VideoInfo(64, 48, 10.0, 12)
+    got = list(video.iter_frames(path, every=3))
+    assert [i for i, _ in got] == [0, 3, 6, 9]
+    for i, frame in got:
+        assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+        assert abs(float(frame.mean()) - 20 * i) < 3
+    last = list(video.iter_frames(path))[-1][1]
+    assert last[..., 0].mean() > 180 and last[..., 2].mean() < 20
+    assert [i for i, _ in video.iter_frames(path, max_frames=2)] == [0, 1]
+    with pytest.raises(FileNotFoundError, match="missing.avi"):
+        video.video_info(tmp_path / "missing.avi")
+    with pytest.raises(ValueError, match="every=0"):
+        next(video.iter_frames(path, every=0))
+
+
+def test_faces_aligned_from_video_frames(aligner, astronaut, tmp_path):
+    frame = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "astronaut.avi"
+    _write_video(path, [frame, np.zeros_like(frame), _rotate(frame, 15)])
+    results = [aligner.align_largest(rgb) for _, rgb in video.iter_frames(path)]
+    assert results[0] is not None and results[1] is None and results[2] is not None
+    assert abs(_angle(results[2].transform) - _angle(results[0].transform) - 15) < 3
