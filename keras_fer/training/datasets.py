@@ -110,13 +110,15 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         limit: keep at most this many images per split (FER+) for quick runs; 0 = all.
         seed: seed of the synthetic generator.
     """
-    from keras_fer.data import readers
-
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
     protocol = protocol or DEFAULT_PROTOCOL[dataset]
     class_names = labels_lib.protocol_classes(protocol)
     root = Path(data_dir) if data_dir else default_data_dir()
+    packed = root / pack_name(dataset, protocol, limit, use_orl)
+    if packed.exists():
+        return load_pack(packed)
+    from keras_fer.data import readers
 
     fixed = None
     if dataset == "synthetic":
@@ -127,16 +129,18 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         table = readers.read_ckplus48(root / "ckplus48" / "CK+48")
     elif dataset == "ckplus_neutral":
         table = readers.read_ckplus_neutral(root / "ckplus_neutral" / "CK+")
+        # The CK+ 8-class protocol adds each labelled sequence's first (neutral) frame; the
+        # copy also holds first frames of unlabelled sequences, which would flood "neutral".
+        labelled = set(table.sequence[table.frame_role == "peak"].tolist())
+        table = table.subset(np.flatnonzero(
+            (table.frame_role == "peak") | np.isin(table.sequence, list(labelled))))
     elif dataset == "ferplus":
         table = readers.read_ferplus(root / "ferplus" / "data", limit=limit or None)
     else:
         table = readers.read_fer2013_recovered(
-            root / "ferplus" / "fer2013_original_labels_recovered.csv", root / "ferplus" / "data"
+            root / "ferplus" / "fer2013_original_labels_recovered.csv", root / "ferplus" / "data",
+            limit=limit or None,
         )
-        if limit:
-            keep = np.concatenate([np.flatnonzero(table.split == s)[:limit]
-                                   for s in ("train", "valid", "test")])
-            table = table.subset(np.sort(keep))
     _report_skipped(table)
 
     y = labels_lib.to_protocol(table.expression, class_names)
@@ -224,3 +228,49 @@ def make_fold(exp: Experiment, fold: int, idx, identity_fraction: float = 1.0,
         identity_y=identity_y,
         soft_train=None if exp.soft_labels is None else exp.soft_labels[train_idx],
     )
+
+
+def pack_name(dataset: str, protocol: str, limit: int = 0, use_orl: bool = True) -> str:
+    """File name of a packed experiment (see :func:`save_pack`)."""
+    return f"{dataset}_{protocol}{f'_limit{limit}' if limit else ''}{'' if use_orl else '_noorl'}.npz"
+
+
+def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool = True) -> Path:
+    """Writes an experiment as one compressed ``.npz`` (aligned faces, labels, splits).
+
+    Packs are how the GPU machine gets data: it has no TensorFlow and the raw image folders
+    are too large to carry, so ``--data_dir`` may point at a folder of packs instead, and
+    :func:`load_experiment` then reads the pack without touching the readers.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / pack_name(exp.name, exp.protocol, limit, use_orl)
+    arrays = {k: v for k, v in dataclasses.asdict(exp).items()
+              if v is not None and k not in ("fixed_split", "class_names", "name", "protocol")}
+    if exp.fixed_split is not None:
+        for name, idx in zip(("train", "valid", "test"), exp.fixed_split):
+            arrays[f"split_{name}"] = idx
+    np.savez_compressed(path, name=exp.name, protocol=exp.protocol,
+                        class_names=np.array(exp.class_names), **arrays)
+    return path
+
+
+def load_pack(path: str | Path) -> Experiment:
+    """Reads an experiment written by :func:`save_pack`."""
+    with np.load(path, allow_pickle=False) as z:
+        get = lambda k: z[k] if k in z.files else None  # noqa: E731
+        fixed = None
+        if "split_train" in z.files:
+            fixed = (z["split_train"], z["split_valid"], z["split_test"])
+        return Experiment(
+            name=str(z["name"]),
+            protocol=str(z["protocol"]),
+            class_names=tuple(str(c) for c in z["class_names"]),
+            faces=z["faces"],
+            labels=z["labels"],
+            subjects=z["subjects"],
+            soft_labels=get("soft_labels"),
+            fixed_split=fixed,
+            identity_faces=get("identity_faces"),
+            identity_subjects=get("identity_subjects"),
+        )
