@@ -10,6 +10,7 @@ which re-running the stage only loads the weights.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import keras
@@ -27,7 +28,7 @@ def stage_callbacks(stage_dir: Path):
 
 
 def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
-              validation_data=None, verbose="auto", **fit_kwargs):
+              validation_data=None, verbose=None, **fit_kwargs):
     """Fits ``model`` for ``epochs`` unless the stage already finished; resumable.
 
     Args:
@@ -36,6 +37,8 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
         data: anything ``model.fit`` takes as ``x`` (a ``keras.utils.PyDataset`` here).
         epochs: total epochs of the stage (a resumed run trains only the rest).
         validation_data: passed to ``fit``.
+        verbose: ``fit`` verbosity; default a progress bar on a terminal, one line per
+            epoch in logs (CI, the GPU machine).
 
     Returns:
         The ``History`` of this call, or ``None`` when the stage was already complete.
@@ -47,6 +50,8 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
         logging.info("stage %s already complete: loading %s", stage_dir.name, final)
         model.load_weights(str(final))
         return None
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(data, epochs=epochs, validation_data=validation_data,
                         callbacks=stage_callbacks(stage_dir), verbose=verbose, **fit_kwargs)
     model.save_weights(str(final))

@@ -1,0 +1,126 @@
+"""IDEnNet's two-stage training procedure, as a runner ``Method``.
+
+Stage 1 pretrains each stream with its own third block and head: the emotion stream on the
+fold's expression data (optionally starting from FER+-pretrained weights, ``extra
+emotion_init``), the identity stream (variants F/IF) on the fold's training subjects plus
+ORL identities (``extra identity_init`` likewise). Stage 2 builds the variant, copies both
+streams in by layer name, freezes the two feature groups and fine-tunes the fusion block and
+heads with the joint loss L_emo + L_id. Each stage resumes from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_fer.data.augment import FaceBatches
+from keras_fer.models import idennet
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import FoldData
+from keras_fer.training.optim import make_sgd
+from keras_fer.training.stages import fit_stage
+
+
+def _sgd(config: TrainConfig, lr: float, epochs: int, n: int) -> keras.optimizers.Optimizer:
+    return make_sgd(lr, epochs, max(1, math.ceil(n / config.batch_size)),
+                    weight_decay=config.extra.get("weight_decay", 1e-4))
+
+
+def _load_init(model: keras.Model, path: str | None, what: str) -> None:
+    if not path:
+        return
+    src = keras.saving.load_model(path, compile=False)
+    report = idennet.transfer_weights(src, model)
+    logging.info("%s initialised from %s: %s", what, path, report)
+    print(f"{what} initialised from {path}: {len(report.copied)} layers copied", flush=True)
+
+
+class IDEnNetMethod:
+    """IDEnNet variants (original, i, f, if) for :func:`runner.train_and_evaluate`."""
+
+    name = "idennet"
+
+    def model_config(self, config: TrainConfig, data: FoldData, num_identities: int | None):
+        extra = config.extra
+        return idennet.IDEnNetConfig(
+            variant=config.variant,
+            depth=config.depth,
+            num_classes=data.num_classes,
+            num_identities=num_identities,
+            layers_per_block=extra.get("layers_per_block"),
+            dropout=extra.get("dropout", 0.5),
+            alpha=extra.get("alpha", 0.1),
+            gamma=extra.get("gamma", 15.0),
+        )
+
+    def pretrain_emotion(self, config, data, mcfg, fold_dir: Path) -> keras.Model:
+        model = idennet.build_emotion_pretrain_model(mcfg)
+        _load_init(model, config.extra.get("emotion_init"), "emotion stream")
+        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs,
+                                     len(data.y_train)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
+                            seed=config.seed)
+        val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
+        fit_stage(model, fold_dir / "pretrain_emotion", train, config.pretrain_epochs, val)
+        return model
+
+    def pretrain_identity(self, config, data, mcfg, fold_dir: Path) -> keras.Model:
+        keep = data.id_train >= 0
+        x = data.x_train[keep]
+        y = data.id_train[keep]
+        if data.identity_x is not None:
+            x = np.concatenate([x, data.identity_x])
+            y = np.concatenate([y, data.identity_y])
+        if len(np.unique(y)) < 2:
+            raise ValueError("Identity pretraining needs at least 2 identities: this fold has "
+                             f"{len(np.unique(y))} (use --use_orl or a dataset with subjects).")
+        model = idennet.build_identity_pretrain_model(mcfg, data.num_identities)
+        _load_init(model, config.extra.get("identity_init"), "identity stream")
+        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, len(y)),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
+        fit_stage(model, fold_dir / "pretrain_identity", train, config.pretrain_epochs)
+        return model
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
+        keras.utils.set_random_seed(config.seed + data.fold)
+        fold_ids = int(data.id_train.max()) + 1 if (data.id_train >= 0).any() else 0
+        has_id_head = config.variant in ("i", "if")
+        if has_id_head and fold_ids < 2:
+            raise ValueError(f"Variant {config.variant!r} needs identity labels of at least 2 "
+                             f"training subjects; {config.dataset} fold {data.fold} has "
+                             f"{fold_ids}. Use 'original' or 'f' on datasets without subjects.")
+        mcfg = self.model_config(config, data, fold_ids if has_id_head else None)
+        emotion = self.pretrain_emotion(config, data, mcfg, fold_dir)
+        identity = None
+        if mcfg.has_fusion:
+            identity = self.pretrain_identity(config, data, mcfg, fold_dir)
+
+        model = idennet.build_idennet(mcfg)
+        idennet.transfer_weights(emotion, model)
+        if identity is not None:
+            idennet.transfer_weights(identity, model)
+        idennet.freeze_feature_groups(model)
+        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(data.y_train)))
+        labels = {"expression": data.y_train}
+        val_labels = {"expression": data.y_val}
+        if has_id_head:
+            labels["identity"] = data.id_train
+            val_labels["identity"] = data.id_val
+        train = FaceBatches(data.x_train, labels, config.batch_size, augment=True,
+                            seed=config.seed + 2)
+        val = FaceBatches(data.x_val, val_labels, config.batch_size) if len(data.y_val) else None
+        fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
+        return idennet.inference_model(model)
+
+
+def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
+    """The same run for another variant, in a sibling folder (for side-by-side comparisons)."""
+    return dataclasses.replace(config, variant=variant,
+                               model_dir=str(Path(config.model_dir).parent / variant))
