@@ -79,6 +79,14 @@ def test_identity_factors_are_fixed_per_subject_and_frames_vary():
     assert np.abs(first - second).mean() > 2
 
 
+def test_a_subject_is_the_same_person_whatever_the_number_of_subjects():
+    few, many = synthetic.sample_identities(3, seed=5), synthetic.sample_identities(12, seed=5)
+    for name, values in few.items():
+        # allclose: BLAS may sum the offsets' matrix product in another order for 12 rows.
+        np.testing.assert_allclose(values, many[name][:3], rtol=0, atol=1e-12)
+    assert not np.array_equal(few["face_w"], synthetic.sample_identities(3, seed=6)["face_w"])
+
+
 def test_expression_factors_are_offset_plus_scaled_prototype():
     table, factors = synthetic.make_synthetic_with_factors(n_subjects=3, jitter=0.0)
     names = [CANONICAL[i] for i in table.expression]
@@ -117,8 +125,9 @@ def test_confound_makes_pixel_nearest_centroid_much_harder():
         x = table.images.reshape(len(table), -1).astype(np.float32)
         train = np.isin(table.subject, table.subjects[:25])
         accuracy[confound] = _nearest_centroid_accuracy(x, table.expression, train, ~train)
-    # Measured 0.74 and 0.40 (chance is 0.125) on unseen subjects.
-    assert accuracy[0.0] > 0.6
+    # Measured 0.53 and 0.20 (chance is 0.125) on unseen subjects; seeds 1 and 2 give
+    # 0.75 / 0.31 and 0.73 / 0.35.
+    assert accuracy[0.0] > 0.45
     assert accuracy[0.0] - accuracy[1.0] > 0.2, accuracy
 
 

@@ -131,14 +131,26 @@ def sample_identities(
 ) -> Dict[str, np.ndarray]:
     """Draws per-subject identity factors and resting expression offsets.
 
+    Subject ``k`` has its own random stream, so ``syn000`` is the same person whatever
+    ``n_subjects`` is.
+
     Returns:
         A dict of ``(n_subjects,)`` float arrays, one per :data:`IDENTITY_RANGES` key, plus
         ``"offset"``: ``(n_subjects, 9)`` resting offsets on :data:`EXPRESSION_FACTORS`.
     """
-    rng = np.random.default_rng([seed, 1])
-    ident = {k: rng.uniform(lo, hi, n_subjects) for k, (lo, hi) in IDENTITY_RANGES.items()}
+    if n_subjects < 1:
+        raise ValueError(f"n_subjects must be positive. Received: n_subjects={n_subjects}")
+    low, high = np.array(list(IDENTITY_RANGES.values())).T
+    uniforms, own = [], []
+    for k in range(n_subjects):
+        rng = np.random.default_rng([seed, 1, k])
+        uniforms.append(rng.random(len(low) + 1))
+        own.append(rng.normal(size=len(EXPRESSION_FACTORS)))
+    uniforms, own = np.array(uniforms), np.array(own)
+    values = low + (high - low) * uniforms[:, :-1]
+    ident = {k: values[:, i] for i, k in enumerate(IDENTITY_RANGES)}
     # Half of the people have no mole.
-    ident["mole_r"] = np.where(rng.random(n_subjects) < 0.5, 0.0, ident["mole_r"] + 0.6)
+    ident["mole_r"] = np.where(uniforms[:, -1] < 0.5, 0.0, ident["mole_r"] + 0.6)
     z = np.stack(
         [
             (ident[k] - np.mean(IDENTITY_RANGES[k])) / (np.ptp(IDENTITY_RANGES[k]) / np.sqrt(12))
@@ -147,7 +159,6 @@ def sample_identities(
         axis=1,
     )
     explained = z @ _population_rule().T
-    own = rng.normal(size=explained.shape)
     mix = OFFSET_EXPLAINED * explained + np.sqrt(1 - OFFSET_EXPLAINED**2) * own
     ident["offset"] = confound * OFFSET_STD * mix
     return ident
