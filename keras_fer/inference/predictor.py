@@ -1,0 +1,289 @@
+"""``keras_fer.Predictor``: face detection + alignment + expression classification in one object.
+
+A :class:`Predictor` holds a classifier (an exported SavedModel, run through its
+``serving_faces`` signature, or a ``.tflite`` file, run with LiteRT) and a MediaPipe face
+aligner. ``predict_image`` takes a photo of any size and returns one dict per face::
+
+    {"box": [x, y, w, h], "score": 0.93, "class": "happiness", "class_id": 4,
+     "probabilities": {"anger": 0.01, ...}}
+
+Class names come from the SavedModel (``assets.extra/class_names.txt``), from a sidecar text
+file next to a ``.tflite`` file (``<name>.class_names.txt``, else ``class_names.txt`` in the
+same folder; one name per line), or from the ``class_names`` argument, which wins.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from keras_fer.data.faces import FaceAligner, FaceDetector, FaceResult
+from keras_fer.data.imageio import ImageReadError
+
+CLASS_NAMES_FILE = "class_names.txt"
+ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
+
+
+def read_rgb(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
+    """Reads an image file as uint8 RGB ``(H, W, 3)``, applying its EXIF orientation.
+
+    Raises:
+        ImageReadError: the file is missing, is not an image, or is corrupt or truncated.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+    except FileNotFoundError as err:
+        raise ImageReadError(path, "file not found") from err
+    except IsADirectoryError as err:
+        raise ImageReadError(path, "is a directory, not an image file") from err
+    except Image.UnidentifiedImageError as err:
+        raise ImageReadError(path, "not an image file (unrecognised format)") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        # Pillow reports truncation as OSError and broken chunks as SyntaxError/ValueError.
+        raise ImageReadError(path, f"corrupt or truncated image ({err})") from err
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def as_image_array(image: ImageLike) -> np.ndarray:
+    """A path, PIL image or uint8 array -> uint8 ``(H, W)`` gray or ``(H, W, 3)`` RGB array."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_rgb(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"Expected a uint8 image array. Received dtype={array.dtype}")
+    if array.ndim == 3 and array.shape[-1] in (1, 4):
+        array = array[..., 0] if array.shape[-1] == 1 else array[..., :3]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+        raise ValueError(
+            f"Expected a gray (H, W) or RGB (H, W, 3) image. Received shape={array.shape}"
+        )
+    return array
+
+
+def tflite_class_names_path(tflite_path: Union[str, Path]) -> Optional[Path]:
+    """The class-names sidecar of a ``.tflite`` file, or ``None`` when there is none."""
+    tflite_path = Path(tflite_path)
+    for candidate in (
+        tflite_path.with_name(tflite_path.stem + "." + CLASS_NAMES_FILE),
+        tflite_path.with_name(CLASS_NAMES_FILE),
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_saved_model_dir(path: Union[str, Path]) -> Path:
+    """A SavedModel directory, or the newest ``<version>/`` of a TF Serving model base."""
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted(int(p.name) for p in path.iterdir() if p.name.isdigit() and p.is_dir())
+    for version in reversed(versions):
+        if (path / str(version) / "saved_model.pb").is_file():
+            return path / str(version)
+    raise FileNotFoundError(
+        f"{path} is neither a SavedModel directory (no saved_model.pb) nor a TF Serving model "
+        "base with integer version folders."
+    )
+
+
+class _SavedModelClassifier:
+    """The ``serving_faces`` signature of a keras-fer SavedModel."""
+
+    def __init__(self, path: Path, num_threads: Optional[int]):
+        import tensorflow as tf
+
+        from keras_fer.export.savedmodel import (
+            CLASS_NAMES_ENDPOINT,
+            FACES_INPUT,
+            SERVING_FACES,
+        )
+
+        if num_threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+            except RuntimeError:
+                warnings.warn(
+                    f"num_threads={num_threads} ignored for the SavedModel: TensorFlow's "
+                    "runtime was already initialised in this process."
+                )
+        self.path = resolve_saved_model_dir(path)
+        self._tf = tf
+        self._loaded = tf.saved_model.load(str(self.path))
+        if SERVING_FACES not in self._loaded.signatures:
+            raise ValueError(
+                f"SavedModel {self.path} has no '{SERVING_FACES}' signature (found "
+                f"{sorted(self._loaded.signatures)}); export it with keras_fer.export."
+            )
+        self._signature = self._loaded.signatures[SERVING_FACES]
+        self._input = FACES_INPUT
+        names = self._loaded.signatures[CLASS_NAMES_ENDPOINT]()["class_names"].numpy()
+        self.class_names = [n.decode("utf-8") for n in names]
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        out = self._signature(**{self._input: self._tf.constant(faces[..., None])})
+        return out["probabilities"].numpy()
+
+
+class _TFLiteClassifier:
+    """A keras-fer ``.tflite`` classifier run by :class:`keras_fer.export.tflite.LiteRTClassifier`."""
+
+    def __init__(self, path: Path, num_threads: int):
+        from keras_fer.export.tflite import LiteRTClassifier
+
+        self.path = path
+        self._runner = LiteRTClassifier(path, num_threads=num_threads)
+        sidecar = tflite_class_names_path(path)
+        self.class_names = sidecar.read_text().splitlines() if sidecar else None
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self._runner.predict_faces(faces)
+
+
+class Predictor:
+    """Detects, aligns and classifies every face of an image.
+
+    Args:
+        model_path: an exported SavedModel directory (or a TF Serving model base, whose newest
+            version is used) or a ``.tflite`` file.
+        detector: a :class:`~keras_fer.data.faces.FaceDetector` to share; by default the
+            predictor creates one (and :meth:`close` releases it).
+        min_confidence: face detection threshold in [0, 1] for the detector created here.
+        num_threads: CPU threads for the classifier (default: all cores). For a SavedModel
+            it sets TensorFlow's thread pools, which only works before TF has run anything.
+        class_names: overrides the class names stored with the model (needed for a
+            ``.tflite`` file without a class-names sidecar).
+    """
+
+    def __init__(
+        self,
+        model_path: Union[str, Path],
+        detector: Optional[FaceDetector] = None,
+        min_confidence: float = 0.5,
+        num_threads: Optional[int] = None,
+        class_names: Optional[Sequence[str]] = None,
+    ):
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise FileNotFoundError(f"Model not found: {model_path}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1. Received: num_threads={num_threads}")
+        if model_path.is_dir():
+            self._classifier = _SavedModelClassifier(model_path, num_threads)
+        elif model_path.suffix == ".tflite":
+            self._classifier = _TFLiteClassifier(model_path, num_threads or os.cpu_count() or 1)
+        else:
+            raise ValueError(
+                "model_path must be a SavedModel directory or a .tflite file. "
+                f"Received: {model_path}"
+            )
+        names = list(class_names) if class_names is not None else self._classifier.class_names
+        if names is None:
+            raise ValueError(
+                f"No class names for {model_path}: pass class_names=[...] or write them one per "
+                f"line to {model_path.with_name(model_path.stem + '.' + CLASS_NAMES_FILE)}."
+            )
+        self.model_path = self._classifier.path
+        self.class_names: List[str] = names
+        self._aligner = FaceAligner(detector=detector, min_detection_confidence=min_confidence)
+        self._check_num_classes()
+
+    def _check_num_classes(self) -> None:
+        probe = self.classify(np.full((1, 60, 60), 128, np.uint8))
+        if probe.shape[-1] != len(self.class_names):
+            raise ValueError(
+                f"The model outputs {probe.shape[-1]} classes but {len(self.class_names)} class "
+                f"names were given: {self.class_names}"
+            )
+
+    @property
+    def aligner(self) -> FaceAligner:
+        """The face aligner (detector + eye alignment to 60x60 crops)."""
+        return self._aligner
+
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities of aligned faces.
+
+        Args:
+            faces: uint8 ``(N, H, W)`` or ``(N, H, W, 1)`` aligned gray faces (normally 60x60;
+                other sizes are resized exactly as the model's serving path does).
+
+        Returns:
+            float32 ``(N, K)`` probabilities, columns in ``class_names`` order.
+        """
+        faces = np.asarray(faces)
+        if faces.dtype != np.uint8:
+            raise ValueError(f"Expected uint8 aligned faces. Received dtype={faces.dtype}")
+        if faces.ndim == 4 and faces.shape[-1] == 1:
+            faces = faces[..., 0]
+        if faces.ndim != 3:
+            raise ValueError(f"Expected faces (N, H, W[, 1]). Received shape={faces.shape}")
+        if len(faces) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.asarray(self._classifier(np.ascontiguousarray(faces)), np.float32)
+
+    def predict_faces(self, faces: np.ndarray) -> List[Dict]:
+        """Classifies aligned faces; one ``{"class", "class_id", "probabilities"}`` dict each."""
+        return [self._label(p) for p in self.classify(faces)]
+
+    def detect(self, image: ImageLike) -> List[FaceResult]:
+        """Detects and aligns every face of one image (best detection score first)."""
+        return self._aligner.align_faces(as_image_array(image))
+
+    def predict_image(self, image: ImageLike) -> List[Dict]:
+        """Every face of one image (path, PIL image or uint8 gray/RGB array), classified.
+
+        Returns:
+            One dict per face, best detection first: ``box`` ``[x, y, w, h]`` in image pixels,
+            detection ``score``, ``class``, ``class_id`` and ``probabilities`` ``{name: p}``;
+            ``[]`` when the image has no face.
+
+        Raises:
+            ImageReadError: ``image`` is a path that cannot be read as an image.
+        """
+        return self.predict_images([image])[0]
+
+    def predict_images(self, images: Sequence[ImageLike]) -> List[List[Dict]]:
+        """:meth:`predict_image` for several images, classifying all their faces in one batch."""
+        detected = [self.detect(image) for image in images]
+        crops = [face.crop for faces in detected for face in faces]
+        labels = self.predict_faces(np.stack(crops)) if crops else []
+        out, start = [], 0
+        for faces in detected:
+            out.append(
+                [
+                    {"box": [int(v) for v in face.box], "score": round(face.score, 4), **label}
+                    for face, label in zip(faces, labels[start : start + len(faces)])
+                ]
+            )
+            start += len(faces)
+        return out
+
+    def _label(self, probabilities: np.ndarray) -> Dict:
+        class_id = int(np.argmax(probabilities))
+        return {
+            "class": self.class_names[class_id],
+            "class_id": class_id,
+            "probabilities": {n: float(p) for n, p in zip(self.class_names, probabilities)},
+        }
+
+    def close(self) -> None:
+        """Releases the face detector if this predictor created it."""
+        self._aligner.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
