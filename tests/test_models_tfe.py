@@ -144,23 +144,31 @@ _JAX_SCRIPT = textwrap.dedent(
     import keras
     from keras_fer.models.tfe import TFEConfig, build_tfe, joint_optimizer
 
+    def moves(model, before):
+        by_group = {"deepid": [], "other": []}
+        for v in model.trainable_variables:
+            group = "deepid" if v.path.startswith("deepid_") else "other"
+            by_group[group].append(np.abs(before[v.path] - np.array(v)).ravel())
+        return {g: [float(np.min(np.concatenate(m))), float(np.max(np.concatenate(m)))]
+                for g, m in by_group.items()}
+
     config = TFEConfig(num_classes=8, num_identities=10)
     model = build_tfe(config)
-    optimizer = joint_optimizer(config)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=joint_optimizer(config), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     before = {v.path: np.array(v) for v in model.trainable_variables}
     loss = model.fit(x, np.arange(4), batch_size=4, epochs=1, verbose=0).history["loss"][0]
-    moved = {p: float(np.abs(np.array(v) - before[p]).max())
-             for p, v in ((v.path, v) for v in model.trainable_variables)}
+    fit_moves = moves(model, before)
     model.save(sys.argv[1])
-    print(json.dumps({
-        "backend": keras.backend.backend(),
-        "loss": float(loss),
-        "deepid_max_move": max(m for p, m in moved.items() if p.startswith("deepid_")),
-        "other_max_move": max(m for p, m in moved.items() if not p.startswith("deepid_")),
-        "probs": model.predict(x, verbose=0).tolist(),
-    }))
+    probs = model.predict(x, verbose=0).tolist()
+    before = {v.path: np.array(v) for v in model.trainable_variables}
+    ones = [keras.ops.ones(v.shape, v.dtype) for v in model.trainable_variables]
+    optimizer = joint_optimizer(config)
+    optimizer.apply(ones, model.trainable_variables)
+    optimizer.apply(ones, model.trainable_variables)
+    print(json.dumps({"backend": keras.backend.backend(), "loss": float(loss),
+                      "fit_moves": fit_moves, "ones_moves": moves(model, before),
+                      "probs": probs}))
     """
 )
 
@@ -169,7 +177,14 @@ def test_jax_fit_step_then_load_on_tensorflow(tmp_path):
     script = tmp_path / "jax_fit.py"
     script.write_text(_JAX_SCRIPT)
     saved = tmp_path / "tfe_jax.keras"
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    # XLA's CPU optimisation passes dominate a one-step run (3x slower on 2 cores); the
+    # numerics checked here do not depend on them.
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+    )
     proc = subprocess.run(
         [sys.executable, str(script), str(saved)], env=env, capture_output=True, text=True
     )
@@ -177,8 +192,11 @@ def test_jax_fit_step_then_load_on_tensorflow(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"
     assert np.isfinite(result["loss"])
-    # One step with lr 0.01 vs 0.16 on gradients of similar scale.
-    assert 0.0 < result["deepid_max_move"] < result["other_max_move"]
+    # The fit step trained both groups.
+    assert result["fit_moves"]["deepid"][1] > 0 and result["fit_moves"]["other"][1] > 0
+    # Same all-ones gradient, two SGD-momentum steps: every variable moves by 2.9 * its lr.
+    np.testing.assert_allclose(result["ones_moves"]["deepid"], [0.029, 0.029], rtol=1e-3)
+    np.testing.assert_allclose(result["ones_moves"]["other"], [0.464, 0.464], rtol=1e-3)
     loaded = keras.saving.load_model(saved)
     x = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), result["probs"], atol=1e-5)

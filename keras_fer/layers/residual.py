@@ -34,9 +34,8 @@ def _conv_bn(
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(
-        x
-    )
+    bn = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")
+    return bn(x)
 
 
 def _check_positive(value: int, what: str) -> None:

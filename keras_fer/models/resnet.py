@@ -64,9 +64,8 @@ def apply_resnet_backbone(x: keras.KerasTensor, depth: int, *, name: str) -> ker
         kernel_initializer="he_normal",
         name=f"{name}_stem_conv",
     )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_stem_bn")(
-        x
-    )
+    bn = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_stem_bn")
+    x = bn(x)
     x = layers.Activation("relu", name=f"{name}_stem_relu")(x)
     for index, (filters, kind) in enumerate(RESNET_BLOCKS[depth], start=1):
         block_name = f"{name}_block{index}"

@@ -125,7 +125,10 @@ def build_tfe(config: TFEConfig) -> keras.Model:
     x = layers.Concatenate(name=f"{TANDEM_PREFIX}_concat")([identity, emotion])
     for index, units in enumerate(config.hidden_units, start=1):
         x = layers.Dense(
-            units, activation="relu", kernel_initializer="he_normal", name=f"{TANDEM_PREFIX}_fc{index}"
+            units,
+            activation="relu",
+            kernel_initializer="he_normal",
+            name=f"{TANDEM_PREFIX}_fc{index}",
         )(x)
         x = layers.Dropout(config.dropout, name=f"{TANDEM_PREFIX}_fc{index}_dropout")(x)
     probs = layers.Dense(
@@ -163,7 +166,8 @@ def joint_optimizer(
         name="deepid_sgd",
     )
     optimizer_map = keras.optimizers.OptimizerMap(
-        default_optimizer=resnet_sgd, optimizer_map={f"(?:.*/)?{DEEPID_PREFIX}_[^/]*/.*": deepid_sgd}
+        default_optimizer=resnet_sgd,
+        optimizer_map={f"(?:.*/)?{DEEPID_PREFIX}_[^/]*/.*": deepid_sgd},
     )
     return keras.optimizers.MultiOptimizer(optimizer_map, name="tfe_joint_sgd")
 

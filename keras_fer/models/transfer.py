@@ -35,7 +35,9 @@ class TransferReport:
     def summary(self) -> str:
         """One line per group, for logs."""
         groups = dataclasses.asdict(self)
-        return "\n".join(f"{key} ({len(names)}): {', '.join(names)}" for key, names in groups.items())
+        return "\n".join(
+            f"{key} ({len(names)}): {', '.join(names)}" for key, names in groups.items()
+        )
 
 
 def _layers_with_weights(model: keras.Model) -> dict[str, keras.layers.Layer]:
