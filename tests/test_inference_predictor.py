@@ -14,7 +14,11 @@ from keras_fer.data.imageio import ImageReadError
 from keras_fer.data.labels import PROTOCOLS
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.inference import annotate
-from keras_fer.inference.predictor import Predictor, resolve_saved_model_dir, tflite_class_names_path
+from keras_fer.inference.predictor import (
+    Predictor,
+    resolve_saved_model_dir,
+    tflite_class_names_path,
+)
 
 CLASSES = list(PROTOCOLS["ck7"])
 
@@ -27,8 +31,9 @@ def tiny_model():
     image = keras.Input((48, 48, 1), name="image")
     x = keras.layers.Conv2D(4, 5, strides=4, activation="relu", name="tiny_conv")(image)
     x = keras.layers.Flatten(name="tiny_flatten")(x)
-    x = keras.layers.Dense(7, kernel_initializer=keras.initializers.RandomNormal(stddev=0.5),
-                           name="tiny_logits")(x)
+    x = keras.layers.Dense(
+        7, kernel_initializer=keras.initializers.RandomNormal(stddev=0.5), name="tiny_logits"
+    )(x)
     out = keras.layers.Softmax(name="probabilities")(x)
     return keras.Model(image, out, name="tiny_fer")
 

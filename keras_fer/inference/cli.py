@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch_size", type=int, default=16, help="images per batch")
     parser.add_argument("--every", type=int, default=1, help="video: keep every Nth frame")
     parser.add_argument("--max_frames", type=int, default=None, help="video: stop after N frames")
-    parser.add_argument("--min_confidence", type=float, default=0.5, help="face detection threshold")
+    parser.add_argument(
+        "--min_confidence", type=float, default=0.5, help="face detection threshold"
+    )
     parser.add_argument("--num_threads", type=int, default=None, help="classifier CPU threads")
     parser.add_argument(
         "--class_names",
@@ -224,7 +226,9 @@ def predict_path(
         batch.clear()
 
     batch: List[Tuple[Dict, np.ndarray]] = []
-    bar = tqdm(total=total or None, desc="predict", unit="img", file=sys.stderr, disable=not progress)
+    bar = tqdm(
+        total=total or None, desc="predict", unit="img", file=sys.stderr, disable=not progress
+    )
     try:
         for fields, load in items:
             bar.update(1)

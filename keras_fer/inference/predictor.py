@@ -137,7 +137,7 @@ class _SavedModelClassifier:
 
 
 class _TFLiteClassifier:
-    """A keras-fer ``.tflite`` classifier run by :class:`keras_fer.export.tflite.LiteRTClassifier`."""
+    """A keras-fer ``.tflite`` classifier run by ``export.tflite.LiteRTClassifier``."""
 
     def __init__(self, path: Path, num_threads: int):
         from keras_fer.export.tflite import LiteRTClassifier
