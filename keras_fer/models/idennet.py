@@ -94,7 +94,9 @@ class IDEnNetConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}. Received: variant={self.variant!r}")
+            raise ValueError(
+                f"variant must be one of {VARIANTS}. Received: variant={self.variant!r}"
+            )
         if self.layers_per_block is None:
             layers_per_block(self.depth)
         elif not isinstance(self.layers_per_block, int) or self.layers_per_block < 1:
@@ -261,9 +263,10 @@ class IDEnNetTrainer(keras.Model):
     """Functional IDEnNet whose ``compute_loss`` is ``L_emo + L_id`` (Eq. 5).
 
     Built like a functional model (``IDEnNetTrainer(inputs=..., outputs={...})``, see
-    :func:`build_idennet`); compile with an optimizer only. Labels ``y`` are a dict
-    ``{"expression": (B,), "identity": (B,)}``, an ``(expression, identity)`` pair, or bare
-    expression labels for variants without identity head. Identity label -1 means "no identity
+    :func:`build_idennet`); compile with an optimizer only (a compiled ``loss`` is not
+    used). Labels ``y`` are a dict ``{"expression": (B,), "identity": (B,)}``, an
+    ``(expression, identity)`` pair, or bare expression labels for variants without identity
+    head. Identity label -1 means "no identity
     label": that sample is left out of L_id, which averages over labelled samples only (0 when
     a batch has none), so its scale does not depend on the fraction of labelled samples.
     Metrics: ``loss``, ``emo_loss``, ``id_loss`` (0 without identity head), ``accuracy``.
@@ -283,18 +286,6 @@ class IDEnNetTrainer(keras.Model):
         self.id_loss_tracker = keras.metrics.Mean(name="id_loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
-    @property
-    def has_identity_head(self) -> bool:
-        return "identity" in self.output_names
-
-    def compile(self, *args: Any, loss: Any = None, **kwargs: Any) -> None:
-        if loss is not None:
-            raise ValueError(
-                f"{type(self).__name__} computes its own loss (L_emo + L_id); compile it with an "
-                f"optimizer only. Received: loss={loss!r}"
-            )
-        super().compile(*args, **kwargs)
-
     def compute_loss(
         self,
         x: Any = None,
@@ -303,6 +294,11 @@ class IDEnNetTrainer(keras.Model):
         sample_weight: Any = None,
         training: bool = True,
     ) -> Any:
+        if not isinstance(y_pred, Mapping) or "expression" not in y_pred:
+            raise ValueError(
+                "IDEnNetTrainer needs dict outputs with an 'expression' key. "
+                f"Received: {type(y_pred).__name__}"
+            )
         expression, identity = _split_labels(y)
         expression = ops.reshape(ops.cast(expression, "int32"), (-1,))
         probs = y_pred["expression"]
