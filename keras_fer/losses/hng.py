@@ -13,7 +13,8 @@ the project pretrains stand-ins on its own data and passes them in as frozen ``k
 :func:`feature_extractor` builds such a model from a trained network and layer names.
 Losses are means rather than the paper's sums, so their scale does not depend on image or
 feature size; the trade-off weights absorb the difference. The adversarial loss is the
-standard non-saturating GAN loss and lives with the other GAN losses in ``losses.gan``.
+standard non-saturating GAN loss and, like the pixel L1 loss (paper Eq. 7, taken here as a
+mean), lives with the other GAN losses in ``losses.gan``.
 """
 
 from __future__ import annotations
@@ -127,11 +128,6 @@ def symmetry_loss(images, use_laplacian: bool = False):
     if use_laplacian:
         images = laplacian(images)
     return 0.5 * ops.mean(ops.abs(images - ops.flip(images, axis=2)))
-
-
-def pixel_l1_loss(generated, target):
-    """Pixel-wise L1 loss (paper Eq. 7) as a mean over pixels."""
-    return ops.mean(ops.abs(generated - target))
 
 
 def _last_output(model: keras.Model, images) -> np.ndarray:
