@@ -1,4 +1,4 @@
-"""IDEnNet: identity-enhanced network for FER (Li et al., ECCV-W 2018), four variants.
+"""IDEnNet: identity-enhanced network for FER (Li et al., 2018), its four variants.
 
 Stages and models (all functional, layers named so weights move by name):
 
@@ -23,11 +23,12 @@ Block 3": in the fine-tuning model the fusion block *is* Emotion Dense Block 3 -
 layers, named ``emo_block3_*`` - applied to the fused map instead of the emotion group's map.
 Block 3 has no other use after pretraining (the paper's Fig. 2 drops it), so there is one set
 of weights: it starts from the pretrained block 3 and is trained in fine-tuning (the paper
-fine-tunes everything after the concatenation). Consequences: D^c must equal D (block 3's input
-width), and ``original`` is exactly the emotion pretraining architecture. By default
-:func:`build_idennet` creates fresh ``emo_block3`` layers and :func:`transfer_weights` copies
-the pretrained values; passing ``emotion_model=`` instead reuses that model's block-3 layer
-objects, so both models hold the very same variables (sharing in the strict sense).
+fine-tunes the layers after the concatenation and freezes the groups). Consequences: D^c must
+equal D (block 3's input width), and ``original`` is exactly the emotion pretraining
+architecture. By default :func:`build_idennet` creates fresh ``emo_block3`` layers and
+:func:`transfer_weights` copies the pretrained values; passing ``emotion_model=`` instead
+reuses that model's block-3 layer objects, so both models hold the very same variables
+(sharing in the strict sense).
 
 Reading choice: the paper's Fig. 2 lists "Concatenate, Conv, Pooling" for the fusion, which
 could mean the groups end at Dense Block 2 and the fusion conv replaces the last transition
