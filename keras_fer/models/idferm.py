@@ -270,8 +270,10 @@ class RMLModel(keras.Model):
 
     ``x`` is a dict ``{"image": queries (B, S, S, 1), "reference": their generated neutral
     faces (B, S, S, 1)}`` and ``y`` the integer labels ``(B,)``. Queries and references go
-    through the same network in one pass. Without the ML branch (``use_rml=False`` network)
-    ``x`` may be the image tensor alone and the loss is softmax only.
+    through the same network in one pass. Class centres are the per-batch class means of the
+    query embeddings (see ``losses.rml``), so batches should hold several images per class
+    (:func:`per_class_batches`). Without the ML branch (``use_rml=False`` network) ``x`` may
+    be the image tensor alone and the loss is softmax only. Sample weights are not used.
 
     Args:
         network: Output of :func:`build_rml_network`.
@@ -312,7 +314,8 @@ class RMLModel(keras.Model):
         if not self.use_rml or "reference" not in inputs:
             return self.network(images, training=training)
         batch = ops.shape(images)[0]
-        out = self.network(ops.concatenate([images, inputs["reference"]], axis=0), training=training)
+        both = ops.concatenate([images, inputs["reference"]], axis=0)
+        out = self.network(both, training=training)
         return {
             "probabilities": out["probabilities"][:batch],
             "embedding": out["embedding"][:batch],
@@ -385,7 +388,9 @@ def inference_model(rml_model: RMLModel, name: str = "idferm") -> keras.Model:
     return keras.Model(network.inputs[0], network.output["probabilities"], name=name)
 
 
-def per_class_batches(labels: np.ndarray, per_class: int = 2, seed: int = 0) -> Iterator[np.ndarray]:
+def per_class_batches(
+    labels: np.ndarray, per_class: int = 2, seed: int = 0
+) -> Iterator[np.ndarray]:
     """Index batches holding ``per_class`` samples of every class present (one epoch).
 
     Each class's indices are visited in a shuffled order, restarting with a new shuffle when
