@@ -71,6 +71,17 @@ def test_hng_default_shapes():
     assert slopes == {0.1}
 
 
+def test_hng_golden_parameter_counts():
+    # Encoder, 4x4 stride-2 convs + dense: 1->32: 16*1*32+32 = 544; 32->64: 16*32*64+64 = 32832;
+    # 64->128: 131200; 128->256: 524544; dense 4*4*256 -> 256: 4096*256+256 = 1048832.
+    assert idferm.build_hng_encoder().count_params() == 544 + 32832 + 131200 + 524544 + 1048832
+    # Decoder: dense 256 -> 4*4*256: 256*4096+4096 = 1052672; deconvs 256->128: 524416;
+    # 128->64: 131136; 64->32: 32800; 32->1: 16*32+1 = 513.
+    assert idferm.build_hng_decoder().count_params() == 1052672 + 524416 + 131136 + 32800 + 513
+    # Discriminator: 544 + 32832 + 131200 + dense 8*8*128 -> 1: 8193.
+    assert idferm.build_hng_discriminator().count_params() == 544 + 32832 + 131200 + 8193
+
+
 def test_hng_config_rejects_indivisible_size():
     with pytest.raises(ValueError, match="divisible"):
         idferm.HNGConfig(image_size=60, decoder_filters=(8, 8, 8))
@@ -204,6 +215,21 @@ def test_hng_symmetry_and_adversarial_losses_do_not_reach_the_encoder_tf():
     assert logs["symmetry_loss"] > 0 and logs["adversarial_loss"] > 0
     assert change["encoder"] == 0.0
     assert change["decoder"] > 0 and change["discriminator"] > 0
+
+
+def test_hng_default_size_losses_with_48x48_auxiliary_nets():
+    # The project's auxiliary nets take 48x48 crops; 64x64 HNG faces are brought to them.
+    hng = HNGModel(
+        idferm.build_hng_encoder(),
+        idferm.build_hng_decoder(),
+        idferm.build_hng_discriminator(),
+        perceptual_model=_aux_net("expr48", 48),
+        identity_model=_aux_net("ident48", 48, two_outputs=True),
+    )
+    images = np.random.default_rng(0).random((2, 64, 64, 1)).astype("float32")
+    losses, logs = hng.compute_losses(images, images[::-1], training=False)
+    assert set(losses) == {"encoder", "decoder", "discriminator"}
+    assert all(np.isfinite(float(_np(v))) for v in logs.values())
 
 
 def test_hng_rejects_negative_weights():
