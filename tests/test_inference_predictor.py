@@ -169,6 +169,13 @@ def test_tflite_class_names_sidecar_and_override(exported, tmp_path):
     names = [f"c{i}" for i in range(7)]
     with Predictor(bare, class_names=names) as predictor:
         assert predictor.class_names == names
+    # export_model's layout: <out>/tflite/model_*.tflite next to <out>/savedmodel/.
+    layout = tmp_path / "export"
+    (layout / "tflite").mkdir(parents=True)
+    shutil.copytree(exported["savedmodel"], layout / "savedmodel")
+    shutil.copy(exported["tflite"], layout / "tflite" / "model_float32.tflite")
+    with Predictor(layout / "tflite" / "model_float32.tflite") as predictor:
+        assert predictor.class_names == CLASSES
     # A folder-wide class_names.txt serves every .tflite in it.
     (tmp_path / "class_names.txt").write_text("\n".join(names) + "\n")
     assert tflite_class_names_path(bare) == tmp_path / "class_names.txt"

@@ -7,9 +7,9 @@ aligner. ``predict_image`` takes a photo of any size and returns one dict per fa
     {"box": [x, y, w, h], "score": 0.93, "class": "happiness", "class_id": 4,
      "probabilities": {"anger": 0.01, ...}}
 
-Class names come from the SavedModel (``assets.extra/class_names.txt``), from a sidecar text
-file next to a ``.tflite`` file (``<name>.class_names.txt``, else ``class_names.txt`` in the
-same folder; one name per line), or from the ``class_names`` argument, which wins.
+Class names come from the SavedModel (its ``class_names`` signature), from a text file next to
+a ``.tflite`` file (see :func:`tflite_class_names_path`; one name per line), or from the
+``class_names`` argument, which wins.
 """
 
 from __future__ import annotations
@@ -71,11 +71,17 @@ def as_image_array(image: ImageLike) -> np.ndarray:
 
 
 def tflite_class_names_path(tflite_path: Union[str, Path]) -> Optional[Path]:
-    """The class-names sidecar of a ``.tflite`` file, or ``None`` when there is none."""
+    """The class-names file of a ``.tflite`` file, or ``None`` when there is none.
+
+    Looks for ``<name>.class_names.txt``, then ``class_names.txt`` in the same folder, then
+    the sibling SavedModel's names in ``export_model``'s layout (``<out>/tflite/*.tflite``
+    next to ``<out>/savedmodel/assets.extra/class_names.txt``).
+    """
     tflite_path = Path(tflite_path)
     for candidate in (
         tflite_path.with_name(tflite_path.stem + "." + CLASS_NAMES_FILE),
         tflite_path.with_name(CLASS_NAMES_FILE),
+        tflite_path.parent.parent / "savedmodel" / "assets.extra" / CLASS_NAMES_FILE,
     ):
         if candidate.is_file():
             return candidate
