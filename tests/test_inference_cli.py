@@ -181,3 +181,25 @@ def test_unreadable_inputs(models, tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr and report is None
     proc, report = _predict(bad, "--model", tmp_path / "missing.tflite")
     assert proc.returncode == 2 and "Model not found" in proc.stderr
+
+
+def test_video_frames_folder_and_max_frames_in_process(models, astronaut, tmp_path):
+    from keras_fer.inference.cli import predict_path
+    from keras_fer.inference.predictor import Predictor
+
+    _, tflite = models
+    video = tmp_path / "still.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (512, 512))
+    for _ in range(7):
+        writer.write(cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    writer.release()
+    frames_dir = tmp_path / "frames"
+    with Predictor(tflite) as predictor:
+        report = predict_path(
+            predictor, video, every=3, max_frames=2, annotate=frames_dir, progress=False
+        )
+        with pytest.raises(ValueError, match="batch_size"):
+            predict_path(predictor, video, batch_size=0)
+    assert [(r["frame"], r["time_s"]) for r in report["results"]] == [(0, 0.0), (3, 0.6)]
+    assert all(len(r["faces"]) == 1 for r in report["results"]) and report["errors"] == []
+    assert sorted(p.name for p in frames_dir.iterdir()) == ["frame_000000.png", "frame_000003.png"]

@@ -1,7 +1,6 @@
 """keras_fer.Predictor on real photos with a tiny exported model (SavedModel and TFLite)."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
