@@ -43,7 +43,8 @@ def test_uniform_attention_adds_gamma_times_mean_of_values():
     layer.value_kernel.assign(np.eye(8, dtype="float32"))
     layer.gamma.assign(0.5)
     expected = 0.5 * x.mean(axis=(1, 2), keepdims=True) + x
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-6)
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_config_round_trip_and_saved_model_outputs(tmp_path):
@@ -59,7 +60,8 @@ def test_config_round_trip_and_saved_model_outputs(tmp_path):
     path = tmp_path / "att.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
-    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
 
 
 def test_rejects_bad_arguments():
