@@ -35,6 +35,8 @@ class Experiment:
 
     ``fixed_split`` holds (train, val, test) index arrays for datasets with an official
     split (FER+); otherwise folds are subject-disjoint k-fold over ``subjects``.
+    ``neutral_faces`` / ``neutral_subjects`` are real neutral frames of the dataset's
+    subjects (the targets of IDFERM's neutral-face generator), ``None`` without subjects.
     """
 
     name: str
@@ -47,6 +49,8 @@ class Experiment:
     fixed_split: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
     identity_faces: Optional[np.ndarray] = None
     identity_subjects: Optional[np.ndarray] = None
+    neutral_faces: Optional[np.ndarray] = None
+    neutral_subjects: Optional[np.ndarray] = None
 
     @property
     def num_classes(self) -> int:
@@ -60,6 +64,9 @@ class FoldData:
     ``id_train`` / ``id_val`` are identity labels ``0..num_identities-1`` (training-fold
     subjects first, then the extra identity-only subjects such as ORL), ``-1`` where a
     sample's identity label is withheld (``--identity_fraction``) or unknown.
+    ``subj_*`` are the subject ids of each face; ``neutral_faces`` / ``neutral_subjects``
+    hold the real neutral frames of the training and validation subjects only, so a test
+    subject's neutral face never reaches a method.
     """
 
     fold: int
@@ -78,6 +85,11 @@ class FoldData:
     identity_x: Optional[np.ndarray] = None
     identity_y: Optional[np.ndarray] = None
     soft_train: Optional[np.ndarray] = None
+    subj_train: Optional[np.ndarray] = None
+    subj_val: Optional[np.ndarray] = None
+    subj_test: Optional[np.ndarray] = None
+    neutral_faces: Optional[np.ndarray] = None
+    neutral_subjects: Optional[np.ndarray] = None
 
     @property
     def num_classes(self) -> int:
@@ -96,6 +108,37 @@ def _report_skipped(table: RecordTable) -> None:
     if table.skipped:
         logging.warning("%s: %d input(s) skipped, e.g. %s", table.name, len(table.skipped),
                         "; ".join(str(s) for s in table.skipped[:3]))
+
+
+def _neutral_frames(dataset: str, table: RecordTable, root: Path, class_names, seed: int):
+    """Real neutral faces of ``table``'s subjects and their subject ids (or ``None``s).
+
+    CK+48 has no neutral frames: they come from the ``ckplus_neutral`` copy (first frame of
+    every sequence, matched by subject). Its crop differs from CK+48's (measured: the face is
+    about 0.82-1.09x the CK+48 scale, varying by sequence); both are 48x48 and are resized
+    to the same aligned 60x60 frame, nothing more. Synthetic protocols without a neutral
+    class draw each subject's neutral frames from the same generator (same seed: same people).
+    """
+    from keras_fer.data import readers
+
+    if dataset == "ckplus48":
+        folder = root / "ckplus_neutral" / "CK+"
+        if not folder.exists():
+            return None, None
+        source = readers.read_ckplus_neutral(folder)
+    elif dataset == "synthetic" and "neutral" not in class_names:
+        from keras_fer.data.synthetic import make_synthetic
+
+        source = make_synthetic(classes=("neutral",), seed=seed)
+    elif dataset in ("synthetic", "ckplus_neutral"):
+        source = table
+    else:
+        return None, None
+    keep = (source.frame_role == "neutral") & np.isin(source.subject, table.subject)
+    if not keep.any():
+        return None, None
+    source = source.subset(np.flatnonzero(keep))
+    return _aligned(source), source.subject
 
 
 def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
@@ -142,6 +185,7 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
             limit=limit or None,
         )
     _report_skipped(table)
+    neutral_faces, neutral_subjects = _neutral_frames(dataset, table, root, class_names, seed)
 
     y = labels_lib.to_protocol(table.expression, class_names)
     keep = y >= 0
@@ -168,6 +212,8 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         fixed_split=fixed,
         identity_faces=identity_faces,
         identity_subjects=identity_subjects,
+        neutral_faces=neutral_faces,
+        neutral_subjects=neutral_subjects,
     )
 
 
@@ -209,6 +255,10 @@ def make_fold(exp: Experiment, fold: int, idx, identity_fraction: float = 1.0,
         num_identities += len(extra)
 
     train_subjects = sorted(set(exp.subjects[np.concatenate([train_idx, val_idx])].tolist()) - {""})
+    neutral_faces = neutral_subjects = None
+    if exp.neutral_faces is not None:
+        seen = np.isin(exp.neutral_subjects, train_subjects)
+        neutral_faces, neutral_subjects = exp.neutral_faces[seen], exp.neutral_subjects[seen]
     return FoldData(
         fold=fold,
         class_names=exp.class_names,
@@ -227,6 +277,11 @@ def make_fold(exp: Experiment, fold: int, idx, identity_fraction: float = 1.0,
         identity_x=identity_x,
         identity_y=identity_y,
         soft_train=None if exp.soft_labels is None else exp.soft_labels[train_idx],
+        subj_train=exp.subjects[train_idx],
+        subj_val=exp.subjects[val_idx],
+        subj_test=exp.subjects[test_idx],
+        neutral_faces=neutral_faces,
+        neutral_subjects=neutral_subjects,
     )
 
 
@@ -273,4 +328,6 @@ def load_pack(path: str | Path) -> Experiment:
             fixed_split=fixed,
             identity_faces=get("identity_faces"),
             identity_subjects=get("identity_subjects"),
+            neutral_faces=get("neutral_faces"),
+            neutral_subjects=get("neutral_subjects"),
         )
