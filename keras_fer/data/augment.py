@@ -153,6 +153,9 @@ class FaceBatches(keras.utils.PyDataset):
         seed: seeds the shuffling and the augmenter, for repeatable runs.
         augmenter: with ``augment=True``, a custom augmenter to use instead of
             ``make_augmenter(seed)``.
+        drop_remainder: leave out the last, smaller batch of each epoch (the order is
+            reshuffled every epoch, so no record is always left out): under jit compilation
+            a second batch shape costs a second compile of the train step.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``PyDataset``.
     """
 
@@ -165,6 +168,7 @@ class FaceBatches(keras.utils.PyDataset):
         shuffle: Optional[bool] = None,
         seed: Optional[int] = None,
         augmenter: Optional[keras.Sequential] = None,
+        drop_remainder: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -180,6 +184,7 @@ class FaceBatches(keras.utils.PyDataset):
                 raise ValueError(f"labels have {len(column)} rows, faces have {n}.")
         self.labels = labels
         self.batch_size = batch_size
+        self.drop_remainder = bool(drop_remainder) and n >= batch_size
         self.shuffle = augment if shuffle is None else shuffle
         if augment and augmenter is None:
             augmenter = make_augmenter(seed)
@@ -188,6 +193,8 @@ class FaceBatches(keras.utils.PyDataset):
         self._order = self._rng.permutation(n) if self.shuffle else np.arange(n)
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.faces) // self.batch_size
         return math.ceil(len(self.faces) / self.batch_size)
 
     def __getitem__(self, index: int):

@@ -96,12 +96,10 @@ class FoldData:
         return len(self.class_names)
 
 
-def _aligned(table: RecordTable) -> np.ndarray:
+def _aligned(table: RecordTable, size: int = preprocess.ALIGNED_SIZE) -> np.ndarray:
     if table.images.dtype == object:
-        images = np.stack([preprocess.resize_uint8(im[None], preprocess.ALIGNED_SIZE)[0]
-                           for im in table.images])
-        return images
-    return preprocess.resize_uint8(table.images, preprocess.ALIGNED_SIZE)
+        return np.stack([preprocess.resize_uint8(im[None], size)[0] for im in table.images])
+    return preprocess.resize_uint8(table.images, size)
 
 
 def _report_skipped(table: RecordTable) -> None:
@@ -142,7 +140,8 @@ def _neutral_frames(dataset: str, table: RecordTable, root: Path, class_names, s
 
 
 def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
-                    use_orl: bool = True, limit: int = 0, seed: int = 0) -> Experiment:
+                    use_orl: bool = True, limit: int = 0, seed: int = 0,
+                    face_size: int = preprocess.ALIGNED_SIZE) -> Experiment:
     """Reads a dataset, keeps the protocol's classes and aligns faces to 60x60.
 
     Args:
@@ -152,6 +151,8 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         use_orl: add ORL identities (``orl_faces/``) as identity-only pretraining data.
         limit: keep at most this many images per split (FER+) for quick runs; 0 = all.
         seed: seed of the synthetic generator.
+        face_size: side of the returned faces; only packs built with ``jpeg_train`` use
+            another size than the aligned 60 (they store the native pixels).
     """
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
@@ -205,7 +206,7 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         name=dataset,
         protocol=protocol,
         class_names=class_names,
-        faces=_aligned(table),
+        faces=_aligned(table, face_size),
         labels=y.astype(np.int64),
         subjects=table.subject,
         soft_labels=None if table.soft_labels is None else table.soft_labels,
@@ -290,18 +291,61 @@ def pack_name(dataset: str, protocol: str, limit: int = 0, use_orl: bool = True)
     return f"{dataset}_{protocol}{f'_limit{limit}' if limit else ''}{'' if use_orl else '_noorl'}.npz"
 
 
-def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool = True) -> Path:
+def _jpeg_faces(faces: np.ndarray, size: int, quality: int) -> dict:
+    from io import BytesIO
+
+    from PIL import Image
+
+    blobs = []
+    for face in preprocess.resize_uint8(faces, size):
+        buf = BytesIO()
+        Image.fromarray(face).save(buf, format="JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return {"faces_jpeg": np.concatenate(blobs), "faces_jpeg_offsets": offsets}
+
+
+def _unjpeg_faces(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    faces = [np.asarray(Image.open(BytesIO(data[a:b].tobytes())).convert("L"))
+             for a, b in zip(offsets[:-1], offsets[1:])]
+    return preprocess.resize_uint8(np.stack(faces), preprocess.ALIGNED_SIZE)
+
+
+def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool = True,
+              jpeg_train: tuple[int, int] | None = None) -> Path:
     """Writes an experiment as one compressed ``.npz`` (aligned faces, labels, splits).
 
     Packs are how the GPU machine gets data: it has no TensorFlow and the raw image folders
     are too large to carry, so ``--data_dir`` may point at a folder of packs instead, and
     :func:`load_experiment` then reads the pack without touching the readers.
+
+    Args:
+        jpeg_train: ``(size, quality)`` stores the *training* rows of a fixed split as JPEG
+            at ``size`` pixels (FER+: its native 48 px, quality 95), the only way its 28k
+            training faces fit the GPU machine's 64 MiB transfer; validation and test rows
+            stay lossless (stored at ``size`` too), so reported accuracy is measured on the
+            original pixels.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / pack_name(exp.name, exp.protocol, limit, use_orl)
     arrays = {k: v for k, v in dataclasses.asdict(exp).items()
               if v is not None and k not in ("fixed_split", "class_names", "name", "protocol")}
+    if jpeg_train is not None:
+        if exp.fixed_split is None:
+            raise ValueError("jpeg_train needs a dataset with a fixed train split (FER+).")
+        train = exp.fixed_split[0]
+        arrays.update(_jpeg_faces(exp.faces[train], *jpeg_train))
+        lossless = np.setdiff1d(np.arange(len(exp.faces)), train)
+        # Stored at the native size too (build the experiment with face_size=size): the
+        # resize to 60 at load is the one load_experiment does, so these rows load
+        # bit-identical to a direct read of the dataset.
+        arrays["faces"] = preprocess.resize_uint8(exp.faces[lossless], jpeg_train[0])
+        arrays["faces_lossless_idx"] = lossless
     if exp.fixed_split is not None:
         for name, idx in zip(("train", "valid", "test"), exp.fixed_split):
             arrays[f"split_{name}"] = idx
@@ -317,11 +361,19 @@ def load_pack(path: str | Path) -> Experiment:
         fixed = None
         if "split_train" in z.files:
             fixed = (z["split_train"], z["split_valid"], z["split_test"])
+        faces = z["faces"]
+        if "faces_jpeg" in z.files:
+            side = preprocess.ALIGNED_SIZE
+            full = np.zeros((len(z["labels"]), side, side), dtype=np.uint8)
+            full[z["faces_lossless_idx"]] = preprocess.resize_uint8(faces,
+                                                                     preprocess.ALIGNED_SIZE)
+            full[fixed[0]] = _unjpeg_faces(z["faces_jpeg"], z["faces_jpeg_offsets"])
+            faces = full
         return Experiment(
             name=str(z["name"]),
             protocol=str(z["protocol"]),
             class_names=tuple(str(c) for c in z["class_names"]),
-            faces=z["faces"],
+            faces=faces,
             labels=z["labels"],
             subjects=z["subjects"],
             soft_labels=get("soft_labels"),

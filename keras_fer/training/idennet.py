@@ -65,9 +65,12 @@ class IDEnNetMethod:
                                      len(data.y_train)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
-                            seed=config.seed)
+                            seed=config.seed, drop_remainder=True)
         val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
-        fit_stage(model, fold_dir / "pretrain_emotion", train, config.pretrain_epochs, val)
+        stage = fold_dir / "pretrain_emotion"
+        fit_stage(model, stage, train, config.pretrain_epochs, val)
+        # Kept whole so that other runs can start from this stream (``emotion_init``).
+        model.save(stage / "model.keras")
         return model
 
     def pretrain_identity(self, config, data, mcfg, fold_dir: Path) -> keras.Model:
@@ -84,7 +87,8 @@ class IDEnNetMethod:
         _load_init(model, config.extra.get("identity_init"), "identity stream")
         model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, len(y)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
+        train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1,
+                            drop_remainder=True)
         fit_stage(model, fold_dir / "pretrain_identity", train, config.pretrain_epochs)
         return model
 
@@ -114,7 +118,7 @@ class IDEnNetMethod:
             labels["identity"] = data.id_train
             val_labels["identity"] = data.id_val
         train = FaceBatches(data.x_train, labels, config.batch_size, augment=True,
-                            seed=config.seed + 2)
+                            seed=config.seed + 2, drop_remainder=True)
         val = FaceBatches(data.x_val, val_labels, config.batch_size) if len(data.y_val) else None
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
         return idennet.inference_model(model)

@@ -1,0 +1,120 @@
+"""Runs many trainer invocations side by side on the GPU machine and packs what comes back.
+
+JAX compiles every new model on the CPU, and on one H100 a CK+ fold trains in seconds, so a
+10-fold protocol is bound by compilation: running folds as parallel processes (16 cores)
+is what makes a full protocol fit in the device's 10-minute command limit. Each job is one
+line of trainer arguments; per-fold jobs of the same ``--model_dir`` are aggregated at the
+end by re-running the trainer with ``--fold=-1`` (finished folds are skipped, so this only
+writes ``results.json`` and the plots).
+
+    python3 benchmarks/gpu_run.py --jobs=jobs.txt --parallel=12 --out=$OUT/runs.tar.gz
+
+A job line: ``<trainer module> <args...>``, e.g.
+``trainers.idennet --dataset=ckplus48 --variant=if --fold=3 --model_dir=runs/ck_if``.
+Lines starting with ``#`` are comments; a line ``---`` waits for all jobs above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+KEEP_SUFFIXES = (".json", ".csv", ".png", ".log", ".md")
+
+
+def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf")):
+    running, done = [], []
+    queue = list(jobs)
+    while queue or running:
+        if time.time() > deadline:
+            for i, line, proc, start, log in running:
+                proc.kill()
+                print(f"job {i} killed at the deadline: {line}", flush=True)
+            return done + [(i, -9, time.time() - s, ln) for i, ln, _, s, _ in running]
+        while queue and len(running) < parallel:
+            i, line = queue.pop(0)
+            log = open(log_dir / f"job{i:03d}.log", "w")
+            cmd = [sys.executable, "-m"] + shlex.split(line)
+            running.append((i, line, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                            time.time(), log))
+        for item in list(running):
+            i, line, proc, start, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                done.append((i, proc.returncode, time.time() - start, line))
+                print(f"[{time.strftime('%H:%M:%S')}] job {i} rc={proc.returncode} "
+                      f"{time.time() - start:.0f}s: {line}", flush=True)
+        time.sleep(1)
+    return done
+
+
+def _model_dirs(lines):
+    out = {}
+    for line in lines:
+        args = shlex.split(line)
+        module = args[0]
+        model_dir = next((a.split("=", 1)[1] for a in args if a.startswith("--model_dir=")), None)
+        if model_dir and any(a.startswith("--fold=") and a != "--fold=-1" for a in args):
+            rest = [a for a in args[1:] if not a.startswith("--fold=")]
+            out[model_dir] = " ".join([module] + rest + ["--fold=-1"])
+    return out
+
+
+def _pack(roots, out: Path, keep_models: set):
+    with tarfile.open(out, "w:gz") as tar:
+        for root in roots:
+            for path in Path(root).rglob("*"):
+                if not path.is_file():
+                    continue
+                rel = str(path)
+                if path.suffix in KEEP_SUFFIXES or rel in keep_models or any(
+                        rel.endswith(k) for k in keep_models):
+                    tar.add(path, arcname=rel)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", required=True)
+    parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--deadline", type=float, default=540,
+                        help="seconds after which running jobs are killed and results packed")
+    parser.add_argument("--keep", default="", help="comma-separated path suffixes of model "
+                        "files to bring back too (e.g. fold_0/inference.keras)")
+    args = parser.parse_args()
+    lines = [ln.strip() for ln in Path(args.jobs).read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    log_dir = Path("runs/logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start, batch, results, n = time.time(), [], [], 0
+    deadline = start + args.deadline
+    for line in lines + ["---"]:
+        if line == "---":
+            results += _run_batch(batch, args.parallel, log_dir, deadline)
+            batch = []
+        else:
+            batch.append((n, line))
+            n += 1
+    jobs = [ln for ln in lines if ln != "---"]
+    aggregates = list(_model_dirs(jobs).values())
+    results += _run_batch([(n + i, a) for i, a in enumerate(aggregates)], args.parallel, log_dir,
+                          deadline + 40)
+    failed = [r for r in results if r[1] != 0]
+    print(f"{len(results)} jobs, {len(failed)} failed, {time.time() - start:.0f}s", flush=True)
+    for r in failed:
+        print("FAILED:", r, flush=True)
+        print((log_dir / f"job{r[0]:03d}.log").read_text()[-3000:], flush=True)
+    keep = {k.strip() for k in args.keep.split(",") if k.strip()}
+    _pack(["runs"], Path(args.out), keep)
+    print(f"packed -> {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
