@@ -63,7 +63,7 @@ def _model_dirs(lines):
         model_dir = next((a.split("=", 1)[1] for a in args if a.startswith("--model_dir=")), None)
         if model_dir and any(a.startswith("--fold=") and a != "--fold=-1" for a in args):
             rest = [a for a in args[1:] if not a.startswith("--fold=")]
-            out[model_dir] = " ".join([module] + rest + ["--fold=-1"])
+            out[model_dir] = shlex.join([module] + rest + ["--fold=-1"])
     return out
 
 
