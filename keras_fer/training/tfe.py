@@ -1,0 +1,269 @@
+"""TFE-JL's training procedure (and its ResNet-only baseline), as a runner ``Method``.
+
+Per fold, each stage in its own resumable folder under ``fold_dir``:
+
+1. ``pretrain_deepid``: the DeepID identity classifier on the fold's training subjects
+   (``id_train >= 0``) plus the extra identities (ORL). A share of the identities
+   (``extra verification_fraction``, default 0.2, taken from ORL when present, otherwise from
+   the fold's training subjects) is held out of this stage; the 160-d feature is then scored
+   on them by face verification (cosine similarity; the held-out subjects are split in two
+   disjoint halves, the threshold is chosen on the pairs of one half and the rate reported
+   on the pairs of the other) and written to ``fold_dir/verification.json``.
+2. ``pretrain_resnet``: the ResNet12/18 emotion classifier on the fold's expression data.
+3. ``joint`` (variant ``tfe``): the tandem model, initialised from both by layer name, learnt
+   jointly with :func:`keras_fer.models.tfe.joint_optimizer` (ResNet and tandem layers at
+   ``lr``, DeepID layers at ``extra deepid_lr``). ``finetune`` (variant ``baseline``): the
+   pretrained ResNet alone, trained for the same epochs with the same ResNet rate schedule,
+   so that both variants see the same expression data for the same number of epochs and
+   differ only in the identity feature.
+
+Every stage uses SGD with momentum 0.9 and the step schedule of
+:func:`keras_fer.training.optim.step_schedule` (rate /10 at 50% and 75% of the stage). The
+pretraining stages use the project's decoupled weight decay (``extra weight_decay``); the
+joint stage does not, since the paper gives none and its sub-optimizers are the plain SGDs
+of :func:`~keras_fer.models.tfe.joint_optimizer`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_fer.data.augment import FaceBatches
+from keras_fer.data.preprocess import to_model_input
+from keras_fer.evaluation import verification
+from keras_fer.models import tfe
+from keras_fer.models.deepid import build_deepid, deepid_feature_model
+from keras_fer.models.resnet import build_resnet
+from keras_fer.models.transfer import transfer_weights
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import FoldData
+from keras_fer.training.optim import make_sgd, step_schedule
+from keras_fer.training.stages import fit_stage
+
+VARIANTS = ("tfe", "baseline")
+DEFAULT_DEEPID_LR = 0.01
+DEFAULT_DEEPID_PRETRAIN_LR = 0.01
+DEFAULT_VERIFICATION_FRACTION = 0.2
+DEFAULT_VERIFICATION_PAIRS = 1000
+# Two halves of at least two subjects each: different-subject pairs need two subjects.
+MIN_HELD_OUT = 4
+
+
+def _steps(config: TrainConfig, n: int) -> int:
+    return max(1, math.ceil(n / config.batch_size))
+
+
+def _pretrain_sgd(config: TrainConfig, lr: float, epochs: int, n: int):
+    return make_sgd(lr, epochs, _steps(config, n),
+                    weight_decay=config.extra.get("weight_decay", 1e-4))
+
+
+def split_identities(data: FoldData, fraction: float, seed: int):
+    """Identity pretraining data and the held-out identities used for verification.
+
+    The held-out subjects come from the extra identities (ORL) when there are any, else
+    from the fold's labelled training subjects; the remaining identities are relabelled
+    ``0..M-1``.
+
+    Args:
+        data: the fold.
+        fraction: share of the source's subjects to hold out (0 disables verification).
+        seed: seeds the choice of subjects.
+
+    Returns:
+        ``(x_fit, y_fit, x_held, subjects_held, source)``: uint8 faces and contiguous labels
+        for pretraining, uint8 faces and identity ids of the held-out subjects (empty when
+        fewer than 4 subjects would be held out), and ``"orl"``/``"training_subjects"``.
+    """
+    keep = data.id_train >= 0
+    x = data.x_train[keep]
+    y = data.id_train[keep]
+    source = "training_subjects"
+    if data.identity_x is not None and len(data.identity_y):
+        x = np.concatenate([x, data.identity_x])
+        y = np.concatenate([y, data.identity_y])
+        pool = np.unique(data.identity_y)
+        source = "orl"
+    else:
+        pool = np.unique(y)
+    n_held = int(round(fraction * len(pool)))
+    if n_held < MIN_HELD_OUT or len(np.unique(y)) - n_held < 2:
+        n_held = 0
+    held = np.random.default_rng(seed).permutation(pool)[:n_held]
+    is_held = np.isin(y, held)
+    _, y_fit = np.unique(y[~is_held], return_inverse=True)
+    return x[~is_held], y_fit.astype(np.int64), x[is_held], y[is_held], source
+
+
+def verification_rate(feature_model: keras.Model, faces: np.ndarray, subjects: np.ndarray,
+                      n_pairs: int, seed: int) -> dict:
+    """Verification accuracy (percent) of an identity feature on held-out subjects.
+
+    The subjects are split into two disjoint halves: the cosine threshold is chosen on pairs
+    of the first ("threshold") half and evaluated on pairs of the second ("test") half, so
+    neither a pair nor a person used to choose the threshold is scored with it.
+
+    Args:
+        feature_model: ``image -> feature`` model.
+        faces: uint8 ``(N, 60, 60)`` aligned faces of at least 4 subjects.
+        subjects: ``(N,)`` integer identity ids.
+        n_pairs: pairs sampled in each half.
+        seed: seeds the subject split and the pairs.
+
+    Returns:
+        ``{"threshold", "threshold_accuracy", "verification_rate", "pairs",
+        "threshold_identities", "test_identities"}`` (the two halves' identity ids).
+    """
+    ids = np.unique(subjects)
+    if len(ids) < MIN_HELD_OUT:
+        raise ValueError(f"Verification needs at least {MIN_HELD_OUT} subjects. "
+                         f"Received {len(ids)}.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(ids)
+    halves = order[: len(ids) // 2], order[len(ids) // 2:]
+    embeddings = np.asarray(feature_model.predict(to_model_input(faces), verbose=0))
+    scored = []
+    for k, half in enumerate(halves):
+        rows = np.flatnonzero(np.isin(subjects, half))
+        pairs, same = verification.verification_pairs(subjects[rows], n_pairs, seed + k)
+        scored.append((verification.cosine_scores(embeddings[rows], pairs), same))
+    threshold = verification.choose_threshold(*scored[0])
+    return {
+        "threshold": threshold,
+        "threshold_accuracy": verification.verification_accuracy(*scored[0], threshold),
+        "verification_rate": verification.verification_accuracy(*scored[1], threshold),
+        "pairs": n_pairs,
+        "threshold_identities": sorted(int(s) for s in halves[0]),
+        "test_identities": sorted(int(s) for s in halves[1]),
+    }
+
+
+class TFEMethod:
+    """TFE-JL (variant ``tfe``) and its ResNet-only baseline for the runner.
+
+    Method-specific settings (``config.extra``): ``deepid_lr`` (joint-learning rate of the
+    DeepID layers, default 0.01), ``deepid_pretrain_lr`` (0.01), ``deepid_epochs`` (default
+    ``pretrain_epochs``), ``hidden_units`` (tandem FC widths, ``[256]``), ``dropout`` (0.5),
+    ``weight_decay`` (pretraining, 1e-4), ``verification_fraction`` (0.2),
+    ``verification_pairs`` (1000 per half).
+    """
+
+    name = "tfe"
+
+    def model_config(self, config: TrainConfig, data: FoldData, num_identities: int):
+        """The :class:`~keras_fer.models.tfe.TFEConfig` of this run and fold."""
+        extra = config.extra
+        return tfe.TFEConfig(
+            num_classes=data.num_classes,
+            num_identities=num_identities,
+            resnet_depth=config.depth,
+            hidden_units=tuple(extra.get("hidden_units", (256,))),
+            dropout=extra.get("dropout", 0.5),
+            resnet_lr=config.lr,
+            deepid_lr=extra.get("deepid_lr", DEFAULT_DEEPID_LR),
+        )
+
+    def pretrain_deepid(self, config: TrainConfig, data: FoldData, fold_dir: Path):
+        """Stage 1: DeepID on identities, then its verification rate on held-out ones."""
+        extra = config.extra
+        seed = config.seed + data.fold
+        x, y, x_held, s_held, source = split_identities(
+            data, extra.get("verification_fraction", DEFAULT_VERIFICATION_FRACTION), seed)
+        if len(np.unique(y)) < 2:
+            raise ValueError("DeepID pretraining needs at least 2 identities: this fold has "
+                             f"{len(np.unique(y))} (use --use_orl or a dataset with subjects).")
+        deepid = build_deepid(int(y.max()) + 1, name=tfe.DEEPID_PREFIX)
+        epochs = extra.get("deepid_epochs", config.pretrain_epochs)
+        lr = extra.get("deepid_pretrain_lr", DEFAULT_DEEPID_PRETRAIN_LR)
+        deepid.compile(optimizer=_pretrain_sgd(config, lr, epochs, len(y)),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
+        fit_stage(deepid, fold_dir / "pretrain_deepid", train, epochs)
+        if len(s_held):
+            report = verification_rate(
+                deepid_feature_model(deepid), x_held, s_held,
+                extra.get("verification_pairs", DEFAULT_VERIFICATION_PAIRS), seed)
+            report.update(source=source, pretrain_identities=int(y.max()) + 1)
+            (fold_dir / "verification.json").write_text(json.dumps(report, indent=1))
+            print(f"[tfe] fold {data.fold}: DeepID verification rate "
+                  f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
+                  f"{source} subjects (threshold {report['threshold']:.3f})", flush=True)
+        else:
+            print(f"[tfe] fold {data.fold}: too few identities to hold out for verification; "
+                  "skipped", flush=True)
+        return deepid
+
+    def pretrain_resnet(self, config: TrainConfig, data: FoldData, fold_dir: Path):
+        """Stage 1b: the ResNet emotion classifier on the fold's expression data."""
+        resnet = build_resnet(config.depth, data.num_classes, name=tfe.RESNET_PREFIX)
+        resnet.compile(optimizer=_pretrain_sgd(config, config.pretrain_lr,
+                                               config.pretrain_epochs, len(data.y_train)),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit_stage(resnet, fold_dir / "pretrain_resnet", self._train(config, data, 2),
+                  config.pretrain_epochs, self._val(config, data))
+        return resnet
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
+        """Trains the variant on one fold (resuming stages) and returns its inference model."""
+        if config.variant not in VARIANTS:
+            raise ValueError(f"TFE-JL variants are {VARIANTS}. Received: variant="
+                             f"{config.variant!r}")
+        keras.utils.set_random_seed(config.seed + data.fold)
+        resnet = self.pretrain_resnet(config, data, fold_dir)
+        total = config.epochs * _steps(config, len(data.y_train))
+        if config.variant == "baseline":
+            resnet.compile(optimizer=keras.optimizers.SGD(step_schedule(config.lr, total),
+                                                          momentum=0.9),
+                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            fit_stage(resnet, fold_dir / "finetune", self._train(config, data, 3),
+                      config.epochs, self._val(config, data))
+            return resnet
+
+        deepid = self.pretrain_deepid(config, data, fold_dir)
+        mcfg = self.model_config(config, data, deepid.output_shape[-1])
+        model = tfe.build_tfe(mcfg)
+        transfer_weights(deepid, model)
+        transfer_weights(resnet, model)
+        optimizer = tfe.joint_optimizer(mcfg, resnet_lr=step_schedule(mcfg.resnet_lr, total),
+                                        deepid_lr=step_schedule(mcfg.deepid_lr, total))
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        fit_stage(model, fold_dir / "joint", self._train(config, data, 3), config.epochs,
+                  self._val(config, data))
+        return tfe.inference_model(model)
+
+    @staticmethod
+    def _train(config: TrainConfig, data: FoldData, offset: int) -> FaceBatches:
+        return FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
+                           seed=config.seed + offset)
+
+    @staticmethod
+    def _val(config: TrainConfig, data: FoldData):
+        return FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
+
+
+def summarise_verification(model_dir: str | Path) -> dict | None:
+    """Collects ``fold_*/verification.json`` into ``<model_dir>/verification.json``.
+
+    Returns:
+        ``{"folds": [...], "mean_verification_rate", "std_verification_rate"}`` (percent), or
+        ``None`` when no fold measured one (baseline runs, too few identities).
+    """
+    model_dir = Path(model_dir)
+    folds = []
+    for path in sorted(model_dir.glob("fold_*/verification.json")):
+        report = json.loads(path.read_text())
+        report["fold"] = int(path.parent.name.split("_")[1])
+        folds.append(report)
+    if not folds:
+        return None
+    rates = np.array([f["verification_rate"] for f in folds])
+    summary = {"folds": folds, "mean_verification_rate": float(rates.mean()),
+               "std_verification_rate": float(rates.std())}
+    (model_dir / "verification.json").write_text(json.dumps(summary, indent=1))
+    return summary
