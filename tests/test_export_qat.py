@@ -10,23 +10,30 @@ from keras_fer.export.tflite import LiteRTClassifier
 L = keras.layers
 
 
+def _dense_layer(x, name):
+    y = L.BatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
+    y = L.ReLU(name=f"{name}_relu")(y)
+    y = L.Conv2D(4, 3, padding="same", use_bias=False, name=f"{name}_conv")(y)
+    return L.Concatenate(name=f"{name}_concat")([x, y])
+
+
 def _dense_net_like(num_classes=3, seed=0):
-    """Stem conv-BN-ReLU, two pre-activation dense layers (BN-ReLU-conv + concat), transition
-    (BN-ReLU-1x1 conv-average pool), BN-ReLU-GAP head, dropout, softmax."""
+    """The DenseNet-BC patterns QAT has to handle: conv-BN-ReLU stem; a conv feeding both a BN
+    and a concatenation; pre-activation dense layers (BN-ReLU-conv + concat); a transition
+    (BN-ReLU-1x1 conv-average pool) whose pooled map feeds the next concatenation; BN-ReLU-GAP
+    head, dropout, float32 softmax."""
     keras.utils.set_random_seed(seed)
     image = keras.Input((48, 48, 1), name="image")
     x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(image)
     x = L.BatchNormalization(name="stem_bn")(x)
     x = L.ReLU(name="stem_relu")(x)
-    for i in range(2):
-        y = L.BatchNormalization(epsilon=1.001e-5, name=f"block_{i}_bn")(x)
-        y = L.ReLU(name=f"block_{i}_relu")(y)
-        y = L.Conv2D(4, 3, padding="same", use_bias=False, name=f"block_{i}_conv")(y)
-        x = L.Concatenate(name=f"block_{i}_concat")([x, y])
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="conv0")(x)
+    x = _dense_layer(_dense_layer(x, "block1_layer1"), "block1_layer2")
     x = L.BatchNormalization(name="transition_bn")(x)
     x = L.Activation("relu", name="transition_relu")(x)
     x = L.Conv2D(8, 1, use_bias=False, name="transition_conv")(x)
     x = L.AveragePooling2D(2, name="transition_pool")(x)
+    x = _dense_layer(x, "block2_layer1")
     x = L.BatchNormalization(name="head_bn")(x)
     x = L.ReLU(name="head_relu")(x)
     x = L.GlobalAveragePooling2D(name="head_gap")(x)

@@ -105,7 +105,8 @@ def test_colour_alpha_and_jpeg_inputs_are_converted_to_gray():
     rgba = np.dstack([np.repeat(pil_gray[..., None], 3, -1), np.full((37, 23), 7)]).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
-    np.testing.assert_array_equal(decode_gray(tf.constant(buf.getvalue())).numpy()[..., 0], pil_gray)
+    decoded = decode_gray(tf.constant(buf.getvalue())).numpy()[..., 0]
+    np.testing.assert_array_equal(decoded, pil_gray)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
     assert decode_gray(tf.constant(buf.getvalue())).numpy().shape == (37, 23, 1)

@@ -161,7 +161,8 @@ def test_rest_client_against_loopback_server(model_and_dir, faces):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             assert self.path == "/v1/models/fer:predict"
-            status, body = handle_rest(signature, self.rfile.read(int(self.headers["Content-Length"])))
+            length = int(self.headers["Content-Length"])
+            status, body = handle_rest(signature, self.rfile.read(length))
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -185,7 +186,8 @@ def test_rest_client_against_loopback_server(model_and_dir, faces):
     finally:
         server.shutdown()
         server.server_close()
-    assert predict_url("http://h:8501/", "fer", 3) == "http://h:8501/v1/models/fer/versions/3:predict"
+    url = predict_url("http://h:8501/", "fer", 3)
+    assert url == "http://h:8501/v1/models/fer/versions/3:predict"
 
 
 def test_saved_model_cli_lists_the_signatures(model_and_dir):

@@ -129,7 +129,8 @@ def test_export_model_writes_variants_report_and_pushes(data, tmp_path):
         model_name="small",
         latency_runs=3,
     )
-    assert set(result.artifacts) == {"savedmodel", "tflite_float32", "tflite_int8", "tflite_int8_io"}
+    expected = {"savedmodel", "tflite_float32", "tflite_int8", "tflite_int8_io"}
+    assert set(result.artifacts) == expected
     assert result.pushed == tmp_path / "saved_models" / "small" / "1"
     assert (result.pushed / "assets.extra" / "tf_serving_warmup_requests").exists()
     assert result.report["variants"]["savedmodel"]["max_abs_diff"] < 1e-5

@@ -165,11 +165,15 @@ def rebuild_tf_keras(model):
 
     def pick(refs):
         refs = refs if isinstance(refs[0], list) else [refs]
-        out = [_resolve({"class_name": "__keras_tensor__", "config": {"keras_history": r}}, tensors)
-               for r in refs]
+        out = [
+            _resolve({"class_name": "__keras_tensor__", "config": {"keras_history": r}}, tensors)
+            for r in refs
+        ]
         return out[0] if len(out) == 1 else out
 
-    twin = tf_keras.Model(pick(config["input_layers"]), pick(config["output_layers"]), name=model.name)
+    twin = tf_keras.Model(
+        pick(config["input_layers"]), pick(config["output_layers"]), name=model.name
+    )
     copy_weights(model, twin)
     return twin
 
@@ -201,12 +205,9 @@ def _fit(model, faces, labels, epochs, batch_size, learning_rate, callbacks=(), 
     y = np.asarray(labels)
     loss = "categorical_crossentropy" if y.ndim == 2 else "sparse_categorical_crossentropy"
     tf.random.set_seed(seed)
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"]
-    )
-    model.fit(
-        x, y, epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0
-    )
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, callbacks=list(callbacks), verbose=0)
     return model
 
 
@@ -237,21 +238,29 @@ def prune(
     return sparsity.strip_pruning(pruned)
 
 
-_CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+_FOLDABLE_INTO = ("Conv2D", "DepthwiseConv2D")
 
 
 @functools.cache
-def _output_only_config_class():
-    """QuantizeConfig that fake-quantises only a layer's output (no weight quantisers).
+def _layer_config_class():
+    """QuantizeConfig without weight quantisers that may fake-quantise the layer's output.
 
-    tfmot's default scheme folds BatchNormalization into a preceding convolution but
-    refuses a free-standing one (the pre-activation BN -> ReLU -> Conv of DenseNets);
-    TFLite turns such a BN into an int8 MUL + ADD, so quantising its output is what the
-    deployed graph does.
+    Used where tfmot's default 8-bit registry does not fit the TFLite graph:
+
+    - a free-standing BatchNormalization (the pre-activation BN -> ReLU -> Conv of DenseNets;
+      tfmot only folds BN into a preceding convolution and refuses the rest): TFLite runs it
+      as an int8 MUL + ADD, so its output is quantised (``quantize_output=True``);
+    - AveragePooling2D: TFLite's int8 average pool needs the same scale on input and output,
+      and a second output quantiser makes conversion fail when the pooled map feeds a
+      concatenation (DenseNet transitions), so it keeps its input's scale
+      (``quantize_output=False``).
     """
     quantization = tfmot().quantization.keras
 
-    class OutputOnlyQuantizeConfig(quantization.QuantizeConfig):
+    class LayerQuantizeConfig(quantization.QuantizeConfig):
+        def __init__(self, quantize_output: bool):
+            self.quantize_output = quantize_output
+
         def get_weights_and_quantizers(self, layer):
             return []
 
@@ -265,6 +274,8 @@ def _output_only_config_class():
             pass
 
         def get_output_quantizers(self, layer):
+            if not self.quantize_output:
+                return []
             return [
                 quantization.quantizers.MovingAverageQuantizer(
                     num_bits=8, per_axis=False, symmetric=False, narrow_range=False
@@ -272,13 +283,13 @@ def _output_only_config_class():
             ]
 
         def get_config(self):
-            return {}
+            return {"quantize_output": self.quantize_output}
 
         @classmethod
         def from_config(cls, config):
             return cls(**config)
 
-    return OutputOnlyQuantizeConfig
+    return LayerQuantizeConfig
 
 
 def _annotate(model, config_cls):
@@ -286,12 +297,22 @@ def _annotate(model, config_cls):
 
     quantization = tfmot().quantization.keras
 
+    def folds_into_conv(bn) -> bool:
+        # tfmot folds a BN only into a convolution that feeds nothing else; DenseNet stems
+        # also feed the first concatenation, which leaves their BN free-standing.
+        parents = bn.inbound_nodes[0].inbound_layers
+        parents = parents if isinstance(parents, list) else [parents]
+        return (
+            len(parents) == 1
+            and type(parents[0]).__name__ in _FOLDABLE_INTO
+            and len(parents[0].outbound_nodes) == 1
+        )
+
     def annotate(layer):
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            parents = layer.inbound_nodes[0].inbound_layers
-            parents = parents if isinstance(parents, list) else [parents]
-            if not any(type(p).__name__ in _CONV_TYPES for p in parents):
-                return quantization.quantize_annotate_layer(layer, config_cls())
+        if isinstance(layer, tf_keras.layers.BatchNormalization) and not folds_into_conv(layer):
+            return quantization.quantize_annotate_layer(layer, config_cls(quantize_output=True))
+        if isinstance(layer, tf_keras.layers.AveragePooling2D):
+            return quantization.quantize_annotate_layer(layer, config_cls(quantize_output=False))
         return quantization.quantize_annotate_layer(layer)
 
     return tf_keras.models.clone_model(model, clone_function=annotate)
@@ -323,7 +344,7 @@ def quantize_aware_train(
         scheme = tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     else:
         scheme = quantization.default_8bit.Default8BitQuantizeScheme()
-    config_cls = _output_only_config_class()
+    config_cls = _layer_config_class()
     with quantization.quantize_scope({config_cls.__name__: config_cls}):
         qat = quantization.quantize_apply(_annotate(model, config_cls), scheme)
     return _fit(qat, faces, labels, epochs, batch_size, learning_rate)
@@ -371,6 +392,12 @@ def export_qat_tflite(
     if prune_sparsity:
         twin = prune(twin, faces, labels, prune_sparsity, epochs, batch_size, learning_rate)
     qat = quantize_aware_train(
-        twin, faces, labels, epochs, batch_size, learning_rate, preserve_sparsity=bool(prune_sparsity)
+        twin,
+        faces,
+        labels,
+        epochs,
+        batch_size,
+        learning_rate,
+        preserve_sparsity=bool(prune_sparsity),
     )
     return convert_qat_tflite(qat, out_path)

@@ -135,7 +135,9 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict, out_dir: str | Path, stem: str = "export_report") -> tuple[Path, Path]:
+def write_report(
+    report: dict, out_dir: str | Path, stem: str = "export_report"
+) -> tuple[Path, Path]:
     """Writes ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,9 @@ def check_inference_model(model: keras.Model, class_names: Sequence[str]) -> Non
         )
     in_shape = tuple(model.inputs[0].shape[1:])
     if in_shape != (48, 48, 1):
-        raise ValueError(f"Expected input shape (None, 48, 48, 1). Received {model.inputs[0].shape}")
+        raise ValueError(
+            f"Expected input shape (None, 48, 48, 1). Received {model.inputs[0].shape}"
+        )
     k = model.outputs[0].shape[-1]
     if len(model.outputs[0].shape) != 2 or k != len(class_names):
         raise ValueError(
@@ -78,7 +80,9 @@ def decode_gray(encoded):
     return tf.cond(channels < 3, lambda: image[..., :1], luma)
 
 
-def build_export_archive(model: keras.Model, class_names: Sequence[str]) -> keras.export.ExportArchive:
+def build_export_archive(
+    model: keras.Model, class_names: Sequence[str]
+) -> keras.export.ExportArchive:
     """Builds the ``ExportArchive`` with the three endpoints described in the module docstring.
 
     Args:

@@ -291,7 +291,9 @@ def handle_rest(signature, request_json: dict | str | bytes) -> tuple[int, dict]
     import tensorflow as tf
 
     try:
-        request = json.loads(request_json) if isinstance(request_json, (str, bytes)) else request_json
+        request = request_json
+        if isinstance(request, (str, bytes)):
+            request = json.loads(request)
         instances = request["instances"]
         if not isinstance(instances, list) or not instances:
             raise ValueError("'instances' must be a non-empty list")
