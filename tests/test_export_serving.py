@@ -143,6 +143,9 @@ def test_rest_handler_predictions_and_errors(model_and_dir, faces):
     assert [p["class_name"] for p in predictions] == [CLASSES[i] for i in ref.argmax(1)]
     assert [p["class_id"] for p in predictions] == ref.argmax(1).tolist()
 
+    named = {"instances": [{"images": inst} for inst in body["instances"]]}
+    assert handle_rest(signature, named) == (status, response)
+
     status, response = handle_rest(signature, rest_request([b"not an image"]))
     assert status == 400 and "image" in response["error"]
     with pytest.raises(RestError):
@@ -151,6 +154,7 @@ def test_rest_handler_predictions_and_errors(model_and_dir, faces):
     assert status == 400 and "Malformed" in response["error"]
     status, response = handle_rest(signature, {"instances": [{"b64": "%%%"}]})
     assert status == 400
+    assert handle_rest(signature, {"instances": ["not-an-object"]})[0] == 400
     assert handle_rest(signature, rest_request(images[:1]))[0] == 200
 
 

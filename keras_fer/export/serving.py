@@ -297,8 +297,10 @@ def handle_rest(signature, request_json: dict | str | bytes) -> tuple[int, dict]
         instances = request["instances"]
         if not isinstance(instances, list) or not instances:
             raise ValueError("'instances' must be a non-empty list")
-        images = [base64.b64decode(inst["b64"], validate=True) for inst in instances]
-    except (ValueError, KeyError, TypeError) as err:
+        # Row format allows the bare value or {input_name: value} per instance.
+        values = [inst.get(IMAGES_INPUT, inst) for inst in instances]
+        images = [base64.b64decode(value["b64"], validate=True) for value in values]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         return 400, {"error": f"Malformed request: {err!r}"}
     try:
         out = signature(**{IMAGES_INPUT: tf.constant(images)})
