@@ -26,7 +26,7 @@ from keras_fer.models.ifgan import (
     transfer_classifier_weights,
 )
 from keras_fer.models.patchgan import PatchGANConfig, build_patchgan
-from keras_fer.models.unet import UNetConfig, build_unet_generator
+from keras_fer.models.unet import ATTENTION_LAYERS, UNetConfig, build_unet_generator
 
 TINY = dict(generator_filters=8, discriminator_filters=8, classifier_filters=8, feature_dim=16)
 
@@ -42,11 +42,10 @@ def _faces(n=4, seed=0):
 def test_generator_shapes_range_and_three_attention_modules():
     generator = build_unet_generator(UNetConfig(base_filters=8))
     attention = [layer for layer in generator.layers if isinstance(layer, SelfAttention2D)]
-    assert sorted(layer.name for layer in attention) == [
-        "generator_decoder_attention",
-        "generator_encoder_attention",
-        "generator_skip_attention",
-    ]
+    assert ATTENTION_LAYERS == ("skip_attention", "encoder_attention", "decoder_attention")
+    assert sorted(layer.name for layer in attention) == sorted(
+        f"generator_{kind}" for kind in ATTENTION_LAYERS
+    )
     # Skip attention at 24x24 (2f channels); encoder/decoder attention at 12x12 (4f).
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in attention}
     assert shapes["generator_skip_attention"] == (24, 24, 16)
@@ -74,6 +73,21 @@ def test_ablation_is_the_same_unet_without_attention():
             layer.set_weights(with_attention.get_layer(layer.name).get_weights())
     x = _faces(2)
     np.testing.assert_allclose(_np(ablation(x)), _np(with_attention(x)), atol=1e-6)
+
+
+def test_default_parameter_counts():
+    # Golden counts catch silent architecture drift. The attention modules add, at 12x12 with
+    # C = 128: q, k = 128*16 + 16 = 2064 each, v = 128*128 + 128 = 16512, gamma 1 -> 20641
+    # (x2: encoder + decoder); at 24x24 with C = 64: 520 + 520 + 4160 + 1 = 5201.
+    assert build_unet_generator().count_params() == 1_814_004
+    assert build_unet_generator(UNetConfig(use_attention=False)).count_params() == (
+        1_814_004 - 2 * 20_641 - 5_201
+    )
+    assert build_patchgan().count_params() == 167_713
+    # The pair classifier differs from the baseline by the second input channel of the first
+    # 3x3x32 convolution: 3 * 3 * 32 = 288 weights.
+    assert build_expression_classifier(7).count_params() == 305_479
+    assert build_classifier(7).count_params() == 305_479 - 288
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
@@ -151,6 +165,17 @@ def test_inference_model_is_one_functional_model_that_round_trips(tmp_path):
     np.testing.assert_allclose(restored.predict(x, verbose=0), probs, atol=1e-6)
 
 
+def test_wrapper_weights_round_trip_for_checkpoints(tmp_path):
+    config = IFGANConfig(num_classes=3, **TINY)
+    gan, fresh = build_ifgan(config), build_ifgan(config)
+    path = tmp_path / "ifgan.weights.h5"
+    gan.save_weights(path)
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(_np(fresh.island.centres), _np(gan.island.centres))
+    x = _faces(2)
+    np.testing.assert_allclose(_np(fresh(x)), _np(gan(x)), atol=1e-6)
+
+
 def test_compile_checks_optimizer_groups():
     gan = build_ifgan(IFGANConfig(num_classes=3, **TINY))
     shared = ifgan_optimizer()
@@ -176,10 +201,11 @@ def test_plots_write_files(tmp_path):
         plot_attention_maps(ablation, x[:1], [(0, 0)], tmp_path / "none.png")
 
 
-def train_two_steps() -> dict:
+def train_two_steps(export_dir: str | None = None) -> dict:
     """Builds a tiny IF-GAN, runs two ``fit`` steps on the current backend, reports changes.
 
-    Shared by the in-process TensorFlow test and the JAX subprocess.
+    Shared by the in-process TensorFlow test and the JAX subprocess. With ``export_dir``
+    the trained inference model and its predictions on the training faces are saved there.
     """
     keras.utils.set_random_seed(0)
     gan = build_ifgan(IFGANConfig(num_classes=3, **TINY))
@@ -204,6 +230,10 @@ def train_two_steps() -> dict:
             for v, old, new in zip(model.weights, before[name], model.get_weights())
             if id(v) in trainable and np.array_equal(old, new)
         )
+    if export_dir:
+        model = build_inference_model(gan.generator, gan.classifier)
+        model.save(Path(export_dir) / "ifgan.keras")
+        np.savez(Path(export_dir) / "predictions.npz", x=x, probs=model.predict(x, verbose=0))
     return {
         "backend": keras.backend.backend(),
         "logs": {k: float(v[-1]) for k, v in history.items()},
@@ -232,16 +262,17 @@ def test_train_step_tensorflow():
     _check_train_report(train_two_steps(), "tensorflow")
 
 
-def test_train_step_jax_in_subprocess():
+def test_train_step_jax_in_subprocess_and_export_loads_here(tmp_path):
+    """The GPU workflow: train on JAX, bring the .keras back, load it on this backend."""
     pytest.importorskip("jax")
     tests_dir = Path(__file__).resolve().parent
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import test_models_ifgan as t; "
-        "print('REPORT ' + json.dumps(t.train_two_steps()))"
+        "print('REPORT ' + json.dumps(t.train_two_steps(sys.argv[2])))"
     )
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tests_dir)],
+        [sys.executable, "-c", code, str(tests_dir), str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,
@@ -250,3 +281,6 @@ def test_train_step_jax_in_subprocess():
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("REPORT "))
     _check_train_report(json.loads(line[len("REPORT "):]), "jax")
+    saved = np.load(tmp_path / "predictions.npz")
+    restored = keras.saving.load_model(tmp_path / "ifgan.keras")
+    np.testing.assert_allclose(restored.predict(saved["x"], verbose=0), saved["probs"], atol=1e-5)

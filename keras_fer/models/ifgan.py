@@ -287,6 +287,8 @@ class IFGAN(MultiOptimizerModel):
         feature_dim = classifier.output["features"].shape[-1]
         self.island = IslandLoss(num_classes, island_alpha, centre_rate, name=f"{self.name}_island")
         self.island.build((None, feature_dim))
+        # G, D and E arrive built, so the wrapper is complete (needed by save_weights).
+        self.built = True
 
     def compile(self, g_optimizer=None, d_optimizer=None, e_optimizer=None, **kwargs) -> None:
         """Compiles with one optimizer each for G, D and E (default: :func:`ifgan_optimizer`)."""
