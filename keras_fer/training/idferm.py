@@ -1,0 +1,396 @@
+"""IDFERM's training procedure (hard negative generation + radial metric learning), as a
+runner ``Method``.
+
+Variant ``rml`` trains, in each fold and each stage in its own resumable folder:
+
+1. ``pretrain_expression`` / ``pretrain_identity``: the two frozen auxiliary networks of the
+   HNG losses. The paper used VGG-Face (perceptual loss) and Light-CNN (identity loss),
+   which are not available offline; the project stands in a ResNet expression classifier
+   (``models.resnet``, trained on the fold's training faces) and a DeepID identity classifier
+   (``models.deepid``, trained on the fold's training subjects plus ORL identities).
+2. ``hng``: the encoder-decoder GAN (``training.hng_step.HNGModel``) on pairs (expressive
+   training face, real neutral face of the same subject). Only training subjects' neutral
+   frames are used; each epoch draws one of the subject's neutral frames per face and flips
+   both faces of a pair together. A grid of validation faces / generated / real neutral
+   faces is written per epoch (``hng/grids/``). Afterwards the identity-preservation rate of
+   faces generated from the held-out test subjects goes to ``hng.json``.
+3. ``pretrain_rml``: the RML network's conv groups and EC branch with softmax (the paper
+   pretrains on Multi-PIE; we pretrain on the fold's training faces).
+4. ``finetune``: softmax + lambda * RML with batches of ``per_class`` faces of every class,
+   each query's reference being the neutral face HNG generates from it; query and
+   reference get the same random flip / rotation / crop.
+
+Variant ``baseline`` runs stages 3 and 4 with softmax only: the same network, folds,
+batches and epochs. Both return the conv groups + EC branch as the inference model.
+
+Method settings come from ``--extra`` (JSON): ``hng`` / ``rml`` (fields of ``HNGConfig`` /
+``RMLConfig``: model sizes), ``hng_epochs`` (default ``pretrain_epochs``), ``hng_lr`` (2e-4,
+Adam with beta_1 0.5), ``hng_batch_size`` (64), ``hng_weights`` (``HNGModel`` loss weights),
+``expression_depth`` (ResNet 12 or 18), ``per_class`` (2), ``weight_decay`` (1e-4),
+``verification_pairs`` (2000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_fer.data import preprocess
+from keras_fer.data.augment import FaceBatches, make_augmenter
+from keras_fer.evaluation import verification
+from keras_fer.evaluation.hng_plots import HNGGridCallback
+from keras_fer.losses.hng import feature_extractor, identity_preservation_rate
+from keras_fer.models import idferm
+from keras_fer.models.deepid import build_deepid
+from keras_fer.models.resnet import RESNET_BLOCKS, build_resnet
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import FoldData
+from keras_fer.training.hng_step import HNGModel
+from keras_fer.training.optim import make_sgd
+from keras_fer.training.stages import fit_stage, stage_callbacks
+
+VARIANTS = ("rml", "baseline")
+GRID_FACES = 8
+
+
+def neutral_targets(subjects: np.ndarray, neutral_subjects: np.ndarray) -> list:
+    """For each face, the rows of ``neutral_subjects`` holding the same subject (may be empty)."""
+    rows_of: dict = {}
+    for row, subject in enumerate(np.asarray(neutral_subjects).tolist()):
+        rows_of.setdefault(subject, []).append(row)
+    return [np.array(rows_of.get(s, []), dtype=np.int64) for s in np.asarray(subjects).tolist()]
+
+
+def _unit(faces: np.ndarray) -> np.ndarray:
+    return (np.asarray(faces, dtype=np.float32) / 255.0)[..., None]
+
+
+class NeutralPairs(keras.utils.PyDataset):
+    """Batches ``(expressive faces, real neutral faces of the same subjects)`` for HNG.
+
+    Faces without a neutral frame of their subject are left out. Every epoch draws, per
+    face, one of its subject's neutral frames, and flips half of the pairs (both faces).
+
+    Args:
+        faces: uint8 ``(N, S, S)`` expressive faces at the generator's size.
+        subjects: ``(N,)`` their subject ids.
+        neutral_faces: uint8 ``(M, S, S)`` real neutral faces.
+        neutral_subjects: ``(M,)`` their subject ids.
+        batch_size: pairs per batch.
+        seed: seed of the order, the neutral draws and the flips.
+        **kwargs: ``PyDataset`` arguments.
+    """
+
+    def __init__(self, faces, subjects, neutral_faces, neutral_subjects, batch_size: int,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        targets = neutral_targets(subjects, neutral_subjects)
+        keep = np.array([len(t) > 0 for t in targets], dtype=bool)
+        if not keep.any():
+            raise ValueError(
+                "No training face has a neutral frame of its subject: HNG needs (expressive, "
+                f"neutral) pairs. Received {len(faces)} faces of "
+                f"{len(set(np.asarray(subjects).tolist()))} subjects and neutral frames of "
+                f"{len(set(np.asarray(neutral_subjects).tolist()))} subjects."
+            )
+        self.faces = np.asarray(faces)[keep]
+        self.targets = [t for t, k in zip(targets, keep) if k]
+        self.neutral_faces = np.asarray(neutral_faces)
+        self.batch_size = batch_size
+        self._rng = np.random.default_rng(seed)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        n = len(self.faces)
+        self._order = self._rng.permutation(n)
+        self._neutral = np.array([t[self._rng.integers(len(t))] for t in self.targets])
+        self._flip = self._rng.random(n) < 0.5
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.faces) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.faces[rows].copy()
+        y = self.neutral_faces[self._neutral[rows]].copy()
+        flip = self._flip[rows]
+        x[flip], y[flip] = x[flip, :, ::-1], y[flip, :, ::-1]
+        return _unit(x), _unit(y)
+
+    def on_epoch_end(self) -> None:
+        self._new_epoch()
+
+
+class QueryBatches(keras.utils.PyDataset):
+    """RML fine-tuning batches: ``per_class`` faces of every class (``idferm.per_class_batches``).
+
+    With ``references`` the batches are ``({"image": queries, "reference": references},
+    labels)`` and each query shares its random flip / rotation / crop with its reference;
+    without, ``(queries, labels)`` (the softmax baseline). Inputs are uint8 ``(N, 60, 60)``.
+
+    Args:
+        faces: uint8 aligned query faces.
+        labels: ``(N,)`` class indices.
+        references: uint8 aligned generated neutral faces, one per query, or ``None``.
+        per_class: faces of each class per batch.
+        seed: seed of the sampling and the augmentation.
+        **kwargs: ``PyDataset`` arguments.
+    """
+
+    def __init__(self, faces, labels, references=None, per_class: int = 2, seed: int = 0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if references is not None and len(references) != len(faces):
+            raise ValueError(f"Need one reference per face. Received {len(references)} "
+                             f"references for {len(faces)} faces.")
+        self.faces = np.asarray(faces)
+        self.labels = np.asarray(labels)
+        self.references = None if references is None else np.asarray(references)
+        self.per_class = per_class
+        self.seed = seed
+        self.augmenter = make_augmenter(seed)
+        self._epoch = 0
+        self._batches = list(idferm.per_class_batches(self.labels, per_class, seed))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index: int):
+        rows = self._batches[index]
+        x = _unit(self.faces[rows])
+        if self.references is not None:
+            x = np.concatenate([x, _unit(self.references[rows])], axis=-1)
+        out = keras.ops.convert_to_numpy(self.augmenter(x, training=True)).astype(np.float32)
+        if self.references is None:
+            return out, self.labels[rows]
+        return {"image": out[..., :1], "reference": out[..., 1:]}, self.labels[rows]
+
+    def on_epoch_end(self) -> None:
+        self._epoch += 1
+        self._batches = list(
+            idferm.per_class_batches(self.labels, self.per_class, self.seed + self._epoch)
+        )
+
+
+def _sgd(config: TrainConfig, lr: float, epochs: int, steps: int) -> keras.optimizers.Optimizer:
+    return make_sgd(lr, max(epochs, 1), max(steps, 1),
+                    weight_decay=config.extra.get("weight_decay", 1e-4))
+
+
+def _sized(cls, values: dict, **fixed):
+    """A frozen config dataclass from ``--extra`` JSON values (lists become tuples)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {unknown} in --extra. Known: "
+                         f"{sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**{**values, **fixed})
+
+
+def _fit_hng_stage(hng: HNGModel, stage_dir: Path, pairs: NeutralPairs, epochs: int,
+                   grid: HNGGridCallback | None) -> None:
+    """``stages.fit_stage`` for the HNG wrapper (CSV history, mid-stage backup, final
+    weights), plus the per-epoch grid callback."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    # Weight loading (resume, BackupAndRestore) needs a built model.
+    hng.build((None,) + tuple(hng.encoder.input_shape[1:]))
+    final = stage_dir / "final.weights.h5"
+    if final.exists():
+        logging.info("stage hng already complete: loading %s", final)
+        hng.load_weights(str(final))
+        return
+    # TensorBoard is left out: it reads ``optimizer.optimizers`` as a list of optimizers,
+    # while ``gan_steps.OptimizerGroup`` holds a dict of them.
+    callbacks = [c for c in stage_callbacks(stage_dir)
+                 if not isinstance(c, keras.callbacks.TensorBoard)]
+    callbacks += [grid] if grid is not None else []
+    hng.fit(pairs, epochs=epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    hng.save_weights(str(final))
+
+
+def generate_neutral(generator: keras.Model, faces: np.ndarray, batch_size: int = 256):
+    """Aligned uint8 ``(N, 60, 60)`` faces -> their generated neutral faces, same frame."""
+    size = generator.input_shape[1]
+    x = _unit(preprocess.resize_uint8(faces, size))
+    out = np.asarray(generator.predict(x, batch_size=batch_size, verbose=0))[..., 0]
+    out = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+    return preprocess.resize_uint8(out, preprocess.ALIGNED_SIZE)
+
+
+def identity_preservation(identity_features: keras.Model, data: FoldData, generated_test,
+                          n_pairs: int = 2000, seed: int = 0) -> dict:
+    """Identity-preservation rate of faces generated from the fold's test subjects.
+
+    The verification threshold of the identity net is chosen on same/different-subject
+    pairs of the validation faces (subjects the net never saw), or of the training faces
+    when validation has fewer than two subjects; a generated face preserves identity when
+    the cosine distance of its embedding to its input's is within that threshold.
+    """
+    source, faces, subjects = "validation", data.x_val, data.subj_val
+    if subjects is None or len(set(subjects.tolist())) < 2:
+        source, faces, subjects = "training", data.x_train, data.subj_train
+    pairs, same = verification.verification_pairs(subjects, n_pairs, seed)
+    embeddings = identity_features.predict(preprocess.to_model_input(faces), verbose=0)
+    scores = verification.cosine_scores(np.asarray(embeddings).reshape(len(faces), -1), pairs)
+    threshold = verification.choose_threshold(scores, same)
+    rate = identity_preservation_rate(
+        identity_features,
+        preprocess.to_model_input(data.x_test),
+        preprocess.to_model_input(generated_test),
+        threshold=1.0 - threshold,
+    )
+    return {
+        "fold": data.fold,
+        "identity_preserved_percent": 100.0 * rate,
+        "num_test_faces": int(len(data.x_test)),
+        "test_subjects": data.test_subjects,
+        "threshold_cosine_distance": 1.0 - threshold,
+        "threshold_pairs": source,
+        "threshold_verification_accuracy": verification.verification_accuracy(
+            scores, same, threshold),
+    }
+
+
+class IDFERMMethod:
+    """IDFERM variants ``rml`` (HNG + RML) and ``baseline`` (softmax only) for the runner."""
+
+    name = "idferm"
+
+    def rml_config(self, config: TrainConfig, data: FoldData) -> idferm.RMLConfig:
+        return _sized(idferm.RMLConfig, config.extra.get("rml", {}),
+                      num_classes=data.num_classes, use_rml=config.variant == "rml")
+
+    def pretrain_expression(self, config, data, fold_dir: Path) -> keras.Model:
+        depth = config.extra.get("expression_depth", 12)
+        model = build_resnet(depth, data.num_classes, name="hng_expression")
+        steps = math.ceil(len(data.y_train) / config.batch_size)
+        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, steps),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
+                            seed=config.seed)
+        fit_stage(model, fold_dir / "pretrain_expression", train, config.pretrain_epochs)
+        # The last two residual stages: mid-level and top expression features (paper: conv5).
+        last = len(RESNET_BLOCKS[depth])
+        return feature_extractor(model, [f"hng_expression_block{last - 1}_out",
+                                         f"hng_expression_block{last}_out"])
+
+    def pretrain_identity(self, config, data, fold_dir: Path) -> keras.Model:
+        keep = data.id_train >= 0
+        x, y = data.x_train[keep], data.id_train[keep]
+        if data.identity_x is not None:
+            x, y = np.concatenate([x, data.identity_x]), np.concatenate([y, data.identity_y])
+        if len(np.unique(y)) < 2:
+            raise ValueError("The identity network needs at least 2 identities: this fold has "
+                             f"{len(np.unique(y))}.")
+        model = build_deepid(int(data.num_identities), name="hng_identity")
+        steps = math.ceil(len(y) / config.batch_size)
+        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, steps),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
+        fit_stage(model, fold_dir / "pretrain_identity", train, config.pretrain_epochs)
+        # Paper Eq. 6: the last two layers; the last (the 160-d feature) is the embedding.
+        return feature_extractor(model, ["hng_identity_concat", "hng_identity_feature"])
+
+    def train_hng(self, config, data, fold_dir: Path, perceptual, identity) -> keras.Model:
+        extra = config.extra
+        hcfg = _sized(idferm.HNGConfig, extra.get("hng", {}))
+        size = hcfg.image_size
+        train_subjects = set(data.subj_train.tolist())
+        own = np.isin(data.neutral_subjects, list(train_subjects))
+        pairs = NeutralPairs(
+            preprocess.resize_uint8(data.x_train, size), data.subj_train,
+            preprocess.resize_uint8(data.neutral_faces[own], size), data.neutral_subjects[own],
+            extra.get("hng_batch_size", 64), seed=config.seed + 3)
+        print(f"[idferm] HNG: {len(pairs.faces)} (expressive, neutral) training pairs of "
+              f"{len(set(data.neutral_subjects[own].tolist()))} subjects", flush=True)
+        hng = HNGModel(idferm.build_hng_encoder(hcfg), idferm.build_hng_decoder(hcfg),
+                       idferm.build_hng_discriminator(hcfg), perceptual, identity,
+                       **extra.get("hng_weights", {}))
+        lr = extra.get("hng_lr", 2e-4)
+        hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
+        _fit_hng_stage(hng, fold_dir / "hng", pairs, extra.get("hng_epochs", config.pretrain_epochs),
+                       self._grid(data, size, fold_dir / "hng" / "grids"))
+        return hng.generator
+
+    def _grid(self, data: FoldData, size: int, out_dir: Path) -> HNGGridCallback | None:
+        """Grid of validation faces (unseen by HNG) with real neutrals; else training faces."""
+        for faces, subjects in ((data.x_val, data.subj_val), (data.x_train, data.subj_train)):
+            targets = neutral_targets(subjects, data.neutral_subjects)
+            rows = [i for i, t in enumerate(targets) if len(t)]
+            if rows:
+                pick = np.array(rows)[np.linspace(0, len(rows) - 1, GRID_FACES).astype(int)]
+                pick = np.unique(pick)
+                neutrals = data.neutral_faces[[targets[i][0] for i in pick]]
+                return HNGGridCallback(_unit(preprocess.resize_uint8(faces[pick], size)),
+                                       _unit(preprocess.resize_uint8(neutrals, size)), out_dir)
+        return None
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
+        if config.variant not in VARIANTS:
+            raise ValueError(f"Unknown IDFERM variant {config.variant!r}. Known: {VARIANTS}")
+        keras.utils.set_random_seed(config.seed + data.fold)
+        references = None
+        if config.variant == "rml":
+            if data.neutral_faces is None or data.subj_train is None:
+                raise ValueError(
+                    f"Variant 'rml' needs real neutral frames per subject; {config.dataset} "
+                    "has none (use synthetic, ckplus48 with ckplus_neutral next to it, or "
+                    "ckplus_neutral), or run --variant=baseline.")
+            perceptual = self.pretrain_expression(config, data, fold_dir)
+            identity = self.pretrain_identity(config, data, fold_dir)
+            generator = self.train_hng(config, data, fold_dir, perceptual, identity)
+            references = generate_neutral(generator, data.x_train)
+            report = identity_preservation(
+                keras.Model(identity.inputs, identity.outputs[-1]), data,
+                generate_neutral(generator, data.x_test),
+                config.extra.get("verification_pairs", 2000), config.seed)
+            (fold_dir / "hng.json").write_text(json.dumps(report, indent=1))
+            print(f"[idferm] fold {data.fold}: identity preserved in "
+                  f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "
+                  f"faces generated from held-out subjects", flush=True)
+
+        rcfg = self.rml_config(config, data)
+        model = idferm.build_rml(rcfg)
+        pretrain = idferm.inference_model(model)
+        steps = math.ceil(len(data.y_train) / config.batch_size)
+        pretrain.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, steps),
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit_stage(pretrain, fold_dir / "pretrain_rml",
+                  FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
+                              seed=config.seed + 4), config.pretrain_epochs)
+
+        train = QueryBatches(data.x_train, data.y_train, references,
+                             config.extra.get("per_class", 2), seed=config.seed + 5)
+        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(train)))
+        val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
+        fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
+        return idferm.inference_model(model)
+
+
+def add_hng_results(model_dir: str | Path) -> dict:
+    """Adds each fold's ``hng.json`` identity-preservation rate to ``results.json``.
+
+    Returns:
+        The updated results document (unchanged when no fold has an ``hng.json``).
+    """
+    path = Path(model_dir) / "results.json"
+    results = json.loads(path.read_text())
+    rates = []
+    for fold in results["folds"]:
+        hng = Path(model_dir) / f"fold_{fold['fold']}" / "hng.json"
+        if hng.exists():
+            fold["identity_preserved_percent"] = json.loads(hng.read_text())[
+                "identity_preserved_percent"]
+            rates.append(fold["identity_preserved_percent"])
+    if rates:
+        results["mean_identity_preserved_percent"] = float(np.mean(rates))
+        path.write_text(json.dumps(results, indent=1))
+    return results

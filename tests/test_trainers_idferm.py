@@ -1,0 +1,208 @@
+"""IDFERM trainer: neutral pairs, RML batches, HNG + RML and baseline runs, resume, export.
+
+Runs use tiny networks (``--extra`` sizes), one fold and one epoch per stage.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from absl import flags
+
+from keras_fer.training import datasets, runner
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
+
+TINY = {
+    "hng_epochs": 1,
+    "hng_batch_size": 32,
+    "verification_pairs": 200,
+    "hng": {"latent_dim": 8, "encoder_filters": [4, 8], "decoder_filters": [8, 4],
+            "discriminator_filters": [4]},
+    "rml": {"stem_filters": 4, "group_filters": [4], "fc_units": 8, "connect_units": 8,
+            "embedding_dim": 4, "metric_units": 4},
+}
+RESULT_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
+               "std_accuracy"}
+FOLD_KEYS = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
+
+
+def _few_subjects(exp: datasets.Experiment, n: int) -> datasets.Experiment:
+    keep = sorted(set(exp.subjects.tolist()))[:n]
+    rows = np.isin(exp.subjects, keep)
+    neutral = np.isin(exp.neutral_subjects, keep)
+    return datasets.Experiment(
+        name=exp.name, protocol=exp.protocol, class_names=exp.class_names,
+        faces=exp.faces[rows], labels=exp.labels[rows], subjects=exp.subjects[rows],
+        neutral_faces=exp.neutral_faces[neutral], neutral_subjects=exp.neutral_subjects[neutral])
+
+
+@pytest.fixture(scope="module")
+def synthetic_ck8(tmp_path_factory):
+    exp = datasets.load_experiment("synthetic", tmp_path_factory.mktemp("data"), "ck8")
+    return _few_subjects(exp, 8)
+
+
+def _config(model_dir, variant="rml", **kw):
+    return TrainConfig(method="idferm", variant=variant, dataset="synthetic", protocol="ck8",
+                       model_dir=str(model_dir), folds=4, fold=0, epochs=1, pretrain_epochs=1,
+                       batch_size=32, lr=0.01, pretrain_lr=0.01, extra=TINY, **kw)
+
+
+def _check_results(results, variant, dataset):
+    assert set(results) >= RESULT_KEYS
+    assert results["method"] == "idferm" and results["variant"] == variant
+    assert results["dataset"] == dataset and results["accuracy_unit"] == "percent"
+    (fold,) = results["folds"]
+    assert set(fold) >= FOLD_KEYS
+    assert not set(fold["train_subjects"]) & set(fold["test_subjects"])
+    k = len(results["classes"])
+    assert np.array(fold["confusion_matrix"]).shape == (k, k)
+    assert 0.0 <= fold["accuracy"] <= 100.0
+    return fold
+
+
+# ------------------------------------------------------------------------------ data pieces
+
+
+def test_folds_carry_subjects_and_only_training_neutrals(tmp_path, synthetic_ck8):
+    # ck7 synthetic has no neutral class: neutral frames come from the same generator.
+    exp = datasets.load_experiment("synthetic", tmp_path, "ck7")
+    assert "neutral" not in exp.class_names
+    assert set(exp.neutral_subjects.tolist()) == set(exp.subjects.tolist())
+    path = datasets.save_pack(exp, tmp_path / "packs")
+    back = datasets.load_pack(path)
+    np.testing.assert_array_equal(back.neutral_faces, exp.neutral_faces)
+    np.testing.assert_array_equal(back.neutral_subjects, exp.neutral_subjects)
+
+    idx = datasets.fold_indices(synthetic_ck8, 4, 0, 0.1)[0]
+    fold = datasets.make_fold(synthetic_ck8, 0, idx)
+    assert len(fold.subj_train) == len(fold.x_train) and len(fold.subj_test) == len(fold.x_test)
+    assert set(fold.subj_test.tolist()) == set(fold.test_subjects)
+    assert set(fold.neutral_subjects.tolist()) == set(fold.train_subjects)
+    assert not set(fold.neutral_subjects.tolist()) & set(fold.test_subjects)
+
+
+def test_neutral_pairs_match_subjects_and_flip_both_faces():
+    faces = np.arange(4 * 2 * 3, dtype=np.uint8).reshape(4, 2, 3)
+    subjects = np.array(["a", "b", "a", "c"])  # "c" has no neutral frame: left out
+    neutrals = 100 + np.arange(3 * 2 * 3, dtype=np.uint8).reshape(3, 2, 3)
+    neutral_subjects = np.array(["b", "a", "a"])
+    assert [t.tolist() for t in neutral_targets(subjects, neutral_subjects)] == [
+        [1, 2], [0], [1, 2], []]
+    pairs = NeutralPairs(faces, subjects, neutrals, neutral_subjects, batch_size=8, seed=0)
+    assert len(pairs) == 1
+    seen = set()
+    for _ in range(20):
+        x, y = pairs[0]
+        assert x.shape == y.shape == (3, 2, 3, 1)
+        for xi, yi in zip(np.round(x[..., 0] * 255), np.round(y[..., 0] * 255)):
+            flipped = xi[0, 0] > xi[0, 2]
+            src = xi[:, ::-1] if flipped else xi
+            row = int(np.flatnonzero((faces == src).all(axis=(1, 2)))[0])
+            ref = yi[:, ::-1] if flipped else yi
+            target = int(np.flatnonzero((neutrals == ref).all(axis=(1, 2)))[0])
+            assert neutral_subjects[target] == subjects[row]
+            seen.add((row, target, bool(flipped)))
+        pairs.on_epoch_end()
+    # Both neutral frames of subject "a" get drawn, with and without the flip.
+    assert {(0, 1), (0, 2)} <= {(r, t) for r, t, _ in seen}
+    assert {True, False} == {f for _, _, f in seen}
+
+
+def test_query_batches_two_per_class_and_shared_augmentation():
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (9, 60, 60), dtype=np.uint8)
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    batches = QueryBatches(faces, labels, references=faces, per_class=2, seed=1)
+    assert len(batches) == 2  # the largest class has 4 faces
+    x, y = batches[0]
+    assert sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert x["image"].shape == x["reference"].shape == (6, 48, 48, 1)
+    # The reference equals the query here, so any augmentation difference would show.
+    np.testing.assert_array_equal(x["image"], x["reference"])
+    plain, _ = QueryBatches(faces, labels, per_class=2, seed=1)[0]
+    assert plain.shape == (6, 48, 48, 1)
+
+
+# ------------------------------------------------------------------------------ trainer runs
+
+
+@pytest.fixture(scope="module")
+def rml_run(tmp_path_factory, synthetic_ck8):
+    model_dir = tmp_path_factory.mktemp("idferm_rml")
+    config = _config(model_dir, export=("savedmodel",))
+    results = runner.train_and_evaluate(IDFERMMethod(), config, experiment=synthetic_ck8)
+    return config, results
+
+
+def test_rml_trainer_on_synthetic_writes_results_hng_report_and_grid(rml_run):
+    config, results = rml_run
+    fold = _check_results(results, "rml", "synthetic")
+    fold_dir = Path(config.model_dir) / "fold_0"
+    for stage in ("pretrain_expression", "pretrain_identity", "hng", "pretrain_rml",
+                  "finetune"):
+        assert (fold_dir / stage / "final.weights.h5").exists(), stage
+    assert (fold_dir / "hng" / "grids" / "epoch_001.png").stat().st_size > 0
+    hng = json.loads((fold_dir / "hng.json").read_text())
+    assert 0.0 <= hng["identity_preserved_percent"] <= 100.0
+    assert hng["test_subjects"] == fold["test_subjects"]
+    assert hng["num_test_faces"] == sum(map(sum, fold["confusion_matrix"]))
+
+
+def test_rml_inference_model_exports_as_savedmodel(rml_run):
+    config, _ = rml_run
+    export = Path(config.model_dir) / "export" / "savedmodel"
+    assert (export / "saved_model.pb").exists()
+
+
+def test_finished_fold_is_not_retrained(rml_run, synthetic_ck8):
+    config, first = rml_run
+
+    class MustNotTrain(IDFERMMethod):
+        def fit_fold(self, data, config, fold_dir):
+            raise AssertionError("a finished fold was trained again")
+
+    again = runner.train_and_evaluate(MustNotTrain(), _config(config.model_dir),
+                                      experiment=synthetic_ck8)
+    assert again["folds"] == first["folds"]
+
+
+def test_baseline_trains_softmax_only_on_the_same_folds(tmp_path, synthetic_ck8, rml_run):
+    _, rml = rml_run
+    results = runner.train_and_evaluate(IDFERMMethod(), _config(tmp_path, "baseline"),
+                                        experiment=synthetic_ck8)
+    fold = _check_results(results, "baseline", "synthetic")
+    assert fold["test_subjects"] == rml["folds"][0]["test_subjects"]
+    assert sorted(p.name for p in (tmp_path / "fold_0").iterdir() if p.is_dir()) == [
+        "finetune", "pretrain_rml"]
+
+
+def test_unknown_variant_is_a_clear_error(tmp_path, synthetic_ck8):
+    with pytest.raises(ValueError, match="Unknown IDFERM variant 'if'"):
+        runner.train_and_evaluate(IDFERMMethod(), _config(tmp_path, "if"),
+                                  experiment=synthetic_ck8)
+
+
+def test_cli_on_ckplus48_pairs_with_ckplus_neutral(tmp_path, ckplus48_dir, ckplus_neutral_dir,
+                                                   capsys):
+    from trainers import idferm as trainer
+
+    argv = ["idferm", "--dataset=ckplus48", f"--data_dir={ckplus48_dir.parents[1]}",
+            f"--model_dir={tmp_path}", "--folds=10", "--fold=0", "--epochs=1",
+            "--pretrain_epochs=1", "--batch_size=64", "--use_orl=false",
+            f"--extra={json.dumps(TINY)}"]
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    try:
+        trainer.main([])
+    finally:
+        flags.FLAGS.unparse_flags()
+    out = capsys.readouterr().out
+    assert "(expressive, neutral) training pairs" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    fold = _check_results(results, "rml", "ckplus48")
+    assert results["protocol"] == "ck7" and "neutral" not in results["classes"]
+    assert 0.0 <= fold["identity_preserved_percent"] <= 100.0
+    assert results["mean_identity_preserved_percent"] == fold["identity_preserved_percent"]
