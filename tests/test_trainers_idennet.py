@@ -1,0 +1,164 @@
+"""``python -m trainers.idennet`` end to end on CPU: tiny DenseNet, 1 epoch per stage, 1 fold.
+
+Every run is a subprocess, as a user types it. Coverage per run (each costs 20-60 s, so the
+checks share runs): IF on synthetic with ``--heatmaps`` and ``--identity_fraction``, then a
+resumed re-run; a flagfile run whose command-line flags override the file (variant I); F on
+CK+48 (real data); Original on synthetic with an export-free default layout.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "--depth=16",
+    '--extra={"layers_per_block": 1}',
+    "--folds=5",
+    "--fold=0",
+    "--pretrain_epochs=1",
+    "--epochs=1",
+    "--batch_size=128",
+]
+SCHEMA = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
+          "std_accuracy"}
+FOLD_SCHEMA = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
+
+
+def _train(*flags: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "trainers.idennet", *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _check_results(model_dir: Path, variant: str, dataset: str, num_classes: int) -> dict:
+    results = json.loads((model_dir / "results.json").read_text())
+    assert SCHEMA <= set(results)
+    assert results["method"] == "idennet" and results["variant"] == variant
+    assert results["dataset"] == dataset and results["protocol"] == "ck7"
+    assert len(results["classes"]) == num_classes
+    assert len(results["folds"]) == 1
+    fold = results["folds"][0]
+    assert FOLD_SCHEMA <= set(fold) and fold["fold"] == 0
+    assert 0.0 <= fold["accuracy"] <= 100.0
+    cm = np.array(fold["confusion_matrix"])
+    assert cm.shape == (num_classes, num_classes)
+    # Accuracy is in percent and agrees with the confusion matrix.
+    np.testing.assert_allclose(fold["accuracy"], 100.0 * np.trace(cm) / cm.sum(), atol=1e-6)
+    assert results["mean_accuracy"] == pytest.approx(fold["accuracy"])
+    assert results["std_accuracy"] == pytest.approx(0.0)
+    assert fold["test_subjects"] and fold["train_subjects"]
+    assert not set(fold["test_subjects"]) & set(fold["train_subjects"])
+    for name in ("confusion_matrix.png", "per_class_accuracy.png", "config.json"):
+        assert (model_dir / name).stat().st_size > 0, name
+    return results
+
+
+@pytest.fixture(scope="module")
+def if_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("idennet_if")
+    proc = _train(*TINY, "--dataset=synthetic", f"--data_dir={model_dir}", "--variant=if",
+                  "--heatmaps=1", "--identity_fraction=0.5", f"--model_dir={model_dir}")
+    return model_dir, proc
+
+
+def test_if_results_schema_and_subject_disjoint_folds(if_run):
+    model_dir, proc = if_run
+    results = _check_results(model_dir, "if", "synthetic", 7)
+    fold = results["folds"][0]
+    # 40 synthetic subjects in 5 folds.
+    assert len(fold["test_subjects"]) == 8 and len(fold["train_subjects"]) == 32
+    assert "idennet/if synthetic ck7:" in proc.stdout
+
+
+def test_if_config_written_before_training(if_run):
+    model_dir, _ = if_run
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["variant"] == "if" and config["identity_fraction"] == 0.5
+    assert config["heatmaps"] == 1 and config["extra"] == {"layers_per_block": 1}
+    fold_dir = model_dir / "fold_0"
+    stages = ("pretrain_emotion", "pretrain_identity", "finetune")
+    for stage in stages:
+        assert (fold_dir / stage / "final.weights.h5").exists(), stage
+        assert (fold_dir / stage / "history.csv").exists(), stage
+    first_stage_file = min((fold_dir / s / "history.csv").stat().st_mtime for s in stages)
+    assert (model_dir / "config.json").stat().st_mtime <= first_stage_file
+
+
+def test_if_heatmaps_png(if_run):
+    model_dir, _ = if_run
+    from PIL import Image
+
+    with Image.open(model_dir / "fold_0" / "heatmaps.png") as im:
+        assert im.format == "PNG" and im.size[1] > 300  # 7 class rows
+
+
+def test_identity_fraction_half_uses_identity_labels_of_some_subjects(if_run):
+    model_dir, _ = if_run
+    history = (model_dir / "fold_0" / "finetune" / "history.csv").read_text().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    # The identity head trained on the labelled half: a non-zero focal identity loss.
+    assert float(last[header.index("id_loss")]) > 0.0
+
+
+def test_resume_skips_finished_fold(if_run):
+    model_dir, _ = if_run
+    before = json.loads((model_dir / "results.json").read_text())
+    weights = model_dir / "fold_0" / "finetune" / "final.weights.h5"
+    mtime = weights.stat().st_mtime
+    proc = _train(*TINY, "--dataset=synthetic", f"--data_dir={model_dir}", "--variant=if",
+                  "--identity_fraction=0.5", f"--model_dir={model_dir}")
+    assert "fold 0 already done" in proc.stderr + proc.stdout
+    assert "fold 1/5: train" not in proc.stdout  # no training started
+    assert weights.stat().st_mtime == mtime
+    after = json.loads((model_dir / "results.json").read_text())
+    assert after["folds"] == before["folds"]
+
+
+def test_flagfile_with_command_line_override(tmp_path):
+    model_dir = tmp_path / "run"
+    flagfile = tmp_path / "test.flags"
+    flagfile.write_text("\n".join([
+        "# overridden below",
+        "--dataset=synthetic",
+        f"--data_dir={tmp_path}",
+        "--variant=if",
+        "--depth=40",
+        "--epochs=30",
+        "--seed=3",
+        f"--model_dir={tmp_path / 'from_flagfile'}",
+    ]) + "\n")
+    _train(f"--flagfile={flagfile}", *TINY, "--variant=i", f"--model_dir={model_dir}")
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["variant"] == "i" and config["depth"] == 16 and config["epochs"] == 1
+    assert config["seed"] == 3  # from the flagfile: not overridden
+    assert not (tmp_path / "from_flagfile").exists()
+    _check_results(model_dir, "i", "synthetic", 7)
+    # Variant I: no identity stream, so no identity pretraining.
+    assert not (model_dir / "fold_0" / "pretrain_identity").exists()
+
+
+def test_original_on_synthetic(tmp_path):
+    _train(*TINY, "--dataset=synthetic", f"--data_dir={tmp_path}", "--variant=original",
+           f"--model_dir={tmp_path}")
+    _check_results(tmp_path, "original", "synthetic", 7)
+    history = (tmp_path / "fold_0" / "finetune" / "history.csv").read_text().splitlines()
+    header, last = history[0].split(","), history[-1].split(",")
+    assert float(last[header.index("id_loss")]) == 0.0  # no identity head
+
+
+def test_f_on_ckplus48(ckplus48_dir, tmp_path):
+    _train(*TINY, "--dataset=ckplus48", f"--data_dir={ckplus48_dir.parents[1]}",
+           "--variant=f", "--nouse_orl", f"--model_dir={tmp_path}")
+    results = _check_results(tmp_path, "f", "ckplus48", 7)
+    fold = results["folds"][0]
+    assert all(s.startswith("S") for s in fold["test_subjects"])
+    assert (tmp_path / "fold_0" / "pretrain_identity" / "final.weights.h5").exists()
