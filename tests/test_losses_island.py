@@ -17,8 +17,8 @@ CENTRES = np.array([[1, 0], [0, 1], [-1, 0]], dtype="float32")
 #   2 * ((0 + 1) + (-1 + 1) + (0 + 1)) = 4; alpha * 4 = 0.03 * 4 = 0.12.
 GOLDEN_LOSS = 0.875 + 0.12
 
-# Moving rule, rate 0.5, alpha 0.03. dP/dc_j = 2 * sum_{k!=j} (c_k/(|c_j||c_k|) - cos_jk c_j/|c_j|^2)
-#   (all norms are 1 here).
+# Moving rule, rate 0.5, alpha 0.03, with the pair-term gradient
+#   dP/dc_j = 2 * sum_{k!=j} (c_k / (|c_j| |c_k|) - cos_jk * c_j / |c_j|^2)   (all norms are 1).
 # c0: samples (2,0), (1,1): sum (c0 - x) = (-1,0) + (0,-1) = (-1,-1), / (1 + 2) = (-1/3, -1/3).
 #     dP/dc0 = 2 * [(c1 - 0*c0) + (c2 - (-1)*c0)] = 2 * [(0,1) + (0,0)] = (0, 2) -> alpha: (0, 0.06)
 #     c0' = (1,0) - 0.5 * ((-1/3, -1/3) + (0, 0.06)) = (1 + 1/6, 1/6 - 0.03)
