@@ -137,7 +137,7 @@ def test_ckplus_tiny_run(request, tmp_path, dataset, protocol, n_classes):
     config = TrainConfig(method="tfe", variant="tfe", dataset=dataset, protocol=protocol,
                          data_dir=str(data_root), model_dir=str(tmp_path / dataset), lr=0.16,
                          pretrain_lr=0.16, **TINY)
-    runner.train_and_evaluate(TFEMethod(), config, experiment=_subjects_subset(exp, 24))
+    runner.train_and_evaluate(TFEMethod(), config, experiment=_subjects_subset(exp, 16))
     _check_results(tmp_path / dataset, "tfe", dataset, protocol, n_classes)
     report = _check_verification(tmp_path / dataset / "fold_0", "orl")
     # 20% of ORL's 40 subjects are held out, 4 per half.
