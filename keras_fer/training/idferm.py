@@ -316,7 +316,8 @@ class IDFERMMethod:
                        **extra.get("hng_weights", {}))
         lr = extra.get("hng_lr", 2e-4)
         hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
-        _fit_hng_stage(hng, fold_dir / "hng", pairs, extra.get("hng_epochs", config.pretrain_epochs),
+        epochs = extra.get("hng_epochs", config.pretrain_epochs)
+        _fit_hng_stage(hng, fold_dir / "hng", pairs, epochs,
                        self._grid(data, size, fold_dir / "hng" / "grids"))
         return hng.generator
 
