@@ -7,8 +7,8 @@ Layout (what ``tensorflow_model_server --model_base_path`` watches)::
 
 :func:`push` stages the model in a hidden temporary directory inside
 ``<base_dir>/<model_name>`` (same filesystem, and TF Serving ignores non-integer names),
-runs the checks there, then ``os.rename``\\ s it to the next free integer version, so a
-server never sees a half-written or unchecked version and an existing version is never
+runs the checks there, then renames it (``os.rename``) to the next free integer version, so
+a server never sees a half-written or unchecked version and an existing version is never
 replaced.
 
 REST follows TF Serving's row format: ``{"instances": [{"b64": "..."}, ...]}`` for the single
