@@ -239,7 +239,7 @@ def train_two_steps(export_dir: str | None = None) -> dict:
         "logs": {k: float(v[-1]) for k, v in history.items()},
         "unchanged": unchanged,
         "centres_moved": float(np.abs(_np(gan.island.centres) - centres).max()),
-        "iterations": [int(_np(o.iterations)) for o in gan.optimizer.optimizers.values()],
+        "iterations": [int(_np(o.iterations)) for o in gan.optimizer.by_group.values()],
     }
 
 

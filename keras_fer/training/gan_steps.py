@@ -54,6 +54,10 @@ class OptimizerGroup:
     optimizer with ``build(model.trainable_variables)``; this object concatenates the
     member optimizers' variables (in group order) and builds each member on its own group.
 
+    ``by_group`` maps each group to its optimizer; ``optimizers`` is the same optimizers as a
+    list in group order, the form Keras' callbacks read (TensorBoard logs each
+    ``optimizer.optimizers[i].learning_rate``).
+
     Args:
         optimizers: ``{group: keras.optimizers.Optimizer}``.
         groups_fn: zero-argument callable returning ``{group: [variables]}`` (called at
@@ -61,18 +65,19 @@ class OptimizerGroup:
     """
 
     def __init__(self, optimizers: Mapping[str, keras.optimizers.Optimizer], groups_fn):
-        self.optimizers = dict(optimizers)
+        self.by_group = dict(optimizers)
+        self.optimizers = list(self.by_group.values())
         self._groups_fn = groups_fn
         self.built = False
 
     @property
     def variables(self) -> list:
-        return [v for opt in self.optimizers.values() for v in opt.variables]
+        return [v for opt in self.optimizers for v in opt.variables]
 
     def build(self, var_list=None) -> None:
         """Builds every member optimizer on its group's variables (``var_list`` is ignored)."""
         groups = self._groups_fn()
-        for name, opt in self.optimizers.items():
+        for name, opt in self.by_group.items():
             if not opt.built:
                 opt.build(list(groups[name]))
         self.built = True
@@ -174,7 +179,7 @@ class MultiOptimizerModel(keras.Model):
             # An unconnected variable gets a zero step rather than Keras' "missing grad" skip,
             # so every optimizer's iteration count (and lr schedule) advances together.
             grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-            self.optimizer.optimizers[name].apply_gradients(zip(grads, variables))
+            self.optimizer.by_group[name].apply_gradients(zip(grads, variables))
         del tape
         return self.update_trackers(logs)
 
@@ -186,7 +191,7 @@ class MultiOptimizerModel(keras.Model):
         trainable_refs = self.trainable_variables
         non_trainable_refs = self.non_trainable_variables
         groups = self.variable_groups()
-        names = list(self.optimizer.optimizers)
+        names = list(self.optimizer.by_group)
 
         def forward(trainable_values):
             mapping = list(zip(trainable_refs, trainable_values))
@@ -211,7 +216,7 @@ class MultiOptimizerModel(keras.Model):
             )
             (grads,) = pullback(cotangent)
             positions = [index[id(v)] for v in groups[name]]
-            optimizer = self.optimizer.optimizers[name]
+            optimizer = self.optimizer.by_group[name]
             count = len(optimizer.variables)
             updated, opt_values = optimizer.stateless_apply(
                 optimizer_values[offset : offset + count],

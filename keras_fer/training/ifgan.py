@@ -1,0 +1,133 @@
+"""IF-GAN's training procedure, its no-attention ablation and its plain-classifier baseline.
+
+One runner ``Method`` (``name = "ifgan"``) with three variants, all on the same folds and
+the same budget (``config.epochs`` epochs of the fold's training faces):
+
+- ``ifgan``: G (U-Net with three self-attention modules), D (PatchGAN) and E (pair
+  classifier with island loss) trained jointly by :class:`keras_fer.models.ifgan.IFGAN`
+  in the stage folder ``gan``. The average-identity targets are the class-mean faces of the
+  fold's *training* faces only (``fold_dir/average_faces.npy``), so no test subject reaches
+  them. Writes ``fold_dir/generation.png`` (test faces, generated faces, class targets) and
+  ``fold_dir/attention.png`` (attention maps of a few query positions). Returns
+  :func:`~keras_fer.models.ifgan.build_inference_model` ``(G, E)``.
+- ``noattention``: the same without the attention modules (no ``attention.png``).
+- ``baseline``: :func:`~keras_fer.models.ifgan.build_classifier` (E's backbone on the face
+  alone) trained with softmax cross-entropy in the stage folder ``classifier``.
+
+Every variant uses the paper's optimizer (:func:`~keras_fer.models.ifgan.ifgan_optimizer`:
+Adam ``config.lr``, betas 0.9/0.99, weight decay 1e-4, rate x0.9 every 10 epochs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_fer.data.augment import FaceBatches
+from keras_fer.data.preprocess import to_model_input
+from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_grid
+from keras_fer.models import ifgan
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import FoldData
+from keras_fer.training.stages import fit_stage
+
+VARIANTS = ("ifgan", "noattention", "baseline")
+# Query positions (row, col) on the 48x48 input for the attention figure: left eye, right
+# eye, mouth of an aligned face (the paper's Fig. 6 shows such facial points).
+QUERY_POINTS = ((18, 16), (18, 32), (36, 24))
+ATTENTION_FACES = 3
+
+
+def _steps(config: TrainConfig, n: int) -> int:
+    return max(1, -(-n // config.batch_size))
+
+
+def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
+    """The :class:`~keras_fer.models.ifgan.IFGANConfig` of this run and fold.
+
+    ``config.extra`` may set any ``IFGANConfig`` field except ``num_classes`` and
+    ``use_attention`` (which the variant decides), e.g. ``{"generator_filters": 8}``.
+    """
+    fields = set(ifgan.IFGANConfig.__dataclass_fields__) - {"num_classes", "use_attention"}
+    chosen = {k: v for k, v in config.extra.items() if k in fields}
+    return ifgan.IFGANConfig(num_classes=data.num_classes,
+                             use_attention=config.variant == "ifgan", **chosen)
+
+
+class IFGANMethod:
+    """IF-GAN (variant ``ifgan``), its ablation (``noattention``) and baseline for the runner.
+
+    Method-specific settings (``config.extra``): any :class:`~keras_fer.models.ifgan.IFGANConfig`
+    field (filters, ``feature_dim``, loss weights, ``adversarial``...) and
+    ``classifier_weights``, the path of a FER+-pretrained :func:`build_classifier` (same
+    ``classifier_filters`` / ``feature_dim``) that initialises E (and the baseline).
+    """
+
+    name = "ifgan"
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
+        """Trains the variant on one fold (resuming its stage) and returns its inference model."""
+        if config.variant not in VARIANTS:
+            raise ValueError(f"IF-GAN variants are {VARIANTS}. Received: variant="
+                             f"{config.variant!r}")
+        keras.utils.set_random_seed(config.seed + data.fold)
+        mcfg = model_config(config, data)
+        optimizer = lambda: ifgan.ifgan_optimizer(  # noqa: E731
+            _steps(config, len(data.y_train)), config.lr)
+        if config.variant == "baseline":
+            return self._fit_baseline(data, config, fold_dir, mcfg, optimizer())
+
+        faces = to_model_input(data.x_train)
+        average = ifgan.average_identity_targets(faces, data.y_train, data.num_classes,
+                                                 fill_missing=True)
+        np.save(fold_dir / "average_faces.npy", average)
+        gan = ifgan.build_ifgan(mcfg)
+        pretrained = self._pretrained_classifier(config, mcfg)
+        if pretrained is not None:
+            ifgan.transfer_classifier_weights(pretrained, gan.classifier)
+        gan.compile(g_optimizer=optimizer(), d_optimizer=optimizer(), e_optimizer=optimizer(),
+                    jit_compile=config.extra.get("jit_compile", "auto"))
+        train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
+                            config.batch_size, augment=True, seed=config.seed + 3)
+        fit_stage(gan, fold_dir / "gan", train, config.epochs)
+        self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
+        return ifgan.build_inference_model(gan.generator, gan.classifier)
+
+    def _fit_baseline(self, data: FoldData, config: TrainConfig, fold_dir: Path,
+                      mcfg: ifgan.IFGANConfig, optimizer) -> keras.Model:
+        model = ifgan.build_classifier(data.num_classes, mcfg.input_size,
+                                       mcfg.classifier_filters, mcfg.feature_dim)
+        pretrained = self._pretrained_classifier(config, mcfg)
+        if pretrained is not None:
+            model.set_weights(pretrained.get_weights())
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
+                            seed=config.seed + 3)
+        val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
+        fit_stage(model, fold_dir / "classifier", train, config.epochs, val)
+        return model
+
+    @staticmethod
+    def _pretrained_classifier(config: TrainConfig, mcfg: ifgan.IFGANConfig):
+        path = config.extra.get("classifier_weights")
+        if not path:
+            return None
+        source = ifgan.build_classifier(mcfg.num_classes, mcfg.input_size,
+                                        mcfg.classifier_filters, mcfg.feature_dim)
+        source.load_weights(path)
+        return source
+
+    @staticmethod
+    def _figures(generator: keras.Model, data: FoldData, average: np.ndarray, fold_dir: Path,
+                 attention: bool) -> None:
+        """``generation.png`` on the fold's test faces and, with attention, ``attention.png``."""
+        faces = to_model_input(data.x_test)
+        generated = np.asarray(generator.predict(faces, verbose=0))
+        plot_generation_grid(faces, generated, data.y_test, data.class_names,
+                             fold_dir / "generation.png", targets=average)
+        if attention:
+            plot_attention_maps(generator, faces[:ATTENTION_FACES], QUERY_POINTS,
+                                fold_dir / "attention.png")
