@@ -1,0 +1,138 @@
+"""IF-GAN trainer: CLI runs of the three variants (ifgan with export, noattention, baseline).
+
+Runs are tiny (synthetic faces, one fold, one epoch, 8-filter networks, no XLA) and check
+what the trainer writes, not accuracy: the results.json schema, subject-disjoint folds, the
+stage folders, the figures, the training-fold average faces and the exported SavedModel.
+The three CLI runs start together (one module fixture) so their start-up overlaps.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fer.data.preprocess import to_model_input
+from keras_fer.models.ifgan import average_identity_targets
+from keras_fer.training import runner
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+from keras_fer.training.ifgan import IFGANMethod
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
+               "std_accuracy"}
+FOLD_KEYS = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
+TINY_EXTRA = {"generator_filters": 8, "discriminator_filters": 8, "classifier_filters": 8,
+              "feature_dim": 16, "jit_compile": False}
+VARIANTS = ("ifgan", "noattention", "baseline")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Starts the three CLI runs at once; yields ``{variant: (model_dir, process)}``."""
+    root = tmp_path_factory.mktemp("ifgan_runs")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    procs = {}
+    for variant in VARIANTS:
+        model_dir = root / variant
+        args = [sys.executable, "-m", "trainers.ifgan", f"--variant={variant}",
+                "--dataset=synthetic", "--folds=5", "--fold=0", "--epochs=1",
+                "--batch_size=128", f"--extra={json.dumps(TINY_EXTRA)}",
+                f"--model_dir={model_dir}"]
+        if variant == "ifgan":
+            args.append("--export=savedmodel")
+        procs[variant] = (model_dir, subprocess.Popen(args, cwd=REPO, env=env, text=True,
+                                                      stdout=subprocess.PIPE,
+                                                      stderr=subprocess.PIPE))
+    yield procs
+    for _, proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _finished(runs, variant: str) -> Path:
+    model_dir, proc = runs[variant]
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    return model_dir
+
+
+def _check_results(model_dir: Path, variant: str) -> dict:
+    results = json.loads((model_dir / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    assert (results["method"], results["variant"]) == ("ifgan", variant)
+    assert (results["dataset"], results["protocol"]) == ("synthetic", "ck7")
+    assert len(results["classes"]) == 7
+    assert len(results["folds"]) == 1
+    fold = results["folds"][0]
+    assert FOLD_KEYS <= set(fold)
+    assert fold["test_subjects"] and fold["train_subjects"]
+    assert not set(fold["test_subjects"]) & set(fold["train_subjects"])
+    cm = np.array(fold["confusion_matrix"])
+    assert cm.shape == (7, 7)
+    assert fold["accuracy"] == pytest.approx(100.0 * np.trace(cm) / cm.sum())
+    assert results["mean_accuracy"] == pytest.approx(fold["accuracy"])
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["lr"] == 1e-4 and config["extra"] == TINY_EXTRA
+    inference = keras.saving.load_model(model_dir / "fold_0" / "inference.keras")
+    assert inference.input_shape == (None, 48, 48, 1)
+    assert inference.output_shape == (None, 7)
+    return results
+
+
+def _training_fold_average(model_dir: Path) -> np.ndarray:
+    config = TrainConfig(**json.loads((model_dir / "config.json").read_text()))
+    exp = load_experiment("synthetic", model_dir, "ck7", seed=config.seed)
+    idx = fold_indices(exp, config.folds, config.seed, config.val_fraction)[0]
+    data = make_fold(exp, 0, idx, seed=config.seed)
+    return average_identity_targets(to_model_input(data.x_train), data.y_train, 7)
+
+
+@pytest.mark.parametrize("variant", ["ifgan", "noattention"])
+def test_cli_gan_variants(runs, variant):
+    model_dir = _finished(runs, variant)
+    _check_results(model_dir, variant)
+    fold_dir = model_dir / "fold_0"
+    assert (fold_dir / "gan" / "final.weights.h5").exists()
+    # TensorBoard ran (it reads the GAN's optimizers as a list) and logged the rates.
+    assert any((fold_dir / "gan" / "tensorboard").rglob("*.v2"))
+    assert (fold_dir / "generation.png").stat().st_size > 0
+    assert (fold_dir / "attention.png").exists() == (variant == "ifgan")
+    # The targets are the class means of the training fold's faces, nothing else.
+    average = np.load(fold_dir / "average_faces.npy")
+    np.testing.assert_allclose(average, _training_fold_average(model_dir), atol=1e-6)
+    model = keras.saving.load_model(fold_dir / "inference.keras")
+    attention = [layer for layer in model.get_layer("generator").layers
+                 if "attention" in type(layer).__name__.lower()]
+    assert bool(attention) == (variant == "ifgan")
+
+
+def test_cli_ifgan_exports_savedmodel(runs):
+    model_dir = _finished(runs, "ifgan")
+    saved = model_dir / "export" / "savedmodel"
+    assert (saved / "saved_model.pb").exists()
+    report = json.loads((model_dir / "export" / "export_report.json").read_text())
+    assert "savedmodel" in json.dumps(report)
+
+
+def test_cli_baseline_is_the_plain_classifier(runs):
+    model_dir = _finished(runs, "baseline")
+    _check_results(model_dir, "baseline")
+    fold_dir = model_dir / "fold_0"
+    assert sorted(p.name for p in fold_dir.iterdir() if p.is_dir()) == ["classifier"]
+    model = keras.saving.load_model(fold_dir / "inference.keras")
+    assert model.get_layer("classifier_features").output.shape == (None, 16)
+    assert not any(layer.name.startswith(("generator", "discriminator"))
+                   for layer in model.layers)
+
+
+def test_unknown_variant_is_rejected(tmp_path):
+    config = TrainConfig(method="ifgan", variant="attention", model_dir=str(tmp_path / "x"),
+                         folds=5, fold=0, epochs=1)
+    with pytest.raises(ValueError, match="variant='attention'"):
+        runner.train_and_evaluate(IFGANMethod(), config)
