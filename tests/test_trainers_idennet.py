@@ -2,8 +2,8 @@
 
 Every run is a subprocess, as a user types it. Coverage per run (each costs 20-60 s, so the
 checks share runs): IF on synthetic with ``--heatmaps`` and ``--identity_fraction``, then a
-resumed re-run; a flagfile run whose command-line flags override the file (variant I); F on
-CK+48 (real data); Original on synthetic with an export-free default layout.
+resumed re-run; a flagfile run whose command-line flags override the file (variant I);
+Original on synthetic; F on CK+48 (real data, ``ckplus48_dir`` fixture).
 """
 
 import json
