@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from keras_fer.data import readers
-from keras_fer.data.__main__ import describe
+from keras_fer.data.describe import describe
 from keras_fer.data.preview import save_preview
 
 

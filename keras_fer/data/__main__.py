@@ -16,13 +16,12 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections import Counter
 from typing import List, Sequence
 
 from absl import app, flags, logging
 
+from keras_fer.data.describe import describe
 from keras_fer.data.readers import READERS, DatasetError, load
-from keras_fer.data.records import RecordTable
 
 _FORMAT = flags.DEFINE_enum("format", None, sorted(READERS), "Dataset reader to use.")
 _PATH = flags.DEFINE_string("path", None, "Dataset folder (or CSV file for the CSV readers).")
@@ -36,29 +35,6 @@ _LIMIT = flags.DEFINE_integer(
 _SHOW_SKIPPED = flags.DEFINE_integer("show_skipped", 5, "How many skipped inputs to list.")
 
 COMMANDS = ("describe",)
-
-
-def describe(table: RecordTable, show_skipped: int = 5) -> dict:
-    """Summarises a record table as a JSON-ready dict.
-
-    Returns:
-        ``{"name", "images", "image_shape", "classes", "subjects", "splits", "frame_roles",
-        "skipped": {"count", "first"}}``; ``image_shape`` is ``[H, W]`` or ``"mixed"``.
-    """
-    shape = list(table.images.shape[1:]) if table.images.dtype != object else "mixed"
-    return {
-        "name": table.name,
-        "images": len(table),
-        "image_shape": shape,
-        "classes": table.class_counts(),
-        "subjects": len(table.subjects),
-        "splits": dict(sorted(Counter(s for s in table.split.tolist() if s).items())),
-        "frame_roles": dict(sorted(Counter(table.frame_role.tolist()).items())),
-        "skipped": {
-            "count": len(table.skipped),
-            "first": [str(s) for s in table.skipped[:show_skipped]],
-        },
-    }
 
 
 def _reader_kwargs(fmt: str) -> dict:
