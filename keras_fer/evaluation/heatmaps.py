@@ -8,16 +8,14 @@ pools into the classifier. In variants without fusion it is the same layer after
 Dense Block 3. The class score is the pre-softmax logit (``fc_emo``), as Grad-CAM
 recommends, so saturated softmax outputs still give gradients.
 
-The computation is tf-keras-vis's :class:`~tf_keras_vis.gradcam.Gradcam` (0.8.7), which works
-with Keras 3 models on the TensorFlow backend: ``tf.keras`` is Keras 3 there, and its model
-modifiers build ``tf.keras.Model(inputs, outputs + [layer.output])`` on a Keras 3 functional
-model without trouble. Two of its defaults do not fit and are avoided: its
-``seek_penultimate_conv_layer`` would walk back from ``emo_head_relu`` to the last
-``Conv2D`` (one 12-channel bottleneck output, not the block's whole map), so it is turned
-off; and its ``ReplaceToLinear`` modifier edits the output layer in place (or clones the
-whole model), so instead a logits sub-model sharing the model's layers is scored. The
-heatmaps therefore need the TensorFlow backend; :func:`heatmap_callback` checks that before
-training starts.
+The computation is written with ``tf.GradientTape`` on the Keras 3 model (TensorFlow
+backend), following tf-keras-vis's Gradcam (per-map min-max scaling, linear ``scipy.ndimage.zoom``
+upsampling to the input). tf-keras-vis 0.8.7 itself cannot be used: it builds its probe models with
+``tf.keras``, which in keras-fer processes is tf_keras (Keras 2, needed by
+tensorflow-model-optimization for QAT; see ``keras_fer/__init__.py``) and cannot wrap a
+Keras 3 model ("'KerasTensor' object has no attribute 'node'"). The class score is the
+logit, as Grad-CAM recommends. The heatmaps need the TensorFlow backend;
+:func:`heatmap_callback` checks that before training starts.
 
 The runner hands ``after_fold`` the *inference* model (``"image"`` -> probabilities), whose
 layers keep their names, so the layers are found by name inside it.
@@ -72,8 +70,6 @@ def gradcam(
     """
     _require_tensorflow_backend()
     import keras
-    from tf_keras_vis.gradcam import Gradcam
-    from tf_keras_vis.utils.scores import CategoricalScore
 
     x = np.asarray(faces, dtype=np.float32)
     if x.ndim == 3:
@@ -98,17 +94,24 @@ def gradcam(
     scored = model
     if logits_layer is not None:
         scored = keras.Model(model.inputs, model.get_layer(logits_layer).output)
-    cam = Gradcam(scored, clone=False)
+    import tensorflow as tf
+    from scipy import ndimage
+
+    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, scored.output])
     out = np.zeros(x.shape[:3], dtype=np.float32)
     for start in range(0, len(x), batch_size):
         part = slice(start, start + batch_size)
-        maps = cam(
-            CategoricalScore(class_ids[part].tolist()),
-            x[part],
-            penultimate_layer=layer_name,
-            seek_penultimate_conv_layer=False,
-        )
-        out[part] = np.asarray(maps, dtype=np.float32).reshape(out[part].shape)
+        with tf.GradientTape() as tape:
+            fmap, score = probe(tf.constant(x[part]), training=False)
+            picked = tf.gather(score, tf.constant(class_ids[part]), batch_dims=1)
+        grads = tape.gradient(picked, fmap)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1)).numpy()
+        zoom = (1.0, x.shape[1] / cam.shape[1], x.shape[2] / cam.shape[2])
+        cam = ndimage.zoom(cam, zoom, order=1)
+        low = cam.min(axis=(1, 2), keepdims=True)
+        span = cam.max(axis=(1, 2), keepdims=True) - low
+        out[part] = np.where(span > 0, (cam - low) / np.where(span > 0, span, 1.0), 0.0)
     return out
 
 
