@@ -209,8 +209,12 @@ def markdown(doc: Dict) -> str:
         "subject-disjoint folds (test subjects never seen in training); depth "
         f"{s['depth']}; pretraining {s['pretrain_epochs']} epochs at lr {s['pretrain_lr']}, "
         f"fine-tuning {s['epochs']} epochs at lr {s['lr']}; batch {s['batch_size']}; seed "
-        f"{s['seed']}. All variants fine-tune from the same pretrained streams of each fold. "
-        f"{doc['environment']['machine']}, {doc['environment']['date']}.",
+        f"{s['seed']}. All variants fine-tune from the same pretrained streams of each fold"
+        + (f" (pretraining from `{s['pretraining_shared_from']}`)"
+           if s.get("pretraining_shared_from") else "")
+        + f". {doc['environment']['machine']}, {doc['environment']['date']}. `train s`: wall "
+        "seconds of the stages a variant trained itself (a stage copied from another variant "
+        "counts there), on a machine shared with other jobs.",
         "",
         "| variant | " + " | ".join(f"fold {f}" for f in s["folds_run"])
         + " | mean ± std (%) | correct / test faces | train s |",
