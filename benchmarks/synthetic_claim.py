@@ -14,7 +14,7 @@ per fold and copied into the other variants' folders before they start (the runn
 loads them), so all variants fine-tune from the *same* pretrained emotion stream, and F/IF
 from the same identity stream: the comparison isolates what the identity parts add.
 
-Run (about 15 minutes on 2 busy CPU cores with the defaults)::
+Run (about 20 minutes on 2 CPU cores shared with other jobs, with the defaults)::
 
     python benchmarks/synthetic_claim.py
 
@@ -59,8 +59,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add("--folds", type=int, default=5, help="Subject-disjoint folds of the protocol.")
     add("--run_folds", type=int, default=3, help="Train folds 0..run_folds-1.")
     add("--pretrain_epochs", type=int, default=20)
-    add("--epochs", type=int, default=12, help="Fine-tuning epochs.")
-    add("--batch_size", type=int, default=64)
+    add("--epochs", type=int, default=10, help="Fine-tuning epochs.")
+    add("--batch_size", type=int, default=32)
     add("--lr", type=float, default=0.01, help="Fine-tuning learning rate (paper: 0.01).")
     add("--pretrain_lr", type=float, default=0.1, help="Pretraining learning rate (paper: 0.1).")
     add("--seed", type=int, default=0)
