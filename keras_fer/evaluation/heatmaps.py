@@ -9,13 +9,15 @@ Dense Block 3. The class score is the pre-softmax logit (``fc_emo``), as Grad-CA
 recommends, so saturated softmax outputs still give gradients.
 
 The computation is written with ``tf.GradientTape`` on the Keras 3 model (TensorFlow
-backend), following tf-keras-vis's Gradcam (per-map min-max scaling, linear ``scipy.ndimage.zoom``
-upsampling to the input). tf-keras-vis 0.8.7 itself cannot be used: it builds its probe models with
-``tf.keras``, which in keras-fer processes is tf_keras (Keras 2, needed by
-tensorflow-model-optimization for QAT; see ``keras_fer/__init__.py``) and cannot wrap a
-Keras 3 model ("'KerasTensor' object has no attribute 'node'"). The class score is the
-logit, as Grad-CAM recommends. The heatmaps need the TensorFlow backend;
-:func:`heatmap_callback` checks that before training starts.
+backend) and follows tf-keras-vis's ``Gradcam`` (positive part, per-map min-max scaling,
+linear ``scipy.ndimage.zoom`` upsampling to the input size). tf-keras-vis 0.8.7 itself is not
+used: it builds its probe models with ``tf.keras``. Where ``tf.keras`` is Keras 3 it works
+(with ``seek_penultimate_conv_layer=False``, else it walks back from ``emo_head_relu`` to the
+last 12-channel bottleneck conv, and without its ``ReplaceToLinear`` modifier, which edits the
+output layer in place), but keras-fer processes set ``tf.keras`` to tf_keras (Keras 2, needed
+by tensorflow-model-optimization for QAT; see ``keras_fer/__init__.py``), which cannot wrap a
+Keras 3 model ("'KerasTensor' object has no attribute 'node'"). The heatmaps need the
+TensorFlow backend; :func:`heatmap_callback` checks that before training starts.
 
 The runner hands ``after_fold`` the *inference* model (``"image"`` -> probabilities), whose
 layers keep their names, so the layers are found by name inside it.
@@ -220,7 +222,7 @@ def heatmap_callback(config) -> Callable:
         raise ValueError(f"heatmaps must be >= 1 face per class. Received: {config.heatmaps}")
     # Fail before hours of training, not after.
     _require_tensorflow_backend()
-    import tf_keras_vis  # noqa: F401
+    from scipy import ndimage  # noqa: F401  (used by gradcam after training)
 
     def write_heatmaps(model, data, fold_dir) -> Path:
         idx = pick_per_class(data.y_test, config.heatmaps, config.seed + data.fold)
