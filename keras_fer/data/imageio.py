@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -32,13 +32,18 @@ class ImageReadError(Exception):
         super().__init__(f"Cannot read image {self.path}: {reason}")
 
 
-def _decode(fp: Union[BinaryIO, PathLike], source: str) -> np.ndarray:
+def _decode(fp: Union[BinaryIO, PathLike], source: str, mode: str = "L",
+            exif_transpose: bool = False) -> np.ndarray:
+    """Decodes to a uint8 array in Pillow ``mode`` ("L" gray, "RGB"), mapping every failure
+    to one :class:`ImageReadError`; ``exif_transpose`` applies the camera's orientation."""
     try:
         with Image.open(fp) as image:
             # Image.open only parses the header; load() decodes the pixels, which is where a
             # truncated or corrupt file fails.
             image.load()
-            gray = image.convert("L")
+            if exif_transpose:
+                image = ImageOps.exif_transpose(image)
+            converted = image.convert(mode)
     except Image.DecompressionBombError as err:
         raise ImageReadError(source, f"image too large ({err})") from err
     except FileNotFoundError as err:
@@ -52,8 +57,8 @@ def _decode(fp: Union[BinaryIO, PathLike], source: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # Pillow reports truncation as OSError and broken chunks as SyntaxError/ValueError.
         raise ImageReadError(source, f"corrupt or truncated image ({err})") from err
-    array = np.asarray(gray, dtype=np.uint8)
-    if array.ndim != 2 or array.size == 0:
+    array = np.asarray(converted, dtype=np.uint8)
+    if array.ndim != (2 if mode == "L" else 3) or array.size == 0:
         raise ImageReadError(source, f"decoded to an empty image of shape {array.shape}")
     return array
 
@@ -71,6 +76,15 @@ def read_gray(path: PathLike) -> np.ndarray:
         ImageReadError: the file is missing, is not an image, or is corrupt or truncated.
     """
     return _decode(Path(path), str(path))
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """Reads an image file as RGB uint8 ``(H, W, 3)``, upright per its EXIF orientation.
+
+    Raises:
+        ImageReadError: as :func:`read_gray`.
+    """
+    return _decode(Path(path), str(path), mode="RGB", exif_transpose=True)
 
 
 def decode_gray_bytes(data: bytes, source: str = "<bytes>") -> np.ndarray:

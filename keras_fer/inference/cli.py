@@ -87,7 +87,7 @@ def parse_class_names(value: Optional[str]) -> Optional[List[str]]:
 
 
 def _image_items(source: Path, root: Optional[Path], recursive: bool) -> List[Item]:
-    from keras_fer.inference.predictor import read_rgb
+    from keras_fer.data.imageio import read_rgb
 
     if root is None:
         return [({"path": str(source)}, lambda: read_rgb(source))]

@@ -22,34 +22,10 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from keras_fer.data.faces import FaceAligner, FaceDetector, FaceResult
-from keras_fer.data.imageio import ImageReadError
+from keras_fer.data.imageio import ImageReadError, read_rgb
 
 CLASS_NAMES_FILE = "class_names.txt"
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
-
-
-def read_rgb(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
-    """Reads an image file as uint8 RGB ``(H, W, 3)``, applying its EXIF orientation.
-
-    Raises:
-        ImageReadError: the file is missing, is not an image, or is corrupt or truncated.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except FileNotFoundError as err:
-        raise ImageReadError(path, "file not found") from err
-    except IsADirectoryError as err:
-        raise ImageReadError(path, "is a directory, not an image file") from err
-    except Image.UnidentifiedImageError as err:
-        raise ImageReadError(path, "not an image file (unrecognised format)") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        # Pillow reports truncation as OSError and broken chunks as SyntaxError/ValueError.
-        raise ImageReadError(path, f"corrupt or truncated image ({err})") from err
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def as_image_array(image: ImageLike) -> np.ndarray:
