@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
-import sys
 from pathlib import Path
 
 import keras
@@ -54,7 +52,7 @@ from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.hng_step import HNGModel
 from keras_fer.training.optim import make_sgd
-from keras_fer.training.stages import fit_stage, stage_callbacks
+from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("rml", "baseline")
 GRID_FACES = 8
@@ -197,23 +195,11 @@ def _sized(cls, values: dict, **fixed):
 
 def _fit_hng_stage(hng: HNGModel, stage_dir: Path, pairs: NeutralPairs, epochs: int,
                    grid: HNGGridCallback | None) -> None:
-    """``stages.fit_stage`` for the HNG wrapper (CSV history, mid-stage backup, final
-    weights), plus the per-epoch grid callback."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    """``stages.fit_stage`` for the HNG wrapper, which must be built before weights can
+    be restored, plus the per-epoch grid callback."""
     # Weight loading (resume, BackupAndRestore) needs a built model.
     hng.build((None,) + tuple(hng.encoder.input_shape[1:]))
-    final = stage_dir / "final.weights.h5"
-    if final.exists():
-        logging.info("stage hng already complete: loading %s", final)
-        hng.load_weights(str(final))
-        return
-    # TensorBoard is left out: it reads ``optimizer.optimizers`` as a list of optimizers,
-    # while ``gan_steps.OptimizerGroup`` holds a dict of them.
-    callbacks = [c for c in stage_callbacks(stage_dir)
-                 if not isinstance(c, keras.callbacks.TensorBoard)]
-    callbacks += [grid] if grid is not None else []
-    hng.fit(pairs, epochs=epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-    hng.save_weights(str(final))
+    fit_stage(hng, stage_dir, pairs, epochs, callbacks=[grid] if grid is not None else [])
 
 
 def generate_neutral(generator: keras.Model, faces: np.ndarray, batch_size: int = 256):

@@ -28,7 +28,7 @@ def stage_callbacks(stage_dir: Path):
 
 
 def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
-              validation_data=None, verbose=None, **fit_kwargs):
+              validation_data=None, verbose=None, callbacks=(), **fit_kwargs):
     """Fits ``model`` for ``epochs`` unless the stage already finished; resumable.
 
     Args:
@@ -37,6 +37,7 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
         data: anything ``model.fit`` takes as ``x`` (a ``keras.utils.PyDataset`` here).
         epochs: total epochs of the stage (a resumed run trains only the rest).
         validation_data: passed to ``fit``.
+        callbacks: extra callbacks (e.g. a per-epoch image grid) after the stage's own.
         verbose: ``fit`` verbosity; default a progress bar on a terminal, one line per
             epoch in logs (CI, the GPU machine).
 
@@ -53,6 +54,6 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(data, epochs=epochs, validation_data=validation_data,
-                        callbacks=stage_callbacks(stage_dir), verbose=verbose, **fit_kwargs)
+                        callbacks=stage_callbacks(stage_dir) + list(callbacks), verbose=verbose, **fit_kwargs)
     model.save_weights(str(final))
     return history
