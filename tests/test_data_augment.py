@@ -203,3 +203,35 @@ def test_runs_on_the_jax_backend():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "jax ok" in result.stdout
+
+
+def _is_window_of(out, face):
+    """Whether ``out`` (48 x 48) is a 48 x 48 window of ``face`` or of its mirror image."""
+    return any(
+        np.array_equal(out, (face[:, ::-1] if flip else face)[top : top + 48, left : left + 48])
+        for flip in (False, True)
+        for top in range(13)
+        for left in range(13)
+    )
+
+
+def test_face_batches_augmented_epoch_keeps_faces_with_their_labels(monkeypatch):
+    # A small chunk makes the epoch's augmentation span several augmenter calls.
+    monkeypatch.setattr(augment, "EPOCH_CHUNK", 4)
+    faces, labels = _faces(11, seed=4), np.arange(11)
+    ds = augment.FaceBatches(
+        faces, labels, batch_size=3, augment=True, seed=0, drop_remainder=True,
+        augmenter=augment.make_augmenter(seed=0, rotation_degrees=0),
+    )
+    assert len(ds) == 3
+    x = faces.astype(np.float32) / 255.0
+    for epoch in range(2):
+        seen = []
+        for i in range(len(ds)):
+            xb, yb = ds[i]
+            assert xb.shape == (3, 48, 48, 1)
+            for out, label in zip(xb[..., 0], yb):
+                assert _is_window_of(out, x[label])
+            seen += yb.tolist()
+        assert len(set(seen)) == 9  # 9 distinct faces, the 2 left out change with the order
+        ds.on_epoch_end()
