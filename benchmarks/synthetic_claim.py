@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,11 +44,13 @@ import numpy as np  # noqa: E402
 from keras_fer.training import runner  # noqa: E402
 from keras_fer.training.config import TrainConfig  # noqa: E402
 from keras_fer.training.datasets import Experiment, load_experiment  # noqa: E402
-from keras_fer.training.idennet import IDEnNetMethod  # noqa: E402
+from keras_fer.training.idennet import (  # noqa: E402
+    SHARED_STAGES,
+    IDEnNetMethod,
+    share_pretraining,
+)
 
 HERE = Path(__file__).resolve().parent
-# Stages whose weights do not depend on the variant (same data, seed and architecture).
-SHARED_STAGES = ("pretrain_emotion", "pretrain_identity")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -84,28 +85,6 @@ def base_config(args: argparse.Namespace, work_dir: Path) -> TrainConfig:
         seed=args.seed,
         extra=json.loads(args.extra),
     )
-
-
-def share_pretraining(work_dir: Path, model_dir: Path, fold: int,
-                      stages: Sequence[str] = SHARED_STAGES) -> List[str]:
-    """Copies finished variant-independent ``stages`` of ``fold`` from sibling runs.
-
-    Returns:
-        The stage folders copied into ``model_dir``.
-    """
-    copied = []
-    for stage in stages:
-        target = model_dir / f"fold_{fold}" / stage
-        if (target / "final.weights.h5").exists():
-            continue
-        for source in sorted(work_dir.glob(f"*/fold_{fold}/{stage}/final.weights.h5")):
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / "final.weights.h5")
-            if (source.parent / "history.csv").exists():
-                shutil.copy2(source.parent / "history.csv", target / "history.csv")
-            copied.append(f"{stage} <- {source.parent.parent.parent.name}")
-            break
-    return copied
 
 
 def check_same_settings(config: TrainConfig) -> None:

@@ -3,7 +3,8 @@
 Every run is a subprocess, as a user types it. Coverage per run (each costs 20-60 s, so the
 checks share runs): IF on synthetic with ``--heatmaps`` and ``--identity_fraction``, then a
 resumed re-run; a flagfile run whose command-line flags override the file (variant I);
-Original on synthetic; F on CK+48 (real data, ``ckplus48_dir`` fixture).
+Original and F side by side (``--variants``, shared pretraining, ``--aggregate_only``) on
+synthetic; F on CK+48 (real data, ``ckplus48_dir`` fixture).
 """
 
 import json
@@ -146,13 +147,29 @@ def test_flagfile_with_command_line_override(tmp_path):
     assert not (model_dir / "fold_0" / "pretrain_identity").exists()
 
 
-def test_original_on_synthetic(tmp_path):
-    _train(*TINY, "--dataset=synthetic", f"--data_dir={tmp_path}", "--variant=original",
+def test_variants_side_by_side_share_pretraining_and_aggregate(tmp_path):
+    _train(*TINY, "--dataset=synthetic", f"--data_dir={tmp_path}", "--variants=original,f",
            f"--model_dir={tmp_path}")
-    _check_results(tmp_path, "original", "synthetic", 7)
-    history = (tmp_path / "fold_0" / "finetune" / "history.csv").read_text().splitlines()
-    header, last = history[0].split(","), history[-1].split(",")
+    original = _check_results(tmp_path / "original", "original", "synthetic", 7)
+    f = _check_results(tmp_path / "f", "f", "synthetic", 7)
+    history = (tmp_path / "original" / "fold_0" / "finetune" / "history.csv").read_text()
+    header, last = history.splitlines()[0].split(","), history.splitlines()[-1].split(",")
     assert float(last[header.index("id_loss")]) == 0.0  # no identity head
+    # F fine-tuned from Original's pretrained emotion stream (copied, not retrained).
+    stage = "fold_0/pretrain_emotion/final.weights.h5"
+    assert (tmp_path / "f" / stage).read_bytes() == (tmp_path / "original" / stage).read_bytes()
+    assert (tmp_path / "f" / "fold_0" / "pretrain_identity" / "final.weights.h5").exists()
+    side = json.loads((tmp_path / "variants.json").read_text())
+    assert side["original"]["mean_accuracy"] == pytest.approx(original["mean_accuracy"])
+    assert side["f"]["folds"] == {"0": pytest.approx(f["folds"][0]["accuracy"])}
+    # Aggregating over all 5 folds, with only fold 0 finished, trains nothing and says so.
+    (tmp_path / "f" / "results.json").unlink()
+    _train(*TINY, "--dataset=synthetic", f"--data_dir={tmp_path}", "--variants=original,f",
+           "--fold=-1", "--aggregate_only", f"--model_dir={tmp_path}")
+    partial = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert partial["folds_expected"] == 5 and [x["fold"] for x in partial["folds"]] == [0]
+    assert partial["mean_accuracy"] == pytest.approx(f["mean_accuracy"])
+    assert not (tmp_path / "f" / "fold_1").exists()
 
 
 def test_f_on_ckplus48(ckplus48_dir, tmp_path):

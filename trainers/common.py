@@ -40,6 +40,9 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "Use at most this many images per spli
                               "quick run; 0 = all.")
 _USE_ORL = flags.DEFINE_bool("use_orl", True, "Add ORL identities to identity pretraining.")
 _EXTRA = flags.DEFINE_string("extra", "{}", "Method-specific settings as JSON.")
+AGGREGATE_ONLY = flags.DEFINE_bool(
+    "aggregate_only", False, "Train nothing: write results.json and the plots from the folds "
+    "already finished in --model_dir (e.g. after one process per --fold).")
 
 
 def train_config(method: str, default_variant: str, default_lr: float,

@@ -11,9 +11,12 @@ heads with the joint loss L_emo + L_id. Each stage resumes from its own folder.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import shutil
 from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
@@ -21,7 +24,8 @@ import numpy as np
 from keras_fer.data.augment import FaceBatches
 from keras_fer.models import idennet
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import FoldData
+from keras_fer.training import runner
+from keras_fer.training.datasets import Experiment, FoldData, fold_indices, load_experiment
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
 
@@ -128,3 +132,81 @@ def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
     """The same run for another variant, in a sibling folder (for side-by-side comparisons)."""
     return dataclasses.replace(config, variant=variant,
                                model_dir=str(Path(config.model_dir).parent / variant))
+
+
+# Stages whose weights do not depend on the variant (same fold data, seed and architecture).
+SHARED_STAGES = ("pretrain_emotion", "pretrain_identity")
+
+
+def share_pretraining(work_dir: Path, model_dir: Path, fold: int,
+                      stages: Sequence[str] = SHARED_STAGES) -> List[str]:
+    """Copies finished variant-independent ``stages`` of ``fold`` from sibling variant runs.
+
+    ``work_dir/<variant>/fold_<k>/<stage>/final.weights.h5`` of any variant is copied into
+    ``model_dir``'s fold, where :func:`fit_stage` then loads it instead of training.
+
+    Returns:
+        The stage folders copied into ``model_dir``, as ``"<stage> <- <variant>"``.
+    """
+    copied = []
+    for stage in stages:
+        target = model_dir / f"fold_{fold}" / stage
+        if (target / "final.weights.h5").exists():
+            continue
+        for source in sorted(work_dir.glob(f"*/fold_{fold}/{stage}/final.weights.h5")):
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / "final.weights.h5")
+            if (source.parent / "history.csv").exists():
+                shutil.copy2(source.parent / "history.csv", target / "history.csv")
+            copied.append(f"{stage} <- {source.parent.parent.parent.name}")
+            break
+    return copied
+
+
+def train_variants(config: TrainConfig, variants: Sequence[str],
+                   after_fold: Optional[Callable] = None,
+                   experiment: Optional[Experiment] = None) -> Dict[str, Dict]:
+    """Trains several variants on the same folds, pretraining each fold's streams once.
+
+    Each variant runs in ``<model_dir>/<variant>`` (its own ``results.json``); within a fold
+    the first variant pretrains the emotion stream (and, if it fuses, the identity stream)
+    and the others reuse those weights, so the comparison isolates what the identity parts
+    add and the pretraining is paid once. ``<model_dir>/variants.json`` puts the variants
+    side by side. Resumable like a single run.
+
+    Returns:
+        ``{variant: results document}``.
+    """
+    root = Path(config.model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
+                                        use_orl=config.use_orl, limit=config.limit,
+                                        seed=config.seed)
+    n_folds = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
+    folds = range(n_folds) if config.fold < 0 else [config.fold]
+    configs = {v: dataclasses.replace(config, variant=v, model_dir=str(root / v))
+               for v in variants}
+    method = IDEnNetMethod()
+    for k in folds:
+        for v, cfg in configs.items():
+            copied = share_pretraining(root, Path(cfg.model_dir), k)
+            if copied:
+                print(f"[idennet/{v}] fold {k}: reusing {', '.join(copied)}", flush=True)
+            runner.train_and_evaluate(method, dataclasses.replace(cfg, fold=k, export=()),
+                                      experiment=exp, after_fold=after_fold)
+    results = {v: runner.train_and_evaluate(method, cfg, experiment=exp)
+               for v, cfg in configs.items()}
+    write_comparison(root, results)
+    return results
+
+
+def write_comparison(root: Path, results: Dict[str, Dict]) -> Path:
+    """``variants.json``: mean, std and per-fold accuracy of each variant, side by side."""
+    doc = {v: {"mean_accuracy": r["mean_accuracy"], "std_accuracy": r["std_accuracy"],
+               "folds": {f["fold"]: f["accuracy"] for f in r["folds"]}}
+           for v, r in results.items()}
+    path = root / "variants.json"
+    path.write_text(json.dumps(doc, indent=1))
+    print("  ".join(f"{v}: {d['mean_accuracy']:.2f} ± {d['std_accuracy']:.2f}%"
+                    for v, d in doc.items()), flush=True)
+    return path

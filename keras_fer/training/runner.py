@@ -68,6 +68,54 @@ def summarise(config: TrainConfig, exp: Experiment, folds) -> Dict:
     }
 
 
+def write_results(config: TrainConfig, exp: Experiment, fold_results, folds_expected: int,
+                  wall_seconds: float) -> Dict:
+    """Writes ``results.json``, ``confusion_matrix.png`` and ``per_class_accuracy.png``."""
+    model_dir = Path(config.model_dir)
+    results = summarise(config, exp, fold_results)
+    results["folds_expected"] = int(folds_expected)
+    results["wall_seconds"] = round(wall_seconds, 1)
+    # Summed over folds, across processes and restarts (``wall_seconds`` is this call's).
+    results["train_seconds"] = round(sum(f.get("train_seconds", 0.0) for f in fold_results), 1)
+    (model_dir / "results.json").write_text(json.dumps(results, indent=1))
+    if not fold_results:
+        return results
+    cm = np.sum([np.array(f["confusion_matrix"]) for f in fold_results], axis=0)
+    partial = (f", {len(fold_results)}/{folds_expected} folds"
+               if len(fold_results) < folds_expected else "")
+    title = (f"{config.method}/{config.variant} on {config.dataset} ({exp.protocol}): "
+             f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}%{partial}")
+    metrics.plot_confusion_matrix(cm, exp.class_names, model_dir / "confusion_matrix.png", title)
+    metrics.plot_per_class_accuracy(cm, exp.class_names, model_dir / "per_class_accuracy.png",
+                                    title)
+    return results
+
+
+def aggregate(config: TrainConfig, experiment: Optional[Experiment] = None) -> Dict:
+    """``results.json`` and plots from the folds finished so far, training nothing.
+
+    For runs whose folds trained in separate processes (one ``--fold`` each) or were cut
+    short: ``folds_expected`` in the document says how many folds the protocol has, so a
+    partial result is never mistaken for a full one.
+    """
+    model_dir = Path(config.model_dir)
+    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
+                                        use_orl=config.use_orl, limit=config.limit,
+                                        seed=config.seed)
+    folds_expected = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
+    chosen = range(folds_expected) if config.fold < 0 else [config.fold]
+    fold_results = [json.loads((model_dir / f"fold_{k}" / "result.json").read_text())
+                    for k in chosen if (model_dir / f"fold_{k}" / "result.json").exists()]
+    if not fold_results:
+        raise FileNotFoundError(f"No finished fold (fold_<k>/result.json) in {model_dir}.")
+    start = time.time()
+    results = write_results(config, exp, fold_results, len(chosen), time.time() - start)
+    print(f"{config.method}/{config.variant} {config.dataset} {exp.protocol}: "
+          f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}% over "
+          f"{len(fold_results)}/{len(chosen)} fold(s) -> {model_dir}", flush=True)
+    return results
+
+
 def train_and_evaluate(method: Method, config: TrainConfig,
                        experiment: Optional[Experiment] = None,
                        after_fold: Optional[Callable] = None) -> Dict:
@@ -100,8 +148,11 @@ def train_and_evaluate(method: Method, config: TrainConfig,
         print(f"[{config.method}/{config.variant}] fold {k + 1}/{len(all_idx)}: "
               f"train {len(data.y_train)} val {len(data.y_val)} test {len(data.y_test)} faces, "
               f"{len(data.test_subjects)} test subjects", flush=True)
+        fold_start = time.time()
         model = method.fit_fold(data, config, fold_dir)
         result = evaluate_fold(model, data)
+        # Training time of this fold in this process (a resumed fold counts only the rest).
+        result["train_seconds"] = round(time.time() - fold_start, 1)
         model.save(fold_dir / "inference.keras")
         done.write_text(json.dumps(result, indent=1))
         fold_results.append(result)
@@ -110,15 +161,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
         print(f"[{config.method}/{config.variant}] fold {k}: accuracy {result['accuracy']:.2f}%",
               flush=True)
 
-    results = summarise(config, exp, fold_results)
-    results["wall_seconds"] = round(time.time() - start, 1)
-    (model_dir / "results.json").write_text(json.dumps(results, indent=1))
-    cm = np.sum([np.array(f["confusion_matrix"]) for f in fold_results], axis=0)
-    title = (f"{config.method}/{config.variant} on {config.dataset} ({exp.protocol}): "
-             f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}%")
-    metrics.plot_confusion_matrix(cm, exp.class_names, model_dir / "confusion_matrix.png", title)
-    metrics.plot_per_class_accuracy(cm, exp.class_names, model_dir / "per_class_accuracy.png",
-                                    title)
+    results = write_results(config, exp, fold_results, len(all_idx), time.time() - start)
     if config.export:
         if model is None:
             import keras
