@@ -24,6 +24,20 @@ def test_synthetic_experiment_folds_are_subject_disjoint(tmp_path):
         assert (fold.id_val == -1).all()
 
 
+def test_val_fraction_zero_trains_on_every_subject_outside_the_test_fold(tmp_path):
+    exp = datasets.load_experiment("synthetic", data_dir=tmp_path)
+    with_val = datasets.fold_indices(exp, folds=5, seed=0, val_fraction=0.1)
+    no_val = datasets.fold_indices(exp, folds=5, seed=0, val_fraction=0.0)
+    for (tr, va, te), (tr0, va0, te0) in zip(with_val, no_val):
+        assert len(va0) == 0 and len(va) > 0
+        np.testing.assert_array_equal(te0, te)
+        np.testing.assert_array_equal(tr0, np.union1d(tr, va))
+    fold = datasets.make_fold(exp, 0, no_val[0])
+    assert len(fold.y_val) == 0 and len(fold.x_val) == 0
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        datasets.fold_indices(exp, folds=5, seed=0, val_fraction=1.0)
+
+
 def test_identity_fraction_withholds_identity_labels(tmp_path):
     exp = datasets.load_experiment("synthetic", data_dir=tmp_path)
     idx = datasets.fold_indices(exp, folds=4, seed=0, val_fraction=0.1)[0]

@@ -32,7 +32,7 @@ _LR = flags.DEFINE_float("lr", None, "Learning rate of the main stage (default: 
 _PRETRAIN_LR = flags.DEFINE_float("pretrain_lr", None, "Learning rate of pretraining stages.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for folds, initialisation and augmentation.")
 _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Share of training subjects held out "
-                                   "for validation (subject-disjoint).")
+                                   "for validation (subject-disjoint); 0 = none, as in the papers' protocols.")
 _EXPORT = flags.DEFINE_string("export", "", "Comma-separated export formats: savedmodel, "
                               "tflite_float32, tflite_float16, tflite_dynamic, tflite_int8, "
                               "tflite_qat, or all.")

@@ -219,13 +219,22 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
 
 
 def fold_indices(exp: Experiment, folds: int, seed: int, val_fraction: float):
-    """Returns ``[(train_idx, val_idx, test_idx), ...]`` subject-disjoint by construction."""
+    """Returns ``[(train_idx, val_idx, test_idx), ...]`` subject-disjoint by construction.
+
+    ``val_fraction=0`` leaves validation empty (nothing is held out of training).
+    """
     if exp.fixed_split is not None:
         return [exp.fixed_split]
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1). Received: val_fraction={val_fraction}")
     out = []
     for train_idx, test_idx in splits.subject_kfold(exp.subjects, exp.labels, folds, seed):
-        tr, va = splits.train_val_split(train_idx, exp.subjects, exp.labels,
-                                        val_fraction=val_fraction, seed=seed)
+        if val_fraction == 0.0:
+            # The papers' protocol: train on every subject outside the test fold.
+            tr, va = np.sort(np.asarray(train_idx, np.int64)), np.zeros(0, np.int64)
+        else:
+            tr, va = splits.train_val_split(train_idx, exp.subjects, exp.labels,
+                                            val_fraction=val_fraction, seed=seed)
         out.append((tr, va, test_idx))
     return out
 
