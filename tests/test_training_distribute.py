@@ -60,7 +60,8 @@ _, _, single = train(keras, "none")
 model, plan, mirrored = train(keras, "mirrored")
 replicas = [np.asarray(v).tolist() for v in model.get_layer("conv").kernel.value.values]
 print(json.dumps({"single": single, "mirrored": mirrored, "replicas": replicas,
-                  "num_replicas": plan.num_replicas, "devices": len(tf.config.list_logical_devices("CPU"))}))
+                  "num_replicas": plan.num_replicas,
+                  "devices": len(tf.config.list_logical_devices("CPU"))}))
 """
 
 _WORKER = _COMMON + """
