@@ -41,6 +41,7 @@ CROPPED_FORMATS = frozenset(
     {"synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013_csv", "fer2013_recovered"}
 )
 DETECT_MODES = ("auto", "always", "never")
+UNLABELLED = "unlabelled"  # the class of identity-only records in the statistics
 # The fixed splits some datasets ship with, mapped onto ExampleGen's split names.
 _OFFICIAL_SPLITS = {"train": "train", "valid": "eval", "test": "test"}
 
@@ -186,7 +187,9 @@ def _statistics_combiner():
             return collections.Counter()
 
         def add_input(self, acc, record):
-            split, cls, subject = record["split"], CANONICAL[record["expression"]], record["subject"]
+            expression = record["expression"]
+            cls = CANONICAL[expression] if expression >= 0 else UNLABELLED
+            split, subject = record["split"], record["subject"]
             acc.update([("split", split), ("class", cls), ("subject", subject),
                         ("split_class", f"{split}/{cls}"), ("split_subject", f"{split}/{subject}")])
             return acc
