@@ -2,10 +2,12 @@
 
 JAX compiles every new model on the CPU, and on one H100 a CK+ fold trains in seconds, so a
 10-fold protocol is bound by compilation: running folds as parallel processes (16 cores)
-is what makes a full protocol fit in the device's 10-minute command limit. Each job is one
-line of trainer arguments; per-fold jobs of the same ``--model_dir`` are aggregated at the
-end by re-running the trainer with ``--fold=-1`` (finished folds are skipped, so this only
-writes ``results.json`` and the plots).
+is what makes a full protocol fit in the device's 10-minute command limit, and JAX's
+persistent compilation cache (``runs/.jax_cache``, set here for every job) lets folds whose
+train steps have the same shapes reuse one compile. Each job is one line of trainer
+arguments; per-fold jobs of the same ``--model_dir`` are aggregated at the end with
+``--fold=-1 --aggregate_only`` (``results.json`` and the plots from the folds that finished,
+``folds_expected`` saying how many there should be).
 
     python3 benchmarks/gpu_run.py --jobs=jobs.txt --parallel=12 --out=$OUT/runs.tar.gz
 
@@ -41,8 +43,8 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
             i, line = queue.pop(0)
             log = open(log_dir / f"job{i:03d}.log", "w")
             cmd = [sys.executable, "-m"] + shlex.split(line)
-            running.append((i, line, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
-                            time.time(), log))
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_job_env())
+            running.append((i, line, proc, time.time(), log))
         for item in list(running):
             i, line, proc, start, log = item
             if proc.poll() is not None:
@@ -55,6 +57,13 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
     return done
 
 
+def _job_env():
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("runs/.jax_cache").resolve()))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+    return env
+
+
 def _model_dirs(lines):
     out = {}
     for line in lines:
@@ -63,7 +72,7 @@ def _model_dirs(lines):
         model_dir = next((a.split("=", 1)[1] for a in args if a.startswith("--model_dir=")), None)
         if model_dir and any(a.startswith("--fold=") and a != "--fold=-1" for a in args):
             rest = [a for a in args[1:] if not a.startswith("--fold=")]
-            out[model_dir] = shlex.join([module] + rest + ["--fold=-1"])
+            out[model_dir] = shlex.join([module] + rest + ["--fold=-1", "--aggregate_only"])
     return out
 
 
@@ -71,7 +80,7 @@ def _pack(roots, out: Path, keep_models: set):
     with tarfile.open(out, "w:gz") as tar:
         for root in roots:
             for path in Path(root).rglob("*"):
-                if not path.is_file():
+                if not path.is_file() or ".jax_cache" in path.parts:
                     continue
                 rel = str(path)
                 if path.suffix in KEEP_SUFFIXES or rel in keep_models or any(
