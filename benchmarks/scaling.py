@@ -54,8 +54,11 @@ def _parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--fold_lr", type=float, default=0.1)
     parser.add_argument("--fold_limit", type=int, default=0, help="use only N training faces")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=300,
-                        help="seconds after which a measuring subprocess is killed")
+    parser.add_argument("--timeout", type=float, default=150,
+                        help="seconds after which a throughput subprocess is killed")
+    parser.add_argument("--budget", type=float, default=330,
+                        help="seconds for the whole run: late subprocesses are killed and "
+                        "what finished is still written")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny model and sizes on fake CPU devices (checks the script)")
     parser.add_argument("--worker", choices=("throughput", "accuracy"), help=argparse.SUPPRESS)
@@ -197,6 +200,7 @@ def _start(what: str, num_devices: int, argv: list, smoke: bool) -> subprocess.P
 
 
 def _collect(proc: subprocess.Popen, timeout: float) -> dict:
+    timeout = max(1.0, timeout)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -240,12 +244,13 @@ def main(argv=None) -> dict:
     start = time.time()
     report = {"gpus": counts, "depth": args.depth, "dtype_policy": args.dtype_policy,
               "smoke": args.smoke, "throughput": {}, "accuracy": {}}
+    deadline = start + args.budget
     for n in counts:
-        report["throughput"][str(n)] = _collect(_start("throughput", n, passed, args.smoke),
-                                                args.timeout)
+        proc = _start("throughput", n, passed, args.smoke)
+        report["throughput"][str(n)] = _collect(proc, min(args.timeout, deadline - time.time()))
     procs = {n: _start("accuracy", n, passed, args.smoke) for n in counts}
     for n, proc in procs.items():
-        report["accuracy"][str(n)] = _collect(proc, args.timeout)
+        report["accuracy"][str(n)] = _collect(proc, max(1.0, deadline - time.time()))
     one, two = report["throughput"].get("1", {}), report["throughput"].get("2", {})
     if "images_per_second" in one and "images_per_second" in two:
         report["speedup_2_vs_1"] = two["images_per_second"] / one["images_per_second"]

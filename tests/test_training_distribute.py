@@ -84,8 +84,10 @@ import keras
 _, _, single = train(keras, "none", batch_norm=True)
 model, plan, sharded = train(keras, "data_parallel", batch_norm=True)
 devices = len(model.get_layer("conv").kernel.value.sharding.device_set)
+# Outside the scope the trained model takes batches that do not split over the devices.
+odd = model.predict(data()[0][:5], batch_size=3, verbose=0)
 print(json.dumps({"single": single, "sharded": sharded, "num_replicas": plan.num_replicas,
-                  "variable_devices": devices}))
+                  "variable_devices": devices, "odd_predictions": list(odd.shape)}))
 """
 
 
@@ -199,5 +201,6 @@ def test_jax_data_parallel_on_two_host_devices_trains_like_one_device():
     out = _run(_DATA_PARALLEL, _env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                                     XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert out["num_replicas"] == 2 and out["variable_devices"] == 2
+    assert out["odd_predictions"] == [5, 3]
     # BatchNormalization included: the sharded step normalises over the whole global batch.
     _assert_same_training(out["single"], out["sharded"], atol=1e-5)

@@ -9,7 +9,10 @@ or runs a model (build, ``compile``, ``fit``, ``evaluate``, ``predict``):
   ``keras.distribution.initialize()`` has joined a multi-host job, see below). Variables are
   replicated, each batch is split along its first axis, and XLA inserts the gradient
   all-reduce. BatchNormalization sees the whole global batch (the step is one sharded
-  program), so a step matches single-device training up to float rounding.
+  program), so a step matches single-device training up to float rounding. Every batch fed
+  inside the scope must split evenly over the devices, the last one too: train with
+  ``drop_remainder=True`` (validation data included), and ``predict`` / ``evaluate`` after
+  leaving the scope, where the trained model takes batches of any size.
 - ``"mirrored"`` (TensorFlow backend): ``tf.distribute.MirroredStrategy`` over the local GPUs
   (or CPUs where there are none). Keras 3 models work with it directly: variables made under
   ``strategy.scope()`` become mirrored, and ``fit`` runs each step per replica and sums the
