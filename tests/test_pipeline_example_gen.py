@@ -125,3 +125,20 @@ def test_ckplus48_subset_resizes_crops_and_reports_skipped(ckplus48_dir, tmp_pat
     i = list(table.path).index(columns["source"][0])
     np.testing.assert_array_equal(_decode(columns["image"][0]),
                                   resize_uint8(table.images[i:i + 1], 60)[0])
+
+
+def test_staging_dir_output_is_copied_into_the_artifact(tmp_path):
+    # Dataflow's workers write to gs://; a second local folder exercises the same copy.
+    config = ExampleGenConfig("synthetic", reader_kwargs=dict(SYNTHETIC, n_subjects=5),
+                              folds=5, eval_fold=0)
+    out, staging = tmp_path / "artifact", tmp_path / "staging"
+    out.mkdir()
+    properties = run_example_gen(config, out, staging_dir=str(staging))
+    assert properties["num_examples"] == 35
+    assert split_names(out) == ["train", "eval"]
+    for split in ("train", "eval"):
+        assert sorted(p.name for p in (out / split).iterdir()) == sorted(
+            p.name for p in (staging / split).glob("data-*"))
+    train = tfrecords.read_split(str(out), "train")
+    assert len(train["source"]) == properties["splits"]["train"] == 28
+    assert read_statistics(out) == read_statistics(staging)

@@ -95,7 +95,8 @@ def test_preprocessing_fn_is_the_serving_preprocessing(artifact, probe_savedmode
     graph = transform.TransformGraph(artifact / "transform" / transform.TRANSFORM_DIR)
     np.testing.assert_array_equal(graph.preprocess(pngs), serving_x)
     np.testing.assert_array_equal(graph.decode_faces(pngs[:6]), faces.images[:6])
-    # Golden values: the centre 48x48 of the 60x60 face, over 255 (to one ulp: the graph multiplies by 1/255).
+    # Golden values: the centre 48x48 of the 60x60 face, over 255 (to one ulp: the graph
+    # multiplies by 1/255).
     np.testing.assert_array_max_ulp(
         serving_x[0, ..., 0], faces.images[0][6:54, 6:54].astype(np.float32) / 255.0, maxulp=1)
 

@@ -31,6 +31,8 @@ _FOLDS = flags.DEFINE_integer("folds", 5, "Subject-disjoint folds.")
 _EVAL_FOLD = flags.DEFINE_integer("eval_fold", 0, "Fold held out as the eval split.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of folds, validation split and training.")
 _BEAM_ARG = flags.DEFINE_multi_string("beam_arg", [], "A Beam pipeline option (repeatable).")
+_STAGING = flags.DEFINE_string("beam_staging_dir", "", "URI the Beam workers write to when "
+                               "they cannot reach --pipeline_root (Dataflow: gs://...).")
 _METHOD = flags.DEFINE_enum("method", "idennet", ["idennet", "tfe", "idferm", "ifgan"],
                             "Trainer method (python -m trainers.<method>).")
 _PROTOCOL = flags.DEFINE_string("protocol", "", "Class protocol (default: the dataset's).")
@@ -58,6 +60,7 @@ def main(argv):
         eval_fold=_EVAL_FOLD.value,
         seed=_SEED.value,
         beam_args=tuple(_BEAM_ARG.value) + tuple(argv[1:]),
+        beam_staging_dir=_STAGING.value,
         method=_METHOD.value,
         protocol=_PROTOCOL.value,
         trainer_flags=tuple(_TRAINER_FLAG.value),

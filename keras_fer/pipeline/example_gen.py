@@ -117,13 +117,15 @@ def assign_splits(table: RecordTable, folds: int, eval_fold: int,
     return np.where(fold == eval_fold, "eval", "train"), fold
 
 
-def _elements(table: RecordTable, split: np.ndarray, fold: np.ndarray) -> List[Dict]:
+def _elements(table: RecordTable, split: np.ndarray, fold: np.ndarray,
+              ship_pixels: bool) -> List[Dict]:
     out = []
     for i in range(len(table)):
         path = str(table.path[i])
+        # Workers that see the dataset re-read files themselves; otherwise pixels travel.
+        shipped = ship_pixels or not os.path.isfile(path)
         out.append({
-            # Workers re-read files themselves; only pixels without a file travel.
-            "image": None if os.path.isfile(path) else np.asarray(table.images[i], np.uint8),
+            "image": np.asarray(table.images[i], np.uint8) if shipped else None,
             "expression": int(table.expression[i]),
             "subject": str(table.subject[i]),
             "sequence": str(table.sequence[i]),
@@ -242,12 +244,15 @@ def _statistics_document(counts: Mapping[str, int], skipped: Sequence[Tuple[str,
 
 
 def run_example_gen(config: ExampleGenConfig, output_dir: str | Path,
-                    beam_args: Sequence[str] = ()) -> Dict[str, object]:
+                    beam_args: Sequence[str] = (), staging_dir: str = "") -> Dict[str, object]:
     """Runs the ExampleGen Beam pipeline; see the module docstring for the output layout.
 
     Args:
         config: dataset and split settings.
         output_dir: the (empty) artifact directory.
+        staging_dir: for workers that cannot reach ``output_dir`` or the dataset (Dataflow):
+            a URI Beam can write (``gs://bucket/path``) where the workers write the output,
+            copied into ``output_dir`` afterwards; the pixels then travel with the records.
         beam_args: Beam pipeline options, e.g. ``["--direct_num_workers=2",
             "--direct_running_mode=multi_processing"]`` or ``["--runner=FlinkRunner", ...]``.
 
@@ -258,10 +263,11 @@ def run_example_gen(config: ExampleGenConfig, output_dir: str | Path,
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     output_dir = Path(output_dir)
+    target = staging_dir.rstrip("/") if staging_dir else str(output_dir)
     table = load_table(config)
     split, fold = assign_splits(table, config.folds, config.eval_fold, config.seed)
     splits = [s for s in tfrecords.SPLITS if s in set(split.tolist())]
-    elements = _elements(table, split, fold)
+    elements = _elements(table, split, fold, ship_pixels=bool(staging_dir))
     read_skipped = [(s.path, s.reason) for s in table.skipped]
 
     options = PipelineOptions(list(beam_args))
@@ -289,7 +295,7 @@ def run_example_gen(config: ExampleGenConfig, output_dir: str | Path,
                 part
                 | f"Serialize_{name}" >> beam.Map(_serialize)
                 | f"Write_{name}" >> beam.io.WriteToTFRecord(
-                    str(output_dir / name / "data"), file_name_suffix=tfrecords.FILE_SUFFIX)
+                    f"{target}/{name}/data", file_name_suffix=tfrecords.FILE_SUFFIX)
             )
         counts = faces | "Statistics" >> beam.CombineGlobally(_statistics_combiner())
         skipped = aligned.skipped | "Skipped" >> beam.combiners.ToList()
@@ -301,12 +307,31 @@ def run_example_gen(config: ExampleGenConfig, output_dir: str | Path,
                                         indent=1, sort_keys=True),
                 s=beam.pvalue.AsSingleton(skipped))
             | "WriteStatistics" >> beam.io.WriteToText(
-                str(output_dir / STATISTICS_FILE), shard_name_template="")
+                f"{target}/{STATISTICS_FILE}", shard_name_template="")
         )
 
+    if staging_dir:
+        _copy_from(target, output_dir, [f"{n}/data-*{tfrecords.FILE_SUFFIX}" for n in splits]
+                   + [STATISTICS_FILE])
     stats = json.loads((output_dir / STATISTICS_FILE).read_text())
     return {"statistics": STATISTICS_FILE, "splits": stats["splits"],
             "num_examples": stats["num_examples"], "skipped": stats["skipped"]["count"]}
+
+
+def _copy_from(source: str, output_dir: Path, patterns: Sequence[str]) -> None:
+    """Copies files matching ``patterns`` under a Beam URI into the local artifact directory."""
+    import shutil
+
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    for pattern in patterns:
+        for match in FileSystems.match([f"{source}/{pattern}"])[0].metadata_list:
+            rel = match.path[len(source) + 1:]
+            (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            with FileSystems.open(match.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+                    open(output_dir / rel, "wb") as dst:
+                shutil.copyfileobj(src, dst)
 
 
 def _serialize(record: Dict) -> bytes:

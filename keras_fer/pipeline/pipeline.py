@@ -2,8 +2,8 @@
 
 :class:`PipelineConfig` is everything the run depends on; :func:`build_components` turns it
 into the DAG that :func:`keras_fer.pipeline.runner.run_components` executes with caching, and
-:func:`run_pipeline` does both. Beam options are not part of any cache key: the same
-examples come out of DirectRunner and Flink, so switching runners reuses the cache.
+:func:`run_pipeline` does both. Beam options (and the staging URI) are not part of any cache key:
+the same examples come out of every runner, so switching runners reuses the cache.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class PipelineConfig:
         eval_fold: the fold held out as ``eval``.
         seed: seed of the folds, the validation split and training.
         beam_args: Beam pipeline options for ExampleGen (``--runner=...``).
+        beam_staging_dir: a URI the Beam workers write to when they cannot reach the
+            pipeline root (Dataflow: ``gs://...``); see ``run_example_gen``.
         method: trainer method (``idennet``, ``tfe``, ``idferm``, ``ifgan``).
         protocol: class protocol (``""`` = the dataset's default).
         trainer_flags: extra trainer flags, e.g. ``("--flagfile=trainers/flagfiles/x.flags",)``.
@@ -53,6 +55,7 @@ class PipelineConfig:
     eval_fold: int = 0
     seed: int = 0
     beam_args: Tuple[str, ...] = ()
+    beam_staging_dir: str = ""
     method: str = "idennet"
     protocol: str = ""
     trainer_flags: Tuple[str, ...] = ()
@@ -76,7 +79,8 @@ def dataset_fingerprint(path: str) -> Dict[str, object]:
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for p in files:
         stat = p.stat()
-        digest.update(f"{p.relative_to(root.parent)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        rel = p.relative_to(root.parent)
+        digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return {"dataset": str(root.resolve()), "files": len(files), "stat_sha256": digest.hexdigest()}
 
 
@@ -125,7 +129,7 @@ def build_components(config: PipelineConfig) -> List[Component]:
     def example_gen(inputs: Mapping[str, Artifact], out: Path) -> Dict[str, object]:
         from keras_fer.pipeline.example_gen import run_example_gen
 
-        return run_example_gen(gen_config, out, config.beam_args)
+        return run_example_gen(gen_config, out, config.beam_args, config.beam_staging_dir)
 
     def transform(inputs: Mapping[str, Artifact], out: Path) -> Dict[str, object]:
         from keras_fer.pipeline.transform import run_transform

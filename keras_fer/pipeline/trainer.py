@@ -8,9 +8,10 @@ evaluation, checkpoints, resume and export are therefore the CLI's own code, and
 cannot drift.
 
 The pack's fixed split is ExampleGen's: ``train`` (less a subject-disjoint validation share)
-for fitting, ``eval`` as the test set, so the run has one fold. The pipeline forces
-``--fold=-1 --limit=0 --nouse_orl --export=savedmodel`` after the user's trainer flags
-(the pack holds the pipeline's data only, and the Pusher needs the SavedModel).
+for fitting, ``eval`` as the test set, so the run has one fold. After the user's trainer flags the
+pipeline appends ``--dataset --protocol --data_dir --model_dir --seed --val_fraction`` (its
+own settings) and ``--fold=-1 --limit=0 --nouse_orl --export=savedmodel`` (the pack holds the
+pipeline's data only, and the Pusher needs the SavedModel); these win over a flagfile.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ through the artifact, not through whatever code happens to be installed.
 
 from __future__ import annotations
 
+import glob
+import itertools
 import json
 from pathlib import Path
 from typing import Dict
@@ -117,7 +119,11 @@ def run_transform(examples_dir: str | Path, output_dir: str | Path) -> Dict[str,
     """
     output_dir = Path(output_dir)
     save_transform_graph(output_dir / TRANSFORM_DIR)
-    sample = tfrecords.read_split(str(examples_dir), "train")[tfrecords.IMAGE_KEY][:8]
+    files = sorted(glob.glob(tfrecords.split_pattern(str(examples_dir), "train")))
+    if not files:
+        raise FileNotFoundError(f"No train shards under {examples_dir}.")
+    sample = [tfrecords.parse_example(r)[tfrecords.IMAGE_KEY]
+              for r in itertools.islice(tfrecords.iter_records(files), 8)]
     graph = TransformGraph(output_dir / TRANSFORM_DIR)
     faces = graph.decode_faces(sample)
     x = graph.preprocess(sample)
