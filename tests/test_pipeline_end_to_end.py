@@ -107,6 +107,9 @@ def test_evaluation_and_pushed_model_serve_the_eval_split(runs):
     accuracy = 100.0 * np.mean([CANONICAL.index(n.decode()) == e for n, e in
                                 zip(out["class_name"].numpy(), eval_split["expression"])])
     assert accuracy == pytest.approx(candidate["accuracy"])
+    # The trainer scored the same split through the training input path: same accuracy.
+    results = json.loads(second.artifacts["Trainer"].path("results").read_text())
+    assert results["folds"][0]["accuracy"] == pytest.approx(candidate["accuracy"])
 
 
 def test_rerun_after_push_does_not_push_the_same_model_again(runs):

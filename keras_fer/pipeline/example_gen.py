@@ -210,6 +210,11 @@ def _statistics_combiner():
 
 def _statistics_document(counts: Mapping[str, int], skipped: Sequence[Tuple[str, str]],
                          read_skipped: int) -> Dict:
+    """``statistics.json``: totals, per-split breakdowns, the subject-overlap check, skips.
+
+    ``counts`` is the combiner's ``"kind|key" -> count`` map; ``skipped`` holds ``(source,
+    reason)`` of every unused input, ``read_skipped`` of them rejected by the reader.
+    """
     table: Dict[str, Dict] = collections.defaultdict(dict)
     for name, count in counts.items():
         kind, key = name.split("|", 1)
@@ -250,11 +255,11 @@ def run_example_gen(config: ExampleGenConfig, output_dir: str | Path,
     Args:
         config: dataset and split settings.
         output_dir: the (empty) artifact directory.
+        beam_args: Beam pipeline options, e.g. ``["--direct_num_workers=2",
+            "--direct_running_mode=multi_processing"]`` or ``["--runner=FlinkRunner", ...]``.
         staging_dir: for workers that cannot reach ``output_dir`` or the dataset (Dataflow):
             a URI Beam can write (``gs://bucket/path``) where the workers write the output,
             copied into ``output_dir`` afterwards; the pixels then travel with the records.
-        beam_args: Beam pipeline options, e.g. ``["--direct_num_workers=2",
-            "--direct_running_mode=multi_processing"]`` or ``["--runner=FlinkRunner", ...]``.
 
     Returns:
         Properties: the statistics file name, the split names and their example counts.

@@ -129,6 +129,22 @@ def trainer_command(fn_args: FnArgs, data_dir: str | Path) -> List[str]:
     ]
 
 
+def _die_with_parent() -> None:
+    """Linux: the trainer is killed when the pipeline process dies.
+
+    Otherwise a killed pipeline would leave the trainer running as an orphan, still writing
+    into the directory that the next run resumes from.
+    """
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: an orphaned trainer can outlive a killed pipeline there
+
+
 def run_fn(fn_args: FnArgs) -> Dict[str, object]:
     """Trains on the pipeline's examples with the method's CLI and exports the SavedModel.
 
@@ -153,7 +169,8 @@ def run_fn(fn_args: FnArgs) -> Dict[str, object]:
     # overwrite, and re-exports the finished fold's model anyway.
     shutil.rmtree(run_dir / "export", ignore_errors=True)
     env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
-    subprocess.run(trainer_command(fn_args, data_dir), check=True, env=env)
+    subprocess.run(trainer_command(fn_args, data_dir), check=True, env=env,
+                   preexec_fn=_die_with_parent)
     serving = Path(fn_args.serving_model_dir)
     shutil.rmtree(serving, ignore_errors=True)
     os.rename(run_dir / "export" / "savedmodel", serving)
