@@ -1,11 +1,14 @@
-"""TFE-JL trainer: CLI run with export, resume, baseline, CK+ 7 and 8 classes, verification.
+"""TFE-JL trainer: CLI run with export, resume, baseline, CK+ 7 and 8 classes from their
+flagfiles, verification.
 
 Runs are tiny (one fold, one epoch per stage, few subjects) and check what the trainer
 writes, not accuracy: the results.json schema, subject-disjoint folds, the stage folders,
 the DeepID verification report and the exported files.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -15,13 +18,16 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from absl import flags
 
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import Experiment, FoldData, load_experiment
 from keras_fer.training.tfe import TFEMethod, split_identities, verification_rate
+from trainers import tfe as trainer
 
 REPO = Path(__file__).resolve().parents[1]
+FLAGFILES = REPO / "trainers" / "flagfiles"
 RESULT_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
                "std_accuracy"}
 FOLD_KEYS = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
@@ -126,22 +132,77 @@ def test_unknown_variant_is_rejected(tmp_path):
         runner.train_and_evaluate(TFEMethod(), config, experiment=_tiny_synthetic(tmp_path))
 
 
+@contextlib.contextmanager
+def _parsed_flags(*argv: str):
+    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["tfe", *argv])
+    try:
+        yield flags.FLAGS
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 @pytest.mark.parametrize(
-    "dataset, protocol, n_classes",
-    [("ckplus48", "ck7", 7), ("ckplus_neutral", "ck8", 8)],
+    "name, dataset, protocol, depth",
+    [("tfe_ckplus7", "ckplus48", "ck7", 12), ("tfe_ckplus8", "ckplus_neutral", "ck8", 12),
+     ("tfe_ferplus", "ferplus", "ferplus8", 18), ("tfe_quickstart", "synthetic", "", 12)],
 )
-def test_ckplus_tiny_run(request, tmp_path, dataset, protocol, n_classes):
-    data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
+def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol, depth):
+    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+        config = trainer.config_from_flags()
+    assert (config.method, config.variant) == ("tfe", "tfe")
+    assert (config.dataset, config.protocol, config.depth) == (dataset, protocol, depth)
+    if dataset.startswith("ckplus"):
+        # The paper's CK+ settings: 10 folds, 200 + 100 epochs, batch 128, lr 0.16 / 0.01.
+        assert (config.folds, config.pretrain_epochs, config.epochs) == (10, 200, 100)
+        assert (config.batch_size, config.lr, config.pretrain_lr) == (128, 0.16, 0.16)
+        assert config.extra == {"deepid_lr": 0.01, "deepid_pretrain_lr": 0.01}
+
+
+@functools.lru_cache(maxsize=None)
+def _ckplus_subset(dataset: str, data_root: Path, protocol: str) -> Experiment:
+    """The protocol's experiment on its first 16 subjects (ORL kept), read once per module."""
     exp = load_experiment(dataset, data_root, protocol)
     assert exp.identity_faces is not None, "ORL identities were not loaded"
-    config = TrainConfig(method="tfe", variant="tfe", dataset=dataset, protocol=protocol,
-                         data_dir=str(data_root), model_dir=str(tmp_path / dataset), lr=0.16,
-                         pretrain_lr=0.16, **TINY)
-    runner.train_and_evaluate(TFEMethod(), config, experiment=_subjects_subset(exp, 16))
-    _check_results(tmp_path / dataset, "tfe", dataset, protocol, n_classes)
-    report = _check_verification(tmp_path / dataset / "fold_0", "orl")
+    return _subjects_subset(exp, 16)
+
+
+@pytest.mark.parametrize(
+    "name, dataset, protocol, n_classes, variant",
+    [("tfe_ckplus7", "ckplus48", "ck7", 7, "tfe"),
+     ("tfe_ckplus7", "ckplus48", "ck7", 7, "baseline"),
+     ("tfe_ckplus8", "ckplus_neutral", "ck8", 8, "tfe"),
+     ("tfe_ckplus8", "ckplus_neutral", "ck8", 8, "baseline")],
+)
+def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, name, dataset,
+                                               protocol, n_classes, variant):
+    data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
+    model_dir = tmp_path / dataset
+    export = ["--export=tflite_int8"] if (protocol, variant) == ("ck8", "tfe") else []
+    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
+                       f"--model_dir={model_dir}", f"--variant={variant}", "--fold=0",
+                       "--pretrain_epochs=1", "--epochs=1", *export):
+        config = trainer.config_from_flags()
+    # The flagfile's protocol (10 folds) on 16 subjects, so that it stays a tiny run.
+    trainer.run(config, experiment=_ckplus_subset(dataset, data_root, protocol))
+    _check_results(model_dir, variant, dataset, protocol, n_classes)
+    fold_dir = model_dir / "fold_0"
+    stages = sorted(p.name for p in fold_dir.iterdir() if p.is_dir())
+    if variant == "baseline":
+        assert stages == ["finetune", "pretrain_resnet"]
+        assert not (fold_dir / "verification.json").exists()
+        return
+    assert stages == ["joint", "pretrain_deepid", "pretrain_resnet"]
+    assert "DeepID verification rate" in capsys.readouterr().out
+    report = _check_verification(fold_dir, "orl")
     # 20% of ORL's 40 subjects are held out, 4 per half.
     assert len(report["threshold_identities"]) == len(report["test_identities"]) == 4
+    if export:
+        assert (model_dir / "export" / "tflite" / "model_int8.tflite").stat().st_size > 0
+        exported = json.loads((model_dir / "export" / "export_report.json").read_text())
+        # Measured on the fold's test faces: int8 probabilities stay close to the Keras ones.
+        assert exported["variants"]["tflite_int8"]["max_abs_diff"] < 0.15
 
 
 def _fold(id_train, identity_y=None) -> FoldData:

@@ -26,31 +26,54 @@ DeepID feature's verification rate on held-out identities), ``results.json``,
 models.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from absl import app, flags
 
 from trainers import common  # noqa: F401  (defines the shared flags)
 
+if TYPE_CHECKING:
+    from keras_fer.training.config import TrainConfig
+    from keras_fer.training.datasets import Experiment
+
 FER_DATASETS = ("ferplus", "fer2013")
 
 
-def main(argv):
-    del argv
-    from keras_fer.training import runner
-    from keras_fer.training.tfe import TFEMethod, summarise_verification
+def config_from_flags() -> TrainConfig:
+    """The run's ``TrainConfig`` from the parsed flags, with TFE-JL's defaults.
 
+    Raises:
+        app.UsageError: ``--depth`` other than 12 or 18.
+    """
     fer = flags.FLAGS.dataset in FER_DATASETS
     depth = flags.FLAGS.depth if flags.FLAGS["depth"].present else (18 if fer else 12)
     if depth not in (12, 18):
         raise app.UsageError(f"--depth must be 12 or 18 for TFE-JL's ResNet. Received: {depth}")
-    config = common.train_config("tfe", default_variant="tfe",
-                                 default_lr=0.001 if fer else 0.16,
-                                 default_pretrain_lr=0.1 if fer else 0.16, depth=depth)
-    runner.train_and_evaluate(TFEMethod(), config)
+    return common.train_config("tfe", default_variant="tfe",
+                               default_lr=0.001 if fer else 0.16,
+                               default_pretrain_lr=0.1 if fer else 0.16, depth=depth)
+
+
+def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
+    """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests),
+    then collects the DeepID verification rates; returns the results document."""
+    from keras_fer.training import runner
+    from keras_fer.training.tfe import TFEMethod, summarise_verification
+
+    results = runner.train_and_evaluate(TFEMethod(), config, experiment=experiment)
     summary = summarise_verification(config.model_dir)
     if summary is not None:
         print(f"DeepID verification rate: {summary['mean_verification_rate']:.2f} ± "
               f"{summary['std_verification_rate']:.2f}% over {len(summary['folds'])} fold(s)",
               flush=True)
+    return results
+
+
+def main(argv):
+    del argv
+    run(config_from_flags())
 
 
 if __name__ == "__main__":

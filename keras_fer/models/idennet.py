@@ -56,6 +56,10 @@ from keras_fer.models.densenet import (
     layers_per_block,
 )
 
+# Re-exported: the trainer and tests call ``idennet.transfer_weights`` (it skips, and
+# reports, heads whose class count differs, e.g. ``fc_emo`` after FER+ pretraining).
+from keras_fer.models.transfer import TransferReport, transfer_weights  # noqa: F401
+
 VARIANTS = ("original", "i", "f", "if")
 
 
@@ -338,59 +342,6 @@ class IDEnNetTrainer(keras.Model):
         config = super().get_config()
         config.update({"alpha": self.alpha, "gamma": self.gamma})
         return config
-
-
-@dataclasses.dataclass
-class TransferReport:
-    """What :func:`transfer_weights` did, by layer name (layers with weights only)."""
-
-    copied: list[str] = dataclasses.field(default_factory=list)
-    shape_mismatch: list[str] = dataclasses.field(default_factory=list)
-    not_in_source: list[str] = dataclasses.field(default_factory=list)
-
-    def __str__(self) -> str:
-        return (
-            f"copied {len(self.copied)} layers, skipped {len(self.shape_mismatch)} with other "
-            f"shapes {self.shape_mismatch}, {len(self.not_in_source)} not in the source"
-        )
-
-
-def transfer_weights(
-    src_model: keras.Model, dst_model: keras.Model, skip_mismatched: bool = True
-) -> TransferReport:
-    """Copies weights from ``src_model`` into ``dst_model`` layer by layer, matched by name.
-
-    Args:
-        src_model: Trained model, e.g. a stage-1 pretraining model.
-        dst_model: Model to initialise, e.g. :func:`build_idennet`'s.
-        skip_mismatched: Skip (and report) same-named layers whose weight shapes differ,
-            e.g. ``fc_emo`` when the pretraining set has other classes; False raises instead.
-
-    Returns:
-        A :class:`TransferReport`.
-    """
-    source = {layer.name: layer for layer in src_model.layers}
-    report = TransferReport()
-    for layer in dst_model.layers:
-        if not layer.weights:
-            continue
-        src_layer = source.get(layer.name)
-        if src_layer is None:
-            report.not_in_source.append(layer.name)
-            continue
-        src_shapes = [tuple(w.shape) for w in src_layer.weights]
-        dst_shapes = [tuple(w.shape) for w in layer.weights]
-        if src_shapes != dst_shapes:
-            if not skip_mismatched:
-                raise ValueError(
-                    f"Layer {layer.name!r}: source weight shapes {src_shapes} differ from "
-                    f"destination {dst_shapes}."
-                )
-            report.shape_mismatch.append(layer.name)
-            continue
-        layer.set_weights(src_layer.get_weights())
-        report.copied.append(layer.name)
-    return report
 
 
 def freeze_feature_groups(model: keras.Model) -> list[str]:

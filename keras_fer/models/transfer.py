@@ -4,7 +4,8 @@ Every builder in the package gives its layers stable, prefixed names, so moving 
 weights into a merged model is a name lookup: a layer of the destination receives the
 weights of the source layer with the same name. Nested models are searched too. The report
 lists what matched and what did not, so a silently empty transfer (a renamed prefix) is
-visible in the trainer's log and can be asserted in tests.
+visible in the trainer's log and can be asserted in tests. This is the project's only
+weight-transfer helper (``keras_fer.models.idennet`` re-exports it).
 """
 
 from __future__ import annotations
@@ -16,27 +17,27 @@ import keras
 
 @dataclasses.dataclass(frozen=True)
 class TransferReport:
-    """Outcome of :func:`transfer_weights`.
+    """Outcome of :func:`transfer_weights`, by layer name (layers with weights only).
 
     Attributes:
-        matched: Destination layers that received weights.
-        missing_in_source: Destination layers with weights and no same-named source layer
-            (they keep their initial values).
-        unused_from_source: Source layers with weights and no same-named destination layer.
-        shape_mismatched: Same-named layers whose weight shapes differ (left untouched; only
+        copied: Destination layers that received weights.
+        not_in_source: Destination layers with no same-named source layer (they keep their
+            initial values).
+        unused_from_source: Source layers with no same-named destination layer.
+        shape_mismatch: Same-named layers whose weight shapes differ (left untouched; only
             non-empty when ``skip_mismatched=True``).
     """
 
-    matched: tuple[str, ...]
-    missing_in_source: tuple[str, ...]
-    unused_from_source: tuple[str, ...]
-    shape_mismatched: tuple[str, ...]
+    copied: list[str]
+    not_in_source: list[str]
+    unused_from_source: list[str]
+    shape_mismatch: list[str]
 
-    def summary(self) -> str:
-        """One line per group, for logs."""
-        groups = dataclasses.asdict(self)
-        return "\n".join(
-            f"{key} ({len(names)}): {', '.join(names)}" for key, names in groups.items()
+    def __str__(self) -> str:
+        return (
+            f"copied {len(self.copied)} layers, skipped {len(self.shape_mismatch)} with other "
+            f"shapes {self.shape_mismatch}, {len(self.not_in_source)} not in the source, "
+            f"{len(self.unused_from_source)} source layers unused {self.unused_from_source}"
         )
 
 
@@ -63,25 +64,27 @@ def _layers_with_weights(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 
 def transfer_weights(
-    source: keras.Model, destination: keras.Model, *, skip_mismatched: bool = False
+    source: keras.Model, destination: keras.Model, skip_mismatched: bool = True
 ) -> TransferReport:
     """Copies all weights (trainable and not, e.g. BN statistics) of same-named layers.
 
     Args:
         source: The pretrained model.
         destination: The model to initialise; modified in place.
-        skip_mismatched: Leave layers whose weight shapes differ untouched and list them in
-            the report, instead of raising.
+        skip_mismatched: Leave same-named layers whose weight shapes differ untouched and
+            list them in the report (e.g. a classifier head pretrained on another number of
+            classes); False raises instead, for transfers that must match exactly.
 
     Returns:
         A :class:`TransferReport`.
 
     Raises:
-        ValueError: On a shape mismatch (unless ``skip_mismatched``) or duplicate names.
+        ValueError: On a shape mismatch when ``skip_mismatched`` is False, or on two
+            different layers sharing a name in one model.
     """
     src_layers = _layers_with_weights(source)
     dst_layers = _layers_with_weights(destination)
-    matched, mismatched = [], []
+    copied, mismatched = [], []
     for name, dst_layer in dst_layers.items():
         if name not in src_layers:
             continue
@@ -97,10 +100,10 @@ def transfer_weights(
             mismatched.append(name)
             continue
         dst_layer.set_weights(values)
-        matched.append(name)
+        copied.append(name)
     return TransferReport(
-        matched=tuple(matched),
-        missing_in_source=tuple(n for n in dst_layers if n not in src_layers),
-        unused_from_source=tuple(n for n in src_layers if n not in dst_layers),
-        shape_mismatched=tuple(mismatched),
+        copied=copied,
+        not_in_source=[n for n in dst_layers if n not in src_layers],
+        unused_from_source=[n for n in src_layers if n not in dst_layers],
+        shape_mismatch=mismatched,
     )

@@ -227,8 +227,9 @@ class TFEMethod:
         deepid = self.pretrain_deepid(config, data, fold_dir)
         mcfg = self.model_config(config, data, deepid.output_shape[-1])
         model = tfe.build_tfe(mcfg)
-        transfer_weights(deepid, model)
-        transfer_weights(resnet, model)
+        # Every pretrained layer but the two classifier heads has its twin in the tandem model.
+        transfer_weights(deepid, model, skip_mismatched=False)
+        transfer_weights(resnet, model, skip_mismatched=False)
         optimizer = tfe.joint_optimizer(mcfg, resnet_lr=step_schedule(mcfg.resnet_lr, total),
                                         deepid_lr=step_schedule(mcfg.deepid_lr, total))
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
