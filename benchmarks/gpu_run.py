@@ -13,7 +13,9 @@ arguments; per-fold jobs of the same ``--model_dir`` are aggregated at the end w
 
 A job line: ``<trainer module> <args...>``, e.g.
 ``trainers.idennet --dataset=ckplus48 --variant=if --fold=3 --model_dir=runs/ck_if``.
-Lines starting with ``#`` are comments; a line ``---`` waits for all jobs above it.
+Lines starting with ``#`` are comments; a line ``---`` waits for all jobs above it; a job
+starting with ``@after=<path>`` is not started before that file exists (e.g. a model that an
+earlier job is still training).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
                 proc.kill()
                 print(f"job {i} killed at the deadline: {line}", flush=True)
             return done + [(i, -9, time.time() - s, ln) for i, ln, _, s, _ in running]
-        while queue and len(running) < parallel:
-            i, line = queue.pop(0)
+        ready = [job for job in queue if _ready(job[1])]
+        while ready and len(running) < parallel:
+            job = ready.pop(0)
+            queue.remove(job)
+            i, line = job
+            line = line.split(" ", 1)[1] if line.startswith("@after=") else line
             log = open(log_dir / f"job{i:03d}.log", "w")
             cmd = [sys.executable, "-m"] + shlex.split(line)
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_job_env())
@@ -57,6 +63,10 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
     return done
 
 
+def _ready(line: str) -> bool:
+    return not line.startswith("@after=") or Path(line.split(" ", 1)[0][7:]).exists()
+
+
 def _job_env():
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("runs/.jax_cache").resolve()))
@@ -67,7 +77,7 @@ def _job_env():
 def _model_dirs(lines):
     out = {}
     for line in lines:
-        args = shlex.split(line)
+        args = shlex.split(line.split(" ", 1)[1] if line.startswith("@after=") else line)
         module = args[0]
         model_dir = next((a.split("=", 1)[1] for a in args if a.startswith("--model_dir=")), None)
         if model_dir and any(a.startswith("--fold=") and a != "--fold=-1" for a in args):
