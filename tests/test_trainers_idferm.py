@@ -3,6 +3,7 @@
 Runs use tiny networks (``--extra`` sizes), one fold and one epoch per stage.
 """
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from absl import flags
 from keras_fer.training import datasets, runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
+from trainers import idferm as trainer
+
+FLAGFILES = Path(__file__).resolve().parents[1] / "trainers" / "flagfiles"
 
 TINY = {
     "hng_epochs": 1,
@@ -185,24 +189,55 @@ def test_unknown_variant_is_a_clear_error(tmp_path, synthetic_ck8):
                                   experiment=synthetic_ck8)
 
 
-def test_cli_on_ckplus48_pairs_with_ckplus_neutral(tmp_path, ckplus48_dir, ckplus_neutral_dir,
-                                                   capsys):
-    from trainers import idferm as trainer
-
-    argv = ["idferm", "--dataset=ckplus48", f"--data_dir={ckplus48_dir.parents[1]}",
-            f"--model_dir={tmp_path}", "--folds=10", "--fold=0", "--epochs=1",
-            "--pretrain_epochs=1", "--batch_size=64", "--use_orl=false",
-            f"--extra={json.dumps(TINY)}"]
+@contextlib.contextmanager
+def _parsed_flags(*argv: str):
+    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(argv)
+    flags.FLAGS(["idferm", *argv])
     try:
-        trainer.main([])
+        yield flags.FLAGS
     finally:
         flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize(
+    "name, dataset, protocol",
+    [("idferm_ckplus7", "ckplus48", "ck7"), ("idferm_ckplus8", "ckplus_neutral", "ck8"),
+     ("idferm_quickstart", "synthetic", "ck7")],
+)
+def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol):
+    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+        config = trainer.config_from_flags()
+    assert (config.method, config.variant) == ("idferm", "rml")
+    assert (config.dataset, config.protocol) == (dataset, protocol)
+    if dataset != "synthetic":
+        assert (config.folds, config.extra) == (10, {"hng_epochs": 100})
+
+
+@pytest.mark.parametrize(
+    "name, dataset, protocol, n_classes",
+    [("idferm_ckplus7", "ckplus48", "ck7", 7), ("idferm_ckplus8", "ckplus_neutral", "ck8", 8)],
+)
+def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus_neutral_dir,
+                                               name, dataset, protocol, n_classes):
+    data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
+    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
+                       f"--model_dir={tmp_path}", "--fold=0", "--epochs=1",
+                       "--pretrain_epochs=1", "--batch_size=64", "--use_orl=false",
+                       f"--extra={json.dumps(TINY)}"):
+        config = trainer.config_from_flags()
+    exp = datasets.load_experiment(dataset, data_root, protocol, use_orl=False)
+    # CK+48's neutral frames come from ckplus_neutral (same subjects and sequences).
+    assert len(exp.neutral_faces) and set(exp.neutral_subjects) <= set(exp.subjects)
+    # The flagfile's protocol (10 folds) on 12 subjects, so that it stays a tiny run.
+    results = trainer.run(config, experiment=_few_subjects(exp, 12))
     out = capsys.readouterr().out
     assert "(expressive, neutral) training pairs" in out
-    results = json.loads((tmp_path / "results.json").read_text())
-    fold = _check_results(results, "rml", "ckplus48")
-    assert results["protocol"] == "ck7" and "neutral" not in results["classes"]
+    assert "identity preserved in" in out
+    assert results == json.loads((tmp_path / "results.json").read_text())
+    fold = _check_results(results, "rml", dataset)
+    assert results["protocol"] == protocol and len(results["classes"]) == n_classes
+    assert ("neutral" in results["classes"]) == (protocol == "ck8")
     assert 0.0 <= fold["identity_preserved_percent"] <= 100.0
     assert results["mean_identity_preserved_percent"] == fold["identity_preserved_percent"]
+    assert (tmp_path / "fold_0" / "hng" / "grids" / "epoch_001.png").stat().st_size > 0

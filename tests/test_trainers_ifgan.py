@@ -6,6 +6,8 @@ stage folders, the figures, the training-fold average faces and the exported Sav
 The three CLI runs start together (one module fixture) so their start-up overlaps.
 """
 
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,15 +17,18 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from absl import flags
 
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.models.ifgan import average_identity_targets
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
-from keras_fer.training.ifgan import IFGANMethod
+from keras_fer.training.ifgan import IFGANMethod, one_face_per_subject
+from trainers import ifgan as trainer
 
 REPO = Path(__file__).resolve().parents[1]
+FLAGFILES = REPO / "trainers" / "flagfiles"
 RESULT_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
                "std_accuracy"}
 FOLD_KEYS = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
@@ -62,11 +67,11 @@ def _finished(runs, variant: str) -> Path:
     return model_dir
 
 
-def _check_results(model_dir: Path, variant: str) -> dict:
+def _check_results(model_dir: Path, variant: str, dataset: str = "synthetic") -> dict:
     results = json.loads((model_dir / "results.json").read_text())
     assert RESULT_KEYS <= set(results)
     assert (results["method"], results["variant"]) == ("ifgan", variant)
-    assert (results["dataset"], results["protocol"]) == ("synthetic", "ck7")
+    assert (results["dataset"], results["protocol"]) == (dataset, "ck7")
     assert len(results["classes"]) == 7
     assert len(results["folds"]) == 1
     fold = results["folds"][0]
@@ -79,6 +84,7 @@ def _check_results(model_dir: Path, variant: str) -> dict:
     assert results["mean_accuracy"] == pytest.approx(fold["accuracy"])
     config = json.loads((model_dir / "config.json").read_text())
     assert config["lr"] == 1e-4 and config["extra"] == TINY_EXTRA
+    assert config["variant"] == variant
     inference = keras.saving.load_model(model_dir / "fold_0" / "inference.keras")
     assert inference.input_shape == (None, 48, 48, 1)
     assert inference.output_shape == (None, 7)
@@ -136,3 +142,59 @@ def test_unknown_variant_is_rejected(tmp_path):
                          folds=5, fold=0, epochs=1)
     with pytest.raises(ValueError, match="variant='attention'"):
         runner.train_and_evaluate(IFGANMethod(), config)
+
+
+def test_one_face_per_subject_keeps_the_first_of_each_class_and_subject():
+    labels = np.array([0, 0, 0, 1, 0, 1, 0])
+    subjects = np.array(["a", "a", "b", "a", "b", "a", "c"])
+    np.testing.assert_array_equal(one_face_per_subject(labels, subjects), [0, 2, 3, 6])
+    np.testing.assert_array_equal(one_face_per_subject(labels, None), np.arange(7))
+
+
+@contextlib.contextmanager
+def _parsed_flags(*argv: str):
+    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["ifgan", *argv])
+    try:
+        yield flags.FLAGS
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("name, dataset, epochs, batch_size",
+                         [("ifgan_ckplus", "ckplus48", 100, 32),
+                          ("ifgan_quickstart", "synthetic", 4, 32)])
+def test_flagfiles_give_the_protocols(tmp_path, name, dataset, epochs, batch_size):
+    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+        config = trainer.config_from_flags()
+    assert (config.method, config.variant, config.dataset) == ("ifgan", "ifgan", dataset)
+    assert (config.epochs, config.batch_size, config.lr) == (epochs, batch_size, 1e-4)
+    assert config.protocol == ("ck7" if dataset == "ckplus48" else "")
+
+
+@pytest.fixture(scope="module")
+def ckplus_subset(ckplus48_dir):
+    """CK+48 (7 classes) restricted to its first 12 subjects, and the data root."""
+    root = ckplus48_dir.parents[1]
+    exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
+    keep = np.isin(exp.subjects, np.unique(exp.subjects)[:12])
+    return root, dataclasses.replace(exp, faces=exp.faces[keep], labels=exp.labels[keep],
+                                     subjects=exp.subjects[keep])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ckplus_flagfile_runs_from_the_trainer(ckplus_subset, tmp_path, variant):
+    root, exp = ckplus_subset
+    with _parsed_flags(f"--flagfile={FLAGFILES / 'ifgan_ckplus'}.flags", f"--data_dir={root}",
+                       f"--model_dir={tmp_path}", f"--variant={variant}", "--fold=0",
+                       "--epochs=1", f"--extra={json.dumps(TINY_EXTRA)}"):
+        config = trainer.config_from_flags()
+    # The flagfile's protocol (10 folds) on 12 subjects, so that it stays a tiny run.
+    results = trainer.run(config, experiment=exp)
+    assert results["folds"] == _check_results(tmp_path, variant, "ckplus48")["folds"]
+    fold_dir = tmp_path / "fold_0"
+    gan = variant != "baseline"
+    assert (fold_dir / "generation.png").exists() == gan
+    assert (fold_dir / "attention.png").exists() == (variant == "ifgan")
+    assert (fold_dir / ("gan" if gan else "classifier") / "final.weights.h5").exists()

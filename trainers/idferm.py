@@ -22,23 +22,42 @@ is not used. Writes ``config.json``, per-fold stages (``pretrain_expression``,
 faces of held-out subjects for ``rml``), plots and, with ``--export``, the deployable models.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from absl import app
 
 from trainers import common  # noqa: F401  (defines the shared flags)
 
+if TYPE_CHECKING:
+    from keras_fer.training.config import TrainConfig
+    from keras_fer.training.datasets import Experiment
 
-def main(argv):
-    del argv
+
+def config_from_flags() -> TrainConfig:
+    """The run's ``TrainConfig`` from the parsed flags, with IDFERM's defaults."""
+    return common.train_config("idferm", default_variant="rml", default_lr=0.01,
+                               default_pretrain_lr=0.01)
+
+
+def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
+    """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests)
+    and adds the identity-preservation rates; returns the results document."""
     from keras_fer.training import runner
     from keras_fer.training.idferm import IDFERMMethod, add_hng_results
 
-    config = common.train_config("idferm", default_variant="rml", default_lr=0.01,
-                                 default_pretrain_lr=0.01)
-    runner.train_and_evaluate(IDFERMMethod(), config)
+    runner.train_and_evaluate(IDFERMMethod(), config, experiment=experiment)
     results = add_hng_results(config.model_dir)
     if "mean_identity_preserved_percent" in results:
         print(f"idferm: identity preserved in {results['mean_identity_preserved_percent']:.1f}% "
               "of faces generated from held-out subjects", flush=True)
+    return results
+
+
+def main(argv):
+    del argv
+    run(config_from_flags())
 
 
 if __name__ == "__main__":

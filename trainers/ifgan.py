@@ -26,19 +26,37 @@ Writes ``config.json``, per fold the stage folder (``gan`` or ``classifier``),
 ``--export``, the deployable G-then-E model.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from absl import app
 
 from trainers import common  # noqa: F401  (defines the shared flags)
 
+if TYPE_CHECKING:
+    from keras_fer.training.config import TrainConfig
+    from keras_fer.training.datasets import Experiment
 
-def main(argv):
-    del argv
+
+def config_from_flags() -> TrainConfig:
+    """The run's ``TrainConfig`` from the parsed flags, with IF-GAN's defaults."""
+    return common.train_config("ifgan", default_variant="ifgan", default_lr=1e-4,
+                               default_pretrain_lr=1e-4)
+
+
+def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
+    """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests);
+    returns the results document."""
     from keras_fer.training import runner
     from keras_fer.training.ifgan import IFGANMethod
 
-    config = common.train_config("ifgan", default_variant="ifgan", default_lr=1e-4,
-                                 default_pretrain_lr=1e-4)
-    runner.train_and_evaluate(IFGANMethod(), config)
+    return runner.train_and_evaluate(IFGANMethod(), config, experiment=experiment)
+
+
+def main(argv):
+    del argv
+    run(config_from_flags())
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ the same budget (``config.epochs`` epochs of the fold's training faces):
   classifier with island loss) trained jointly by :class:`keras_fer.models.ifgan.IFGAN`
   in the stage folder ``gan``. The average-identity targets are the class-mean faces of the
   fold's *training* faces only (``fold_dir/average_faces.npy``), so no test subject reaches
-  them. Writes ``fold_dir/generation.png`` (test faces, generated faces, class targets) and
-  ``fold_dir/attention.png`` (attention maps of a few query positions). Returns
-  :func:`~keras_fer.models.ifgan.build_inference_model` ``(G, E)``.
+  them. Writes ``fold_dir/generation.png`` (test faces of different subjects, generated
+  faces, class targets) and ``fold_dir/attention.png`` (attention maps of a few query
+  positions). Returns :func:`~keras_fer.models.ifgan.build_inference_model` ``(G, E)``.
 - ``noattention``: the same without the attention modules (no ``attention.png``).
 - ``baseline``: :func:`~keras_fer.models.ifgan.build_classifier` (E's backbone on the face
   alone) trained with softmax cross-entropy in the stage folder ``classifier``.
@@ -54,6 +54,29 @@ def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
     chosen = {k: v for k, v in config.extra.items() if k in fields}
     return ifgan.IFGANConfig(num_classes=data.num_classes,
                              use_attention=config.variant == "ifgan", **chosen)
+
+
+def one_face_per_subject(labels: np.ndarray, subjects: np.ndarray | None) -> np.ndarray:
+    """Rows of the first face of each (class, subject) pair, in their original order.
+
+    CK+ gives three consecutive frames of a sequence, nearly the same picture: the figures
+    show different people rather than one face three times.
+
+    Args:
+        labels: ``(N,)`` class indices.
+        subjects: ``(N,)`` subject ids, or ``None`` (every row is kept).
+
+    Returns:
+        Sorted row indices.
+    """
+    if subjects is None:
+        return np.arange(len(labels))
+    seen, rows = set(), []
+    for row, key in enumerate(zip(np.asarray(labels).tolist(), np.asarray(subjects).tolist())):
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return np.array(rows, dtype=np.int64)
 
 
 class IFGANMethod:
@@ -124,9 +147,10 @@ class IFGANMethod:
     def _figures(generator: keras.Model, data: FoldData, average: np.ndarray, fold_dir: Path,
                  attention: bool) -> None:
         """``generation.png`` on the fold's test faces and, with attention, ``attention.png``."""
-        faces = to_model_input(data.x_test)
+        rows = one_face_per_subject(data.y_test, data.subj_test)
+        faces = to_model_input(data.x_test[rows])
         generated = np.asarray(generator.predict(faces, verbose=0))
-        plot_generation_grid(faces, generated, data.y_test, data.class_names,
+        plot_generation_grid(faces, generated, data.y_test[rows], data.class_names,
                              fold_dir / "generation.png", targets=average)
         if attention:
             plot_attention_maps(generator, faces[:ATTENTION_FACES], QUERY_POINTS,
