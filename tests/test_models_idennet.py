@@ -26,6 +26,7 @@ from keras_fer.models.idennet import (
     build_identity_pretrain_model,
     freeze_feature_groups,
     inference_model,
+    passthrough_fusion_conv,
     transfer_weights,
 )
 from keras_fer.training.optim import make_sgd, step_schedule
@@ -207,6 +208,32 @@ def test_fusion_block_shares_variables_with_emotion_block3():
 def _randomise(model, seed):
     rng = np.random.default_rng(seed)
     model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+
+
+def test_passthrough_fusion_makes_f_start_where_original_starts():
+    emotion = build_emotion_pretrain_model(_tiny("original"))
+    identity = build_identity_pretrain_model(_tiny("f"), NUM_IDS)
+    _randomise(emotion, 1)
+    _randomise(identity, 2)
+    original, fused = build_idennet(_tiny("original")), build_idennet(_tiny("f"))
+    for model in (original, fused):
+        transfer_weights(emotion, model)
+        transfer_weights(identity, model)
+    # The expression head is not in the pretrain models: give both the same one.
+    for name in ("fc_emo",):
+        fused.get_layer(name).set_weights(original.get_layer(name).get_weights())
+    x, _ = _batch(4)
+    want = _np(original(x, training=False)["expression"])
+    assert not np.allclose(_np(fused(x, training=False)["expression"]), want, atol=1e-3)
+    passthrough_fusion_conv(fused)
+    np.testing.assert_allclose(_np(fused(x, training=False)["expression"]), want, atol=1e-5)
+    # The identity map does reach the output once the identity half of the kernel moves.
+    kernel, bias = fused.get_layer("fusion_conv").get_weights()
+    kernel[0, 0, kernel.shape[3]:, :] += 0.5
+    fused.get_layer("fusion_conv").set_weights([kernel, bias])
+    assert not np.allclose(_np(fused(x, training=False)["expression"]), want, atol=1e-3)
+    with pytest.raises(ValueError, match="fusion_conv"):
+        passthrough_fusion_conv(original)
 
 
 def test_transfer_weights_by_name_then_freeze_groups():

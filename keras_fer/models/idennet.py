@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_fer.layers.dense_block import apply_dense_block
@@ -342,6 +343,29 @@ class IDEnNetTrainer(keras.Model):
         config = super().get_config()
         config.update({"alpha": self.alpha, "gamma": self.gamma})
         return config
+
+
+def passthrough_fusion_conv(model: keras.Model) -> None:
+    """Sets ``fusion_conv`` to pass the emotion map through and ignore the identity map.
+
+    The Fusion Dense Block is Emotion Dense Block 3, pretrained on the emotion group's map;
+    a randomly initialised 1x1 conv in front of it feeds it features it has never seen, and
+    fine-tuning with frozen groups must first undo that. With the kernel ``[I; 0]`` and a
+    zero bias, variants F/IF start exactly where Original starts and learn from there how
+    much of the identity map to mix in.
+
+    Args:
+        model: a fine-tuning model of a fusing variant (``f``/``if``).
+    """
+    conv = model.get_layer("fusion_conv")
+    kernel, bias = conv.get_weights()
+    if kernel.shape[2] != 2 * kernel.shape[3]:
+        raise ValueError("fusion_conv must map 2D concatenated channels to D. "
+                         f"Received kernel shape {kernel.shape}")
+    channels = kernel.shape[3]
+    passthrough = np.zeros_like(kernel)
+    passthrough[0, 0, :channels, :] = np.eye(channels, dtype=kernel.dtype)
+    conv.set_weights([passthrough, np.zeros_like(bias)])
 
 
 def freeze_feature_groups(model: keras.Model) -> list[str]:

@@ -5,7 +5,9 @@ fold's expression data (optionally starting from FER+-pretrained weights, ``extr
 emotion_init``), the identity stream (variants F/IF) on the fold's training subjects plus
 ORL identities (``extra identity_init`` likewise). Stage 2 builds the variant, copies both
 streams in by layer name, freezes the two feature groups and fine-tunes the fusion block and
-heads with the joint loss L_emo + L_id. Each stage resumes from its own folder.
+heads with the joint loss L_emo + L_id. The 1x1 fusion conv starts as a pass-through of the
+emotion map (``extra fusion_init``: ``"passthrough"``, the default, or ``"random"``, He
+normal): see :func:`keras_fer.models.idennet.passthrough_fusion_conv`. Each stage resumes from its own folder.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class IDEnNetMethod:
         idennet.transfer_weights(emotion, model)
         if identity is not None:
             idennet.transfer_weights(identity, model)
+        if mcfg.has_fusion and config.extra.get("fusion_init", "passthrough") == "passthrough":
+            idennet.passthrough_fusion_conv(model)
         idennet.freeze_feature_groups(model)
         model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(data.y_train)))
         labels = {"expression": data.y_train}

@@ -10,6 +10,7 @@ which re-running the stage only loads the weights.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,11 +50,23 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
     final = stage_dir / "final.weights.h5"
     if final.exists():
         logging.info("stage %s already complete: loading %s", stage_dir.name, final)
-        model.load_weights(str(final))
-        return None
+        try:
+            model.load_weights(str(final))
+            return None
+        except (OSError, ValueError) as err:
+            # Written by a run killed mid-save before saves were atomic: train the stage again
+            # (its backup/ still resumes it) and keep the broken file for inspection.
+            broken = final.with_name("final.corrupt.h5")
+            os.replace(final, broken)
+            logging.warning("stage %s: %s unreadable (%s); moved to %s, training the stage",
+                            stage_dir.name, final, err, broken)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(data, epochs=epochs, validation_data=validation_data,
                         callbacks=stage_callbacks(stage_dir) + list(callbacks), verbose=verbose, **fit_kwargs)
-    model.save_weights(str(final))
+    # Written beside and renamed, so a kill mid-save never leaves a half-written "complete"
+    # stage behind.
+    partial = stage_dir / "final.partial.weights.h5"
+    model.save_weights(str(partial))
+    os.replace(partial, final)
     return history

@@ -1,0 +1,58 @@
+"""Resumable training stages: completion marker, reload, and recovery from a broken save."""
+
+import keras
+import numpy as np
+
+from keras_fer.training.stages import fit_stage
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self):
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.x = rng.normal(size=(16, 3)).astype("float32")
+        self.y = rng.normal(size=(16, 2)).astype("float32")
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return self.x[i * 8 : (i + 1) * 8], self.y[i * 8 : (i + 1) * 8]
+
+
+def test_finished_stage_is_loaded_not_retrained(tmp_path):
+    data = _Batches()
+    model = _model()
+    history = fit_stage(model, tmp_path / "stage", data, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert (tmp_path / "stage" / "final.weights.h5").exists()
+    assert not (tmp_path / "stage" / "final.partial.weights.h5").exists()
+    assert len((tmp_path / "stage" / "history.csv").read_text().splitlines()) == 3
+    trained = model.get_weights()
+
+    again = _model(seed=1)
+    assert fit_stage(again, tmp_path / "stage", data, epochs=2, verbose=0) is None
+    for a, b in zip(again.get_weights(), trained):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unreadable_final_weights_retrain_the_stage(tmp_path):
+    data = _Batches()
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "final.weights.h5").write_bytes(b"\x89HDF\r\n half a file")
+    model = _model()
+    history = fit_stage(model, stage, data, epochs=1, verbose=0)
+    assert history is not None and len(history.history["loss"]) == 1
+    assert (stage / "final.corrupt.h5").read_bytes().startswith(b"\x89HDF")
+    reloaded = _model(seed=2)
+    assert fit_stage(reloaded, stage, data, epochs=1, verbose=0) is None
+    for a, b in zip(reloaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
