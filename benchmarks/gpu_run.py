@@ -32,9 +32,14 @@ from pathlib import Path
 KEEP_SUFFIXES = (".json", ".csv", ".png", ".log", ".md")
 
 
-def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf")):
+def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"),
+               retries: int = 1):
+    """Runs ``jobs`` ``parallel`` at a time; a job that fails is started again ``retries``
+    times (stages resume, so a retry costs only the unfinished work: on a fresh machine a few
+    of many processes compiling at once have failed their first train step)."""
     running, done = [], []
     queue = list(jobs)
+    tries = {i: 0 for i, _ in jobs}
     while queue or running:
         if time.time() > deadline:
             for i, line, proc, start, log in running:
@@ -56,6 +61,12 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
             if proc.poll() is not None:
                 log.close()
                 running.remove(item)
+                if proc.returncode != 0 and tries[i] < retries and time.time() < deadline:
+                    tries[i] += 1
+                    (log_dir / f"job{i:03d}.log").rename(log_dir / f"job{i:03d}.try{tries[i]}.log")
+                    print(f"job {i} rc={proc.returncode}: retrying", flush=True)
+                    queue.insert(0, (i, line))
+                    continue
                 done.append((i, proc.returncode, time.time() - start, line))
                 print(f"[{time.strftime('%H:%M:%S')}] job {i} rc={proc.returncode} "
                       f"{time.time() - start:.0f}s: {line}", flush=True)
