@@ -47,10 +47,10 @@ def test_centre_crop_path_equals_preprocess_to_model_input():
     expected = to_model_input(faces)
     np.testing.assert_array_equal(augment.augment_batch(faces), expected)
     np.testing.assert_array_equal(augment.augment_batch(faces[..., None]), expected)
-    np.testing.assert_array_equal(augment.augment_batch(faces / np.float32(255.0)), expected)
+    np.testing.assert_array_equal(augment.augment_batch(faces * np.float32(1 / 255)), expected)
     # At inference every random layer is the identity: the augmenter is the centre crop too.
     augmenter = augment.make_augmenter(seed=0)
-    x = faces[..., None].astype(np.float32) / 255.0
+    x = faces[..., None].astype(np.float32) * np.float32(1 / 255)
     np.testing.assert_allclose(np.asarray(augmenter(x, training=False)), expected, atol=1e-7)
 
 
@@ -60,7 +60,7 @@ def test_flip_only_flips():
     img[5:10, 30:55] = 128
     faces = np.repeat(img[None], 64, axis=0)
     out = augment.augment_batch(faces, augment.make_augmenter(seed=1, rotation_degrees=0, crop=60))
-    x = img.astype(np.float32) / 255.0
+    x = img.astype(np.float32) * np.float32(1 / 255)
     flipped = np.array([np.array_equal(o[..., 0], x[:, ::-1]) for o in out])
     same = np.array([np.array_equal(o[..., 0], x) for o in out])
     assert np.all(flipped ^ same)
@@ -70,7 +70,7 @@ def test_flip_only_flips():
 def test_random_crop_is_an_exact_per_image_window():
     faces = _faces(32, seed=3)
     out = augment.augment_batch(faces, augment.make_augmenter(seed=2, rotation_degrees=0))
-    x = faces.astype(np.float32) / 255.0
+    x = faces.astype(np.float32) * np.float32(1 / 255)
     offsets = set()
     for o, f in zip(out[..., 0], x):
         hits = [
@@ -224,7 +224,7 @@ def test_face_batches_augmented_epoch_keeps_faces_with_their_labels(monkeypatch)
         augmenter=augment.make_augmenter(seed=0, rotation_degrees=0),
     )
     assert len(ds) == 3
-    x = faces.astype(np.float32) / 255.0
+    x = faces.astype(np.float32) * np.float32(1 / 255)
     for epoch in range(2):
         seen = []
         for i in range(len(ds)):

@@ -22,7 +22,7 @@ def _smooth_faces(n, h, w, seed=0):
 
 def test_numpy_and_tensorflow_paths_are_identical_on_aligned_faces():
     faces = _faces(5, 60, 60)
-    expected = faces[:, 6:54, 6:54, None].astype(np.float32) / 255.0
+    expected = faces[:, 6:54, 6:54, None].astype(np.float32) * np.float32(1 / 255)
     np.testing.assert_array_equal(preprocess.to_model_input(faces), expected)
     tf_out = np.asarray(preprocess.tf_to_model_input(faces[..., None]))
     np.testing.assert_array_equal(tf_out, expected)

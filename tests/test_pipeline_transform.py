@@ -75,10 +75,9 @@ def test_training_input_path_equals_serving_path(artifact, probe_savedmodel, fac
     pngs = [tfrecords.encode_png(im) for im in faces.images]
     serving_x = _serve(probe_savedmodel, pngs)
     assert training_x.dtype == serving_x.dtype == np.float32
-    # Equal up to one float32 ulp, not bitwise: inside a tf.function graph TensorFlow
-    # rewrites tf_to_model_input's "x / 255.0" as "x * (1 / 255)", while NumPy divides.
-    # Multiplying by the float32 reciprocal in both preprocess functions makes them exact.
-    np.testing.assert_array_max_ulp(training_x, serving_x, maxulp=1)
+    # Bit-identical: both paths multiply by the float32 reciprocal of 255 (a graph would
+    # rewrite a division that way anyway; see preprocess.INV_255).
+    np.testing.assert_array_equal(training_x, serving_x)
     # Evaluation records are the pack's test split, in the same order.
     np.testing.assert_array_equal(exp.fixed_split[2], np.arange(14, 28))
 
@@ -95,10 +94,9 @@ def test_preprocessing_fn_is_the_serving_preprocessing(artifact, probe_savedmode
     graph = transform.TransformGraph(artifact / "transform" / transform.TRANSFORM_DIR)
     np.testing.assert_array_equal(graph.preprocess(pngs), serving_x)
     np.testing.assert_array_equal(graph.decode_faces(pngs[:6]), faces.images[:6])
-    # Golden values: the centre 48x48 of the 60x60 face, over 255 (to one ulp: the graph
-    # multiplies by 1/255).
-    np.testing.assert_array_max_ulp(
-        serving_x[0, ..., 0], faces.images[0][6:54, 6:54].astype(np.float32) / 255.0, maxulp=1)
+    # Golden values: the centre 48x48 of the 60x60 face, times the float32 1/255.
+    np.testing.assert_array_equal(
+        serving_x[0, ..., 0], faces.images[0][6:54, 6:54].astype(np.float32) * np.float32(1 / 255))
 
 
 def test_decode_faces_rejects_crops_of_the_wrong_size(artifact):

@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Union
 import keras
 import numpy as np
 
-from keras_fer.data.preprocess import ALIGNED_SIZE, INPUT_SIZE, centre_crop
+from keras_fer.data.preprocess import ALIGNED_SIZE, INPUT_SIZE, INV_255, centre_crop
 
 Labels = Union[np.ndarray, Mapping[str, np.ndarray], None]
 
@@ -106,7 +106,7 @@ def _as_unit_float(faces: np.ndarray, aligned_size: int) -> np.ndarray:
             f"Received shape={faces.shape}"
         )
     if faces.dtype == np.uint8:
-        return (faces.astype(np.float32) / 255.0)[..., None]
+        return (faces.astype(np.float32) * INV_255)[..., None]
     faces = faces.astype(np.float32)
     if faces.size and (faces.min() < 0.0 or faces.max() > 1.0):
         raise ValueError(

@@ -39,10 +39,17 @@ def centre_crop(images: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return images[:, top : top + size, left : left + size]
 
 
+# Pixel scale as a float32 multiplier everywhere (NumPy, TensorFlow, augmentation): inside a
+# tf.function graph TensorFlow rewrites "x / 255" as "x * (1 / 255)", which differs from a
+# NumPy division by up to one ulp; multiplying on every path makes training and serving
+# inputs bit-identical.
+INV_255 = np.float32(1.0 / 255.0)
+
+
 def to_model_input(faces: np.ndarray, aligned_size: int = ALIGNED_SIZE) -> np.ndarray:
     """uint8 faces ``(N, H, W)`` -> float32 ``(N, 48, 48, 1)`` in [0, 1] (test-time path)."""
     faces = resize_uint8(faces, aligned_size)
-    x = centre_crop(faces, INPUT_SIZE).astype(np.float32) / 255.0
+    x = centre_crop(faces, INPUT_SIZE).astype(np.float32) * INV_255
     return x[..., None]
 
 
@@ -65,4 +72,4 @@ def tf_to_model_input(faces, aligned_size: int = ALIGNED_SIZE):
     )
     offset = (aligned_size - INPUT_SIZE) // 2
     x = x[:, offset : offset + INPUT_SIZE, offset : offset + INPUT_SIZE, :]
-    return x / 255.0
+    return x * tf.constant(INV_255)
