@@ -74,3 +74,13 @@ def train_config(method: str, default_variant: str, default_lr: float,
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def aggregate_only(config) -> bool:
+    """With ``--aggregate_only``, writes ``results.json`` from finished folds and says so."""
+    if not AGGREGATE_ONLY.value:
+        return False
+    from keras_fer.training import runner
+
+    runner.aggregate(config)
+    return True

@@ -52,7 +52,7 @@ def main(argv):
                              "known: original, i, f, if.")
     if common.AGGREGATE_ONLY.value:
         if not _VARIANTS.value:
-            runner.aggregate(config)
+            common.aggregate_only(config)
             return
         root = config.model_dir
         write_comparison(Path(root), {

@@ -57,7 +57,9 @@ def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
 
 def main(argv):
     del argv
-    run(config_from_flags())
+    config = config_from_flags()
+    if not common.aggregate_only(config):
+        run(config)
 
 
 if __name__ == "__main__":

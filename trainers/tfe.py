@@ -73,7 +73,13 @@ def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
 
 def main(argv):
     del argv
-    run(config_from_flags())
+    config = config_from_flags()
+    if common.aggregate_only(config):
+        from keras_fer.training.tfe import summarise_verification
+
+        summarise_verification(config.model_dir)
+    else:
+        run(config)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""Gathers the GPU runs' ``results.json`` into one table, with each paper's number beside ours.
+
+Reads ``benchmarks/results/gpu/<run>/<variant>/results.json`` (copied back from the GPU
+machine; see ``benchmarks/README.md`` for the jobs that made them), writes
+``benchmarks/results/gpu/summary.json`` and ``summary.md``, and replaces the table between
+the ``<!-- gpu-results -->`` markers of the top-level README:
+
+    python benchmarks/gather_results.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "gpu"
+README = HERE.parent / "README.md"
+MARK_BEGIN, MARK_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
+
+# (method, variant, dataset, protocol) -> the paper's figure (percent).
+PAPER = {
+    ("idennet", "original", "ckplus48", "ck7"): 98.23,
+    ("idennet", "i", "ckplus48", "ck7"): 98.46,
+    ("idennet", "f", "ckplus48", "ck7"): 98.42,
+    ("idennet", "if", "ckplus48", "ck7"): 98.42,
+    ("idennet", "original", "ferplus", "ferplus8"): 80.11,
+    ("idennet", "f", "ferplus", "ferplus8"): 82.96,
+    ("tfe", "tfe", "ckplus_neutral", "ck8"): 99.31,
+    ("tfe", "baseline", "ckplus_neutral", "ck8"): 97.56,
+}
+
+# How each run folder was trained (the trainers' config.json has the numbers; this is the
+# one-line reading of them for the table).
+SETTINGS = {
+    "ckplus_idennet_scratch": "depth 40 from scratch: streams 100 epochs (lr 0.1), fine-tune 40 "
+                              "(lr 0.01); fusion conv random",
+    "ckplus_idennet_ferplus": "depth 40, emotion stream from FER+ then 40 epochs on CK+ "
+                              "(lr 0.01), fine-tune 40; fusion conv random",
+    "ckplus_idennet_ferplus_pt": "as above, fusion conv starts as a pass-through of the "
+                                 "emotion map (the default since)",
+    "ferplus_idennet": "depth 40: emotion stream 30 epochs, fine-tune 10; F's identity stream "
+                       "on ORL; fusion conv random",
+    "tfe_ckplus8": "ResNet12 + DeepID, the paper's settings (200 + 100 epochs, lr 0.16 / 0.01)",
+}
+
+
+def collect(root: Path = RESULTS) -> List[Dict]:
+    """One row per ``<run>/<variant>/results.json`` under ``root``."""
+    rows = []
+    for path in sorted(root.glob("*/*/results.json")):
+        doc = json.loads(path.read_text())
+        run = path.parent.parent.name
+        key = (doc["method"], doc["variant"], doc["dataset"], doc["protocol"])
+        paper = PAPER.get(key)
+        rows.append({
+            "run": run,
+            "method": doc["method"],
+            "variant": doc["variant"],
+            "dataset": doc["dataset"],
+            "protocol": doc["protocol"],
+            "mean_accuracy": round(doc["mean_accuracy"], 2),
+            "std_accuracy": round(doc["std_accuracy"], 2),
+            "folds": len(doc["folds"]),
+            "folds_expected": doc.get("folds_expected", len(doc["folds"])),
+            "paper": paper,
+            "gap_to_paper": None if paper is None else round(doc["mean_accuracy"] - paper, 2),
+            "settings": SETTINGS.get(run, ""),
+        })
+    order = {"original": 0, "i": 1, "f": 2, "if": 3, "baseline": 0, "tfe": 1}
+    rows.sort(key=lambda r: (r["method"], r["dataset"], r["run"], order.get(r["variant"], 9)))
+    return rows
+
+
+def markdown(rows: List[Dict]) -> str:
+    """The README table: ours (mean ± std over folds) beside the paper's figure."""
+    lines = [
+        "| method / variant | data (protocol) | ours, % | folds | paper, % | ours - paper | run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        paper = "-" if r["paper"] is None else f"{r['paper']:.2f}"
+        gap = "-" if r["gap_to_paper"] is None else f"{r['gap_to_paper']:+.2f}"
+        folds = f"{r['folds']}/{r['folds_expected']}"
+        lines.append(f"| {r['method']} / {r['variant']} | {r['dataset']} ({r['protocol']}) | "
+                     f"{r['mean_accuracy']:.2f} ± {r['std_accuracy']:.2f} | {folds} | {paper} | "
+                     f"{gap} | `{r['run']}` |")
+    lines.append("")
+    lines += [f"- `{run}`: {text}" for run, text in SETTINGS.items()
+              if any(r["run"] == run for r in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str, readme: Path = README) -> bool:
+    """Replaces the text between the markers; ``False`` when the README has no markers."""
+    text = readme.read_text()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        return False
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    readme.write_text(f"{head}{MARK_BEGIN}\n{table}{MARK_END}{tail}")
+    return True
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=str(RESULTS))
+    parser.add_argument("--no_readme", action="store_true", help="do not touch README.md")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    rows = collect(root)
+    if not rows:
+        raise SystemExit(f"No <run>/<variant>/results.json under {root}")
+    (root / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    table = markdown(rows)
+    (root / "summary.md").write_text(table)
+    print(table)
+    if not args.no_readme and not update_readme(table):
+        print(f"README.md has no {MARK_BEGIN} ... {MARK_END} markers: table not inserted")
+
+
+if __name__ == "__main__":
+    main()
