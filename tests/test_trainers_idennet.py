@@ -179,3 +179,34 @@ def test_f_on_ckplus48(ckplus48_dir, tmp_path):
     fold = results["folds"][0]
     assert all(s.startswith("S") for s in fold["test_subjects"])
     assert (tmp_path / "fold_0" / "pretrain_identity" / "final.weights.h5").exists()
+
+
+def test_data_parallel_on_two_devices_jax(tmp_path):
+    # Two CPU devices stand in for two GPUs; the global batch of 128 splits 64 + 64.
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainers.idennet", *TINY, "--dataset=synthetic",
+         f"--data_dir={tmp_path}", "--variant=original", "--distribution=data_parallel",
+         f"--model_dir={tmp_path}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "data_parallel: 2 replicas, global batch 128" in proc.stdout
+    _check_results(tmp_path, "original", "synthetic", 7)
+    assert json.loads((tmp_path / "config.json").read_text())["distribution"] == "data_parallel"
+
+
+def test_distribution_is_refused_for_methods_without_it(tmp_path):
+    from keras_fer.training import runner
+    from keras_fer.training.config import TrainConfig
+
+    class OneDevice:
+        name = "gan"
+
+        def fit_fold(self, data, config, fold_dir):
+            raise AssertionError("must not train")
+
+    config = TrainConfig(method="gan", distribution="mirrored", model_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="--distribution=mirrored is supported by IDEnNet"):
+        runner.train_and_evaluate(OneDevice(), config)

@@ -40,6 +40,10 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "Use at most this many images per spli
                               "quick run; 0 = all.")
 _USE_ORL = flags.DEFINE_bool("use_orl", True, "Add ORL identities to identity pretraining.")
 _EXTRA = flags.DEFINE_string("extra", "{}", "Method-specific settings as JSON.")
+_DISTRIBUTION = flags.DEFINE_enum(
+    "distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker"],
+    "Data parallelism (IDEnNet): data_parallel (JAX, all local GPUs), mirrored (TensorFlow, "
+    "local GPUs), multi_worker (TensorFlow, cluster from TF_CONFIG). --batch_size is global.")
 AGGREGATE_ONLY = flags.DEFINE_bool(
     "aggregate_only", False, "Train nothing: write results.json and the plots from the folds "
     "already finished in --model_dir (e.g. after one process per --fold).")
@@ -70,6 +74,7 @@ def train_config(method: str, default_variant: str, default_lr: float,
         use_orl=_USE_ORL.value,
         export=parse_export(_EXPORT.value),
         limit=_LIMIT.value,
+        distribution=_DISTRIBUTION.value,
         extra=json.loads(_EXTRA.value),
     )
     values.update(overrides)

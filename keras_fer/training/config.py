@@ -43,6 +43,8 @@ class TrainConfig:
         folds: number of subject-disjoint folds (ignored for fixed-split datasets).
         fold: run only this fold (``-1`` = all folds).
         epochs: fine-tuning / main-stage epochs; ``pretrain_epochs`` for pretraining stages.
+        distribution: ``none``, ``data_parallel`` (JAX), ``mirrored`` or ``multi_worker``
+            (TensorFlow): see :mod:`keras_fer.training.distribute`; ``batch_size`` is global.
         accuracy is reported in percent everywhere.
     """
 
@@ -67,6 +69,7 @@ class TrainConfig:
     heatmaps: int = 0
     export: Tuple[str, ...] = ()
     limit: int = 0
+    distribution: str = "none"
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -37,6 +37,13 @@ def _sgd(config: TrainConfig, lr: float, epochs: int, n: int) -> keras.optimizer
                     weight_decay=config.extra.get("weight_decay", 1e-4))
 
 
+def _validation(config: TrainConfig, faces: np.ndarray, labels) -> FaceBatches | None:
+    """Validation batches, or ``None`` with no validation faces or under a distribution."""
+    if not len(faces) or config.distribution != "none":
+        return None
+    return FaceBatches(faces, labels, config.batch_size)
+
+
 def _load_init(model: keras.Model, path: str | None, what: str) -> None:
     if not path:
         return
@@ -50,6 +57,9 @@ class IDEnNetMethod:
     """IDEnNet variants (original, i, f, if) for :func:`runner.train_and_evaluate`."""
 
     name = "idennet"
+    # Under --distribution the runner wraps fit_fold in the strategy's scope; validation is
+    # then skipped, since sharded steps need every batch to split evenly over the devices.
+    supports_distribution = True
 
     def model_config(self, config: TrainConfig, data: FoldData, num_identities: int | None):
         extra = config.extra
@@ -72,7 +82,7 @@ class IDEnNetMethod:
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
                             seed=config.seed, drop_remainder=True)
-        val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
+        val = _validation(config, data.x_val, data.y_val)
         stage = fold_dir / "pretrain_emotion"
         fit_stage(model, stage, train, config.pretrain_epochs, val)
         # Kept whole so that other runs can start from this stream (``emotion_init``).
@@ -127,7 +137,7 @@ class IDEnNetMethod:
             val_labels["identity"] = data.id_val
         train = FaceBatches(data.x_train, labels, config.batch_size, augment=True,
                             seed=config.seed + 2, drop_remainder=True)
-        val = FaceBatches(data.x_val, val_labels, config.batch_size) if len(data.y_val) else None
+        val = _validation(config, data.x_val, val_labels)
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
         return idennet.inference_model(model)
 

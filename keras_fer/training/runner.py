@@ -21,6 +21,7 @@ from keras_fer.data import preprocess
 from keras_fer.evaluation import metrics
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import Experiment, FoldData, fold_indices, load_experiment, make_fold
+from keras_fer.training.distribute import distribution_scope
 
 
 class Method(Protocol):
@@ -125,6 +126,9 @@ def train_and_evaluate(method: Method, config: TrainConfig,
     with the same ``--model_dir`` picks up where it stopped.
     """
     model_dir = Path(config.model_dir)
+    if config.distribution != "none" and not getattr(method, "supports_distribution", False):
+        raise ValueError(f"--distribution={config.distribution} is supported by IDEnNet's "
+                         f"trainer only; {method.name} trains on one device.")
     config.write(model_dir)
     start = time.time()
     exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
@@ -149,7 +153,13 @@ def train_and_evaluate(method: Method, config: TrainConfig,
               f"train {len(data.y_train)} val {len(data.y_val)} test {len(data.y_test)} faces, "
               f"{len(data.test_subjects)} test subjects", flush=True)
         fold_start = time.time()
-        model = method.fit_fold(data, config, fold_dir)
+        with distribution_scope(config.distribution, config.batch_size) as plan:
+            if config.distribution != "none":
+                print(f"[{config.method}/{config.variant}] {config.distribution}: "
+                      f"{plan.num_replicas} replicas, global batch {config.batch_size}",
+                      flush=True)
+            model = method.fit_fold(data, config, fold_dir)
+        # Evaluation runs outside the scope: there the model takes any batch size.
         result = evaluate_fold(model, data)
         # Training time of this fold in this process (a resumed fold counts only the rest).
         result["train_seconds"] = round(time.time() - fold_start, 1)
