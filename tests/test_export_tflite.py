@@ -71,6 +71,19 @@ def test_every_variant_runs_and_matches_keras(variants, data):
     assert LiteRTClassifier(paths["int8"]).input_dtype == np.float32
 
 
+def test_large_inputs_run_in_slices_with_the_same_output(variants, data, monkeypatch):
+    from keras_fer.export import tflite
+
+    _, paths = variants
+    x = to_model_input(data[0][:7])
+    runner = LiteRTClassifier(paths["int8_io"])
+    whole = runner.predict(x)
+    monkeypatch.setattr(tflite, "MAX_BATCH", 3)
+    sliced = LiteRTClassifier(paths["int8_io"])
+    np.testing.assert_array_equal(sliced.predict(x), whole)
+    assert sliced._batch <= 3  # the interpreter never held more than one slice
+
+
 def test_quantised_variants_are_smaller(variants):
     _, paths = variants
     size = {v: p.stat().st_size for v, p in paths.items()}

@@ -36,6 +36,13 @@ def _median_latency_ms(fn: Callable[[np.ndarray], object], x1: np.ndarray, runs:
     return float(np.median(times) * 1000.0)
 
 
+def _in_chunks(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
+               size: int = 256) -> np.ndarray:
+    """``fn`` over ``x`` in slices of ``size`` (whole-set batches of large models exhaust
+    memory: their activations scale with the batch)."""
+    return np.concatenate([np.asarray(fn(x[i : i + size])) for i in range(0, len(x), size)])
+
+
 def _savedmodel_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
@@ -44,7 +51,8 @@ def _savedmodel_predictor(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     signature = tf.saved_model.load(str(path)).signatures[SERVING_FACES]
 
     def predict(faces_uint8: np.ndarray) -> np.ndarray:
-        return signature(faces=tf.constant(faces_uint8[..., None]))["probabilities"].numpy()
+        return _in_chunks(lambda f: signature(faces=tf.constant(f[..., None]))[
+            "probabilities"].numpy(), faces_uint8)
 
     return predict
 
@@ -81,7 +89,7 @@ def parity_report(
             f"Expected faces (N, H, W) and labels (N,). Received {faces.shape}, {labels.shape}"
         )
     x = as_model_input(faces)
-    ref = np.asarray(keras_model(x, training=False))
+    ref = _in_chunks(lambda t: keras_model(t, training=False), x)
     keras_acc = float(np.mean(ref.argmax(1) == labels) * 100.0)
     keras_fn = tf.function(lambda t: keras_model(t, training=False))
     report = {

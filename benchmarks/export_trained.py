@@ -1,0 +1,80 @@
+"""Exports a model trained on the GPU machine into the repo's ``saved_models/`` (TF Serving
+layout) with its TFLite variants and a parity/accuracy report on the held-out split.
+
+The GPU machine trains with Keras on JAX and sends back ``inference.keras``; this loads it
+under TensorFlow, rebuilds the fold's (or FER+'s fixed) test split from the same data pack
+the run used, and calls :func:`keras_fer.export.export_model`:
+
+    python benchmarks/export_trained.py --model=runs/.../fold_0/inference.keras \\
+        --dataset=ferplus --data_dir=.devdata --name=idennet_ferplus
+
+Writes ``saved_models/<name>/<version>/`` (pushed only if it passes the parity check),
+``saved_models/<name>_tflite/`` (TFLite files and ``export_report.json``/``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="inference.keras from a trainer run")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_dir", default="")
+    parser.add_argument("--protocol", default="")
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--fold", type=int, default=0, help="the fold the model was trained on")
+    parser.add_argument("--val_fraction", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", required=True, help="model name under saved_models/")
+    parser.add_argument("--formats", default="savedmodel,tflite_float32,tflite_float16,"
+                        "tflite_dynamic,tflite_int8")
+    parser.add_argument("--serving_dir", default=str(REPO / "saved_models"))
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from keras_fer.export import export_model
+    from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+
+    model = keras.saving.load_model(args.model, compile=False)
+    exp = load_experiment(args.dataset, args.data_dir, args.protocol, seed=args.seed)
+    idx = fold_indices(exp, args.folds, args.seed, args.val_fraction)
+    fold = min(args.fold, len(idx) - 1)
+    data = make_fold(exp, fold, idx[fold], seed=args.seed)
+    out_dir = Path(args.serving_dir) / f"{args.name}_tflite"
+    result = export_model(
+        model,
+        class_names=list(data.class_names),
+        formats=args.formats,
+        out_dir=out_dir,
+        representative_faces=data.x_train[:500],
+        eval_faces=data.x_test,
+        eval_labels=data.y_test,
+        serving_base_dir=args.serving_dir,
+        model_name=args.name,
+    )
+    # The pushed version is the SavedModel: no second copy beside the TFLite files.
+    if result.pushed is not None and (out_dir / "savedmodel").exists():
+        shutil.rmtree(out_dir / "savedmodel")
+    (out_dir / "source.json").write_text(json.dumps({
+        "trained_model": str(args.model), "dataset": args.dataset, "protocol": exp.protocol,
+        "fold": fold, "test_faces": int(len(data.y_test)),
+        "pushed": None if result.pushed is None else str(result.pushed),
+    }, indent=1) + "\n")
+    print(json.dumps(result.report, indent=1) if result.report else "no report")
+    print(f"pushed: {result.pushed}")
+
+
+if __name__ == "__main__":
+    main()
