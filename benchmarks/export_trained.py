@@ -26,6 +26,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _relative_report_paths(report_path: Path, pushed) -> None:
+    """Repo-relative paths in the committed report (the SavedModel copy lives in ``pushed``)."""
+    if not report_path.exists():
+        return
+    report = json.loads(report_path.read_text())
+    for name, entry in report.get("variants", {}).items():
+        path = pushed if (name == "savedmodel" and pushed is not None) else entry["path"]
+        entry["path"] = _relative(path)
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="inference.keras from a trainer run")
@@ -40,6 +58,8 @@ def main(argv=None) -> None:
     parser.add_argument("--formats", default="savedmodel,tflite_float32,tflite_float16,"
                         "tflite_dynamic,tflite_int8")
     parser.add_argument("--serving_dir", default=str(REPO / "saved_models"))
+    parser.add_argument("--source", default="", help="where the model came from, for "
+                        "source.json (default: the --model path)")
     args = parser.parse_args(argv)
 
     import keras
@@ -67,10 +87,11 @@ def main(argv=None) -> None:
     # The pushed version is the SavedModel: no second copy beside the TFLite files.
     if result.pushed is not None and (out_dir / "savedmodel").exists():
         shutil.rmtree(out_dir / "savedmodel")
+    _relative_report_paths(out_dir / "export_report.json", result.pushed)
     (out_dir / "source.json").write_text(json.dumps({
-        "trained_model": str(args.model), "dataset": args.dataset, "protocol": exp.protocol,
-        "fold": fold, "test_faces": int(len(data.y_test)),
-        "pushed": None if result.pushed is None else str(result.pushed),
+        "trained_model": args.source or str(args.model), "dataset": args.dataset,
+        "protocol": exp.protocol, "fold": fold, "test_faces": int(len(data.y_test)),
+        "pushed": None if result.pushed is None else _relative(result.pushed),
     }, indent=1) + "\n")
     print(json.dumps(result.report, indent=1) if result.report else "no report")
     print(f"pushed: {result.pushed}")
