@@ -58,6 +58,8 @@ def main(argv=None) -> None:
     parser.add_argument("--formats", default="savedmodel,tflite_float32,tflite_float16,"
                         "tflite_dynamic,tflite_int8")
     parser.add_argument("--serving_dir", default=str(REPO / "saved_models"))
+    parser.add_argument("--qat_epochs", type=int, default=1,
+                        help="fine-tuning epochs of tflite_qat on the training split")
     parser.add_argument("--source", default="", help="where the model came from, for "
                         "source.json (default: the --model path)")
     args = parser.parse_args(argv)
@@ -81,7 +83,10 @@ def main(argv=None) -> None:
         representative_faces=data.x_train[:500],
         eval_faces=data.x_test,
         eval_labels=data.y_test,
-        serving_base_dir=args.serving_dir,
+        train_faces=data.x_train,
+        train_labels=data.y_train,
+        qat_epochs=args.qat_epochs,
+        serving_base_dir=args.serving_dir if "savedmodel" in args.formats else None,
         model_name=args.name,
     )
     # The pushed version is the SavedModel: no second copy beside the TFLite files.
