@@ -87,7 +87,7 @@ def main(argv=None) -> None:
         train_labels=data.y_train,
         qat_epochs=args.qat_epochs,
         serving_base_dir=args.serving_dir if "savedmodel" in args.formats else None,
-        model_name=args.name,
+        model_name=args.name if "savedmodel" in args.formats else None,
     )
     # The pushed version is the SavedModel: no second copy beside the TFLite files.
     if result.pushed is not None and (out_dir / "savedmodel").exists():
