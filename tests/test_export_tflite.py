@@ -148,6 +148,8 @@ def test_export_model_writes_variants_report_and_pushes(data, tmp_path):
     assert (result.pushed / "assets.extra" / "tf_serving_warmup_requests").exists()
     assert result.report["variants"]["savedmodel"]["max_abs_diff"] < 1e-5
     assert (tmp_path / "export" / "export_report.md").exists()
+    names = (tmp_path / "export" / "tflite" / "class_names.txt").read_text().splitlines()
+    assert names == list(CLASSES)
     config = text_format.Parse(
         (tmp_path / "saved_models" / "models.config").read_text(),
         model_server_config_pb2.ModelServerConfig(),

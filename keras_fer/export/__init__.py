@@ -10,6 +10,7 @@ Trainers call :func:`export_model` with their ``--export`` flag value, e.g.
     tflite/model_int8.tflite         # tflite_int8 (float I/O)
     tflite/model_int8_io.tflite      # tflite_int8 (int8 I/O)
     tflite/model_qat.tflite          # tflite_qat
+    tflite/class_names.txt           # one class name per line, index-aligned with the output
     export_report.json / .md         # parity and size report (when held-out faces are given)
 
 and, with ``serving_base_dir`` and ``model_name``, the SavedModel is pushed as the next version
@@ -159,6 +160,11 @@ def export_model(
             epochs=qat_epochs,
             prune_sparsity=prune_sparsity,
         )
+
+    if any(name.startswith("tflite_") for name in artifacts):
+        # A .tflite file has no place for labels: the folder carries them (what the
+        # Predictor and an app bundling the folder read), independent of the SavedModel.
+        (tflite_dir / "class_names.txt").write_text("".join(f"{c}\n" for c in class_names))
 
     report = None
     have_eval = eval_faces is not None and eval_labels is not None
