@@ -16,16 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer.evaluation.figures import pyplot, save_figure
 from keras_fer.layers.attention import SelfAttention2D
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _show(ax, image, title=None):
@@ -66,7 +58,7 @@ def plot_generation_grid(
             f"inputs, generated and labels must have one entry per face. Received lengths "
             f"{len(inputs)}, {len(generated)}, {len(labels)}"
         )
-    plt = _pyplot()
+    plt = pyplot()
     offset = 0 if targets is None else 1
     cols = offset + 2 * per_class
     rows = len(class_names)
@@ -82,12 +74,7 @@ def plot_generation_grid(
                 ax = axes[k, offset + 2 * j + c]
                 ax.axis("on")
                 _show(ax, image, what)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _find_attention_layer(generator: keras.Model, layer_name: str | None) -> SelfAttention2D:
@@ -143,7 +130,7 @@ def plot_attention_maps(
     generated = keras.ops.convert_to_numpy(generator(images, training=False))
     maps, (h, w) = attention_maps(generator, images, layer_name)
     height, width = images.shape[1:3]
-    plt = _pyplot()
+    plt = pyplot()
     cols = 2 + len(query_points)
     figsize = (1.4 * cols, 1.5 * len(images))
     fig, axes = plt.subplots(len(images), cols, figsize=figsize, squeeze=False)
@@ -164,9 +151,4 @@ def plot_attention_maps(
             ax.set_title(f"query {q + 1}", fontsize=7)
             for target in (axes[b, 0], ax):
                 target.plot(col, row, "o", color=colour, markersize=4, markeredgecolor="white")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from keras_fer.data import preprocess
+from keras_fer.evaluation.figures import pyplot, save_figure
 
 FUSION_LAYER = "emo_head_relu"
 LOGITS_LAYER = "fc_emo"
@@ -154,10 +155,7 @@ def save_heatmap_grid(
     Returns:
         ``path``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     heatmaps = np.asarray(heatmaps, dtype=np.float32)
     labels, preds = np.asarray(labels), np.asarray(preds)
@@ -188,12 +186,7 @@ def save_heatmap_grid(
                         ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def pick_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:

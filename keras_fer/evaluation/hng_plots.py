@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer.evaluation.figures import pyplot, save_figure
+
 ROW_TITLES = ("input", "generated", "real neutral")
 
 
@@ -41,10 +43,7 @@ def plot_hng_grid(
             "inputs, generated and neutrals must be non-empty with one face each per column. "
             f"Received lengths {[len(r) for r in rows]}"
         )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = len(rows[0])
     fig, axes = plt.subplots(3, cols, figsize=(1.1 * cols + 0.6, 3.6), squeeze=False)
@@ -57,12 +56,7 @@ def plot_hng_grid(
         axes[r, 0].set_ylabel(name, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)
 
 
 class HNGGridCallback(keras.callbacks.Callback):

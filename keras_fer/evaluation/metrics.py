@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from keras_fer.evaluation.figures import pyplot, save_figure
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts ``(num_classes, num_classes)``: row = true class, column = predicted class."""
@@ -36,10 +38,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
 
 def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title=""):
     """Writes a row-normalised confusion matrix with counts as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(class_names), 0.8 + 0.8 * len(class_names)))
@@ -53,17 +52,12 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str 
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or f"accuracy {accuracy_percent(cm):.2f}%")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_per_class_accuracy(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title=""):
     """Writes a bar chart of per-class accuracy (percent) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     acc = per_class_accuracy(cm)
     fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(class_names), 3.2))
@@ -75,6 +69,4 @@ def plot_per_class_accuracy(cm: np.ndarray, class_names: Sequence[str], path: st
     ax.set_ylim(0, 110)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or "per-class accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
