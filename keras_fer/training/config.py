@@ -7,28 +7,16 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-EXPORT_FORMATS = (
-    "savedmodel",
-    "tflite_float32",
-    "tflite_float16",
-    "tflite_dynamic",
-    "tflite_int8",
-    "tflite_qat",
-)
+from keras_fer.export import parse_formats
 
 
 def parse_export(value: str | Tuple[str, ...] | None) -> Tuple[str, ...]:
-    """``"all"`` / ``"savedmodel,tflite_int8"`` / ``""`` -> a validated tuple of formats."""
-    if not value:
-        return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
-    items = [i.strip() for i in items if i.strip()]
-    if "all" in items:
-        return EXPORT_FORMATS
-    unknown = sorted(set(items) - set(EXPORT_FORMATS))
-    if unknown:
-        raise ValueError(f"Unknown export format(s) {unknown}. Known: {EXPORT_FORMATS + ('all',)}")
-    return tuple(items)
+    """``"all"`` / ``"savedmodel,tflite_int8"`` / ``""`` -> a validated tuple of formats.
+
+    The exporter's own parser (:func:`keras_fer.export.parse_formats`), as a tuple for the
+    frozen config.
+    """
+    return tuple(parse_formats(value))
 
 
 @dataclasses.dataclass(frozen=True)
