@@ -54,9 +54,12 @@ def main(argv):
         if not _VARIANTS.value:
             common.aggregate_only(config)
             return
-        root = config.model_dir
+        from keras_fer.training.datasets import experiment_for
+
+        root, exp = config.model_dir, experiment_for(config)
         write_comparison(Path(root), {
-            v: runner.aggregate(dataclasses.replace(config, variant=v, model_dir=f"{root}/{v}"))
+            v: runner.aggregate(dataclasses.replace(config, variant=v, model_dir=f"{root}/{v}"),
+                                experiment=exp)
             for v in _VARIANTS.value})
         return
     after_fold = None

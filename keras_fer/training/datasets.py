@@ -218,6 +218,12 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
     )
 
 
+def experiment_for(config) -> Experiment:
+    """The experiment a :class:`~keras_fer.training.config.TrainConfig` names."""
+    return load_experiment(config.dataset, config.data_dir, config.protocol,
+                           use_orl=config.use_orl, limit=config.limit, seed=config.seed)
+
+
 def fold_indices(exp: Experiment, folds: int, seed: int, val_fraction: float):
     """Returns ``[(train_idx, val_idx, test_idx), ...]`` subject-disjoint by construction.
 

@@ -27,7 +27,7 @@ from keras_fer.data.augment import FaceBatches
 from keras_fer.models import idennet
 from keras_fer.training.config import TrainConfig
 from keras_fer.training import runner
-from keras_fer.training.datasets import Experiment, FoldData, fold_indices, load_experiment
+from keras_fer.training.datasets import Experiment, FoldData, experiment_for, fold_indices
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
 
@@ -193,9 +193,7 @@ def train_variants(config: TrainConfig, variants: Sequence[str],
     """
     root = Path(config.model_dir)
     root.mkdir(parents=True, exist_ok=True)
-    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
-                                        use_orl=config.use_orl, limit=config.limit,
-                                        seed=config.seed)
+    exp = experiment or experiment_for(config)
     n_folds = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
     folds = range(n_folds) if config.fold < 0 else [config.fold]
     configs = {v: dataclasses.replace(config, variant=v, model_dir=str(root / v))

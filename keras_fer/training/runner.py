@@ -20,7 +20,13 @@ import numpy as np
 from keras_fer.data import preprocess
 from keras_fer.evaluation import metrics
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import Experiment, FoldData, fold_indices, load_experiment, make_fold
+from keras_fer.training.datasets import (
+    Experiment,
+    FoldData,
+    experiment_for,
+    fold_indices,
+    make_fold,
+)
 from keras_fer.training.distribute import distribution_scope
 
 
@@ -100,9 +106,7 @@ def aggregate(config: TrainConfig, experiment: Optional[Experiment] = None) -> D
     partial result is never mistaken for a full one.
     """
     model_dir = Path(config.model_dir)
-    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
-                                        use_orl=config.use_orl, limit=config.limit,
-                                        seed=config.seed)
+    exp = experiment or experiment_for(config)
     folds_expected = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
     chosen = range(folds_expected) if config.fold < 0 else [config.fold]
     fold_results = [json.loads((model_dir / f"fold_{k}" / "result.json").read_text())
@@ -131,9 +135,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
                          f"trainer only; {method.name} trains on one device.")
     config.write(model_dir)
     start = time.time()
-    exp = experiment or load_experiment(config.dataset, config.data_dir, config.protocol,
-                                        use_orl=config.use_orl, limit=config.limit,
-                                        seed=config.seed)
+    exp = experiment or experiment_for(config)
     all_idx = fold_indices(exp, config.folds, config.seed, config.val_fraction)
     chosen = range(len(all_idx)) if config.fold < 0 else [config.fold]
     if config.fold >= len(all_idx):
