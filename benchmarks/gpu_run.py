@@ -51,7 +51,7 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
             job = ready.pop(0)
             queue.remove(job)
             i, line = job
-            line = line.split(" ", 1)[1] if line.startswith("@after=") else line
+            line = _command(line)
             log = open(log_dir / f"job{i:03d}.log", "w")
             cmd = [sys.executable, "-m"] + shlex.split(line)
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_job_env())
@@ -78,6 +78,11 @@ def _ready(line: str) -> bool:
     return not line.startswith("@after=") or Path(line.split(" ", 1)[0][7:]).exists()
 
 
+def _command(line: str) -> str:
+    """The trainer command of a job line, without its ``@after=<path>`` condition."""
+    return line.split(" ", 1)[1] if line.startswith("@after=") else line
+
+
 def _job_env():
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path("runs/.jax_cache").resolve()))
@@ -88,7 +93,7 @@ def _job_env():
 def _model_dirs(lines):
     out = {}
     for line in lines:
-        args = shlex.split(line.split(" ", 1)[1] if line.startswith("@after=") else line)
+        args = shlex.split(_command(line))
         module = args[0]
         model_dir = next((a.split("=", 1)[1] for a in args if a.startswith("--model_dir=")), None)
         if model_dir and any(a.startswith("--fold=") and a != "--fold=-1" for a in args):
