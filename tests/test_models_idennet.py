@@ -358,3 +358,12 @@ def test_make_sgd_decays_weights_decoupled():
     np.testing.assert_allclose(_np(variable), 1.9998, rtol=1e-6)
     with pytest.raises(ValueError, match="epochs=0"):
         make_sgd(0.01, epochs=0, steps_per_epoch=10)
+
+
+def test_make_sgd_clips_the_global_gradient_norm():
+    optimizer = make_sgd(1.0, epochs=1, steps_per_epoch=10, weight_decay=0, global_clipnorm=1.0)
+    a, b = keras.Variable(np.zeros((1,), "float32")), keras.Variable(np.zeros((1,), "float32"))
+    # Gradients (30, 40) have global norm 50: clipped to (0.6, 0.8); the first momentum-SGD
+    # step is w <- w - lr * g.
+    optimizer.apply_gradients([(keras.ops.full((1,), 30.0), a), (keras.ops.full((1,), 40.0), b)])
+    np.testing.assert_allclose([_np(a)[0], _np(b)[0]], [-0.6, -0.8], rtol=1e-6)

@@ -26,7 +26,10 @@ batches and epochs. Both return the conv groups + EC branch as the inference mod
 Method settings come from ``--extra`` (JSON): ``hng`` / ``rml`` (fields of ``HNGConfig`` /
 ``RMLConfig``: model sizes), ``hng_epochs`` (default ``pretrain_epochs``), ``hng_lr`` (2e-4,
 Adam with beta_1 0.5), ``hng_batch_size`` (64), ``hng_weights`` (``HNGModel`` loss weights),
-``expression_depth`` (ResNet 12 or 18), ``per_class`` (2), ``weight_decay`` (1e-4),
+``expression_depth`` (ResNet 12 or 18), ``clipnorm`` (5.0: global gradient-norm clip of the
+fine-tuning stage, ``null`` for none), ``identity_lr`` (0.01: the DeepID identity net has
+no batch normalisation and stays at chance at the ResNets' 0.1), ``per_class`` (2),
+``weight_decay`` (1e-4),
 ``verification_pairs`` (2000).
 """
 
@@ -177,9 +180,11 @@ class QueryBatches(keras.utils.PyDataset):
         )
 
 
-def _sgd(config: TrainConfig, lr: float, epochs: int, steps: int) -> keras.optimizers.Optimizer:
+def _sgd(config: TrainConfig, lr: float, epochs: int, steps: int,
+         global_clipnorm: float | None = None) -> keras.optimizers.Optimizer:
     return make_sgd(lr, max(epochs, 1), max(steps, 1),
-                    weight_decay=config.extra.get("weight_decay", 1e-4))
+                    weight_decay=config.extra.get("weight_decay", 1e-4),
+                    global_clipnorm=global_clipnorm)
 
 
 def _sized(cls, values: dict, **fixed):
@@ -278,7 +283,8 @@ class IDFERMMethod:
                              f"{len(np.unique(y))}.")
         model = build_deepid(int(data.num_identities), name="hng_identity")
         steps = math.ceil(len(y) / config.batch_size)
-        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, steps),
+        lr = config.extra.get("identity_lr", 0.01)
+        model.compile(optimizer=_sgd(config, lr, config.pretrain_epochs, steps),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
         fit_stage(model, fold_dir / "pretrain_identity", train, config.pretrain_epochs)
@@ -356,7 +362,11 @@ class IDFERMMethod:
 
         train = QueryBatches(data.x_train, data.y_train, references,
                              config.extra.get("per_class", 2), seed=config.seed + 5)
-        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(train)))
+        # The RML term is quadratic in the embedding, so its gradient grows with the
+        # embedding's scale: on CK+ (JAX, lr 0.01, after 40 pretraining epochs) it ran to inf
+        # within 34 steps. Clipping the global gradient norm keeps the joint loss finite.
+        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(train),
+                                     global_clipnorm=config.extra.get("clipnorm", 5.0)))
         val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
         return idferm.inference_model(model)

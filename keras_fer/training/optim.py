@@ -56,6 +56,7 @@ def make_sgd(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     boundaries: Sequence[float] = (0.5, 0.75),
+    global_clipnorm: float | None = None,
 ) -> keras.optimizers.SGD:
     """SGD(momentum) with decoupled weight decay and lr /10 at 50% and 75% of training.
 
@@ -66,6 +67,7 @@ def make_sgd(
         momentum: SGD momentum.
         weight_decay: Decoupled weight decay coefficient (0 or None disables it).
         boundaries: Fractions of training where the rate drops by 10x.
+        global_clipnorm: Clip the global norm of the gradients to this (None: no clipping).
 
     Returns:
         A ``keras.optimizers.SGD``.
@@ -77,5 +79,6 @@ def make_sgd(
         )
     schedule = step_schedule(lr, epochs * steps_per_epoch, boundaries)
     return keras.optimizers.SGD(
-        learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None
+        learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None,
+        global_clipnorm=global_clipnorm,
     )
