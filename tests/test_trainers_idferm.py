@@ -126,6 +126,13 @@ def test_query_batches_two_per_class_and_shared_augmentation():
     assert x["image"].shape == x["reference"].shape == (6, 48, 48, 1)
     # The reference equals the query here, so any augmentation difference would show.
     np.testing.assert_array_equal(x["image"], x["reference"])
+    # The epoch is augmented in one go and sliced per batch: the same batch twice is the same.
+    x1, y1 = batches[1]
+    assert sorted(y1.tolist()) == [0, 0, 1, 1, 2, 2]
+    np.testing.assert_array_equal(x1["image"], batches[1][0]["image"])
+    np.testing.assert_array_equal(x1["image"], x1["reference"])
+    batches.on_epoch_end()  # a new epoch draws new batches and new augmentation
+    assert not np.array_equal(batches[0][0]["image"], x["image"])
     plain, _ = QueryBatches(faces, labels, per_class=2, seed=1)[0]
     assert plain.shape == (6, 48, 48, 1)
 
@@ -211,7 +218,7 @@ def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol):
     assert (config.method, config.variant) == ("idferm", "rml")
     assert (config.dataset, config.protocol) == (dataset, protocol)
     if dataset != "synthetic":
-        assert (config.folds, config.extra) == (10, {"hng_epochs": 100})
+        assert (config.folds, config.extra) == (10, {"hng_epochs": 100, "identity_epochs": 100})
 
 
 @pytest.mark.parametrize(

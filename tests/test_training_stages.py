@@ -1,5 +1,7 @@
 """Resumable training stages: completion marker, reload, and recovery from a broken save."""
 
+import json
+
 import keras
 import numpy as np
 
@@ -56,3 +58,19 @@ def test_unreadable_final_weights_retrain_the_stage(tmp_path):
     assert fit_stage(reloaded, stage, data, epochs=1, verbose=0) is None
     for a, b in zip(reloaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_stage_writes_its_timing(tmp_path):
+    from keras_fer.data.augment import FaceBatches
+    from keras_fer.training.stages import examples_per_epoch
+
+    fit_stage(_model(), tmp_path / "stage", _Batches(), epochs=3, verbose=0)
+    timing = json.loads((tmp_path / "stage" / "timing.json").read_text())
+    assert timing["epochs"] == 3 and len(timing["epoch_seconds"]) == 3
+    assert abs(timing["median_epoch_seconds"] - sorted(timing["epoch_seconds"])[1]) < 1e-3
+    # _Batches has no faces: examples unknown, no rate.
+    assert timing["examples_per_epoch"] is None and timing["examples_per_second"] is None
+    faces = np.zeros((10, 60, 60), np.uint8)
+    assert examples_per_epoch(FaceBatches(faces, np.zeros(10), batch_size=4)) == 10
+    assert examples_per_epoch(FaceBatches(faces, np.zeros(10), batch_size=4,
+                                          drop_remainder=True)) == 8
