@@ -102,16 +102,42 @@ def _model_dirs(lines):
     return out
 
 
-def _pack(roots, out: Path, keep_models: set):
-    with tarfile.open(out, "w:gz") as tar:
-        for root in roots:
-            for path in Path(root).rglob("*"):
-                if not path.is_file() or ".jax_cache" in path.parts:
-                    continue
-                rel = str(path)
-                if path.suffix in KEEP_SUFFIXES or rel in keep_models or any(
-                        rel.endswith(k) for k in keep_models):
-                    tar.add(path, arcname=rel)
+PART_BYTES = 14 * 2**20  # files back from the device: at most 8, 16 MiB each
+
+
+def _wanted(path: Path, keep_models: set) -> bool:
+    """Results, logs and plots (of per-epoch image grids only every 25th epoch and the last:
+    ten HNG folds' 100 grids each made one call's results 109 MB, over the return limit),
+    plus the model files named in ``keep_models``."""
+    rel = str(path)
+    if rel in keep_models or any(rel.endswith(k) for k in keep_models):
+        return True
+    if path.suffix not in KEEP_SUFFIXES:
+        return False
+    if path.parent.name == "grids" and path.suffix == ".png":
+        siblings = sorted(p.name for p in path.parent.glob("*.png"))
+        index = siblings.index(path.name)
+        return index == len(siblings) - 1 or (index + 1) % 25 == 0 or index == 0
+    return True
+
+
+def _pack(roots, out: Path, keep_models: set, part_bytes: int = PART_BYTES) -> list:
+    """Packs the wanted files into ``out`` and, past ``part_bytes`` of input, further parts
+    ``<out>.1``, ``<out>.2``, ... (each a complete .tar.gz); returns the files written."""
+    files = sorted(p for root in roots for p in Path(root).rglob("*")
+                   if p.is_file() and ".jax_cache" not in p.parts and _wanted(p, keep_models))
+    parts, size, tar = [], 0, None
+    for path in files:
+        if tar is None or (size and size + path.stat().st_size > part_bytes):
+            if tar is not None:
+                tar.close()
+            parts.append(out if not parts else out.with_name(f"{out.name}.{len(parts)}"))
+            tar, size = tarfile.open(parts[-1], "w:gz"), 0
+        tar.add(path, arcname=str(path))
+        size += path.stat().st_size
+    if tar is not None:
+        tar.close()
+    return parts
 
 
 def main():
@@ -147,8 +173,8 @@ def main():
         print("FAILED:", r, flush=True)
         print((log_dir / f"job{r[0]:03d}.log").read_text()[-3000:], flush=True)
     keep = {k.strip() for k in args.keep.split(",") if k.strip()}
-    _pack(["runs"], Path(args.out), keep)
-    print(f"packed -> {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", flush=True)
+    for part in _pack(["runs"], Path(args.out), keep):
+        print(f"packed -> {part} ({os.path.getsize(part) / 1e6:.1f} MB)", flush=True)
 
 
 if __name__ == "__main__":
