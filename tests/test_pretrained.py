@@ -1,6 +1,5 @@
 """The committed pretrained weights (pretrained/) and the flagfile that starts from them."""
 
-import contextlib
 from pathlib import Path
 
 import keras
@@ -11,19 +10,10 @@ from keras_fer.models import idennet
 from keras_fer.training import idennet as idennet_training
 from trainers import common
 from trainers import idennet as trainer  # noqa: F401  (defines --variants)
+from flag_helpers import parsed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 EMOTION = REPO / "pretrained" / "ferplus_emotion_idennet40.keras"
-
-
-@contextlib.contextmanager
-def _parsed_flags(*argv: str):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["idennet", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
 
 
 def test_ferplus_emotion_stream_initialises_a_ckplus_depth40_stream(capsys):
@@ -43,7 +33,7 @@ def test_ferplus_emotion_stream_initialises_a_ckplus_depth40_stream(capsys):
 
 
 def test_flagfile_points_at_the_committed_stream(tmp_path):
-    with _parsed_flags(f"--flagfile={REPO}/trainers/flagfiles/idennet_ckplus_ferplus.flags",
+    with parsed_flags("idennet", f"--flagfile={REPO}/trainers/flagfiles/idennet_ckplus_ferplus.flags",
                        f"--model_dir={tmp_path}"):
         config = common.train_config("idennet", default_variant="if", default_lr=0.01,
                                      default_pretrain_lr=0.1)

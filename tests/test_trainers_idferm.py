@@ -3,18 +3,17 @@
 Runs use tiny networks (``--extra`` sizes), one fold and one epoch per stage.
 """
 
-import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from absl import flags
 
 from keras_fer.training import datasets, runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
 from trainers import idferm as trainer
+from flag_helpers import parsed_flags
 
 FLAGFILES = Path(__file__).resolve().parents[1] / "trainers" / "flagfiles"
 
@@ -196,24 +195,13 @@ def test_unknown_variant_is_a_clear_error(tmp_path, synthetic_ck8):
                                   experiment=synthetic_ck8)
 
 
-@contextlib.contextmanager
-def _parsed_flags(*argv: str):
-    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["idferm", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize(
     "name, dataset, protocol",
     [("idferm_ckplus7", "ckplus48", "ck7"), ("idferm_ckplus8", "ckplus_neutral", "ck8"),
      ("idferm_quickstart", "synthetic", "ck7")],
 )
 def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol):
-    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+    with parsed_flags("idferm", f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
         config = trainer.config_from_flags()
     assert (config.method, config.variant) == ("idferm", "rml")
     assert (config.dataset, config.protocol) == (dataset, protocol)
@@ -228,7 +216,7 @@ def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol):
 def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus_neutral_dir,
                                                name, dataset, protocol, n_classes):
     data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
-    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
+    with parsed_flags("idferm", f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
                        f"--model_dir={tmp_path}", "--fold=0", "--epochs=1",
                        "--pretrain_epochs=1", "--batch_size=64", "--use_orl=false",
                        f"--extra={json.dumps(TINY)}"):

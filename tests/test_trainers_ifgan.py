@@ -6,7 +6,6 @@ stage folders, the figures, the training-fold average faces and the exported Sav
 The three CLI runs start together (one module fixture) so their start-up overlaps.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -17,7 +16,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from absl import flags
 
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.models.ifgan import average_identity_targets
@@ -26,6 +24,7 @@ from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
 from keras_fer.training.ifgan import IFGANMethod, one_face_per_subject
 from trainers import ifgan as trainer
+from flag_helpers import parsed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGFILES = REPO / "trainers" / "flagfiles"
@@ -151,22 +150,11 @@ def test_one_face_per_subject_keeps_the_first_of_each_class_and_subject():
     np.testing.assert_array_equal(one_face_per_subject(labels, None), np.arange(7))
 
 
-@contextlib.contextmanager
-def _parsed_flags(*argv: str):
-    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["ifgan", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize("name, dataset, epochs, batch_size",
                          [("ifgan_ckplus", "ckplus48", 100, 32),
                           ("ifgan_quickstart", "synthetic", 4, 32)])
 def test_flagfiles_give_the_protocols(tmp_path, name, dataset, epochs, batch_size):
-    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+    with parsed_flags("ifgan", f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
         config = trainer.config_from_flags()
     assert (config.method, config.variant, config.dataset) == ("ifgan", "ifgan", dataset)
     assert (config.epochs, config.batch_size, config.lr) == (epochs, batch_size, 1e-4)
@@ -186,7 +174,7 @@ def ckplus_subset(ckplus48_dir):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_ckplus_flagfile_runs_from_the_trainer(ckplus_subset, tmp_path, variant):
     root, exp = ckplus_subset
-    with _parsed_flags(f"--flagfile={FLAGFILES / 'ifgan_ckplus'}.flags", f"--data_dir={root}",
+    with parsed_flags("ifgan", f"--flagfile={FLAGFILES / 'ifgan_ckplus'}.flags", f"--data_dir={root}",
                        f"--model_dir={tmp_path}", f"--variant={variant}", "--fold=0",
                        "--epochs=1", f"--extra={json.dumps(TINY_EXTRA)}"):
         config = trainer.config_from_flags()

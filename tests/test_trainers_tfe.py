@@ -6,7 +6,6 @@ writes, not accuracy: the results.json schema, subject-disjoint folds, the stage
 the DeepID verification report and the exported files.
 """
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -18,13 +17,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from absl import flags
 
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import Experiment, FoldData, load_experiment
 from keras_fer.training.tfe import TFEMethod, split_identities, verification_rate
 from trainers import tfe as trainer
+from flag_helpers import parsed_flags
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGFILES = REPO / "trainers" / "flagfiles"
@@ -132,24 +131,13 @@ def test_unknown_variant_is_rejected(tmp_path):
         runner.train_and_evaluate(TFEMethod(), config, experiment=_tiny_synthetic(tmp_path))
 
 
-@contextlib.contextmanager
-def _parsed_flags(*argv: str):
-    """The shared trainer flags parsed from ``argv`` (reset afterwards)."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["tfe", *argv])
-    try:
-        yield flags.FLAGS
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize(
     "name, dataset, protocol, depth",
     [("tfe_ckplus7", "ckplus48", "ck7", 12), ("tfe_ckplus8", "ckplus_neutral", "ck8", 12),
      ("tfe_ferplus", "ferplus", "ferplus8", 18), ("tfe_quickstart", "synthetic", "", 12)],
 )
 def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol, depth):
-    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
+    with parsed_flags("tfe", f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
         config = trainer.config_from_flags()
     assert (config.method, config.variant) == ("tfe", "tfe")
     assert (config.dataset, config.protocol, config.depth) == (dataset, protocol, depth)
@@ -180,7 +168,7 @@ def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, name, 
     data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
     model_dir = tmp_path / dataset
     export = ["--export=tflite_int8"] if (protocol, variant) == ("ck8", "tfe") else []
-    with _parsed_flags(f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
+    with parsed_flags("tfe", f"--flagfile={FLAGFILES / name}.flags", f"--data_dir={data_root}",
                        f"--model_dir={model_dir}", f"--variant={variant}", "--fold=0",
                        "--pretrain_epochs=1", "--epochs=1", *export):
         config = trainer.config_from_flags()
