@@ -236,3 +236,13 @@ def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus
     assert 0.0 <= fold["identity_preserved_percent"] <= 100.0
     assert results["mean_identity_preserved_percent"] == fold["identity_preserved_percent"]
     assert (tmp_path / "fold_0" / "hng" / "grids" / "epoch_001.png").stat().st_size > 0
+
+
+def test_idferm_inputs_are_scaled_exactly_as_served():
+    from keras_fer.data import preprocess
+    from keras_fer.training.idferm import _unit
+
+    faces = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    served = preprocess.to_model_input(np.resize(faces, (1, 60, 60)))
+    ours = _unit(np.resize(faces, (1, 60, 60)))[:, 6:54, 6:54]
+    np.testing.assert_array_equal(ours, served)

@@ -71,7 +71,9 @@ def neutral_targets(subjects: np.ndarray, neutral_subjects: np.ndarray) -> list:
 
 
 def _unit(faces: np.ndarray) -> np.ndarray:
-    return (np.asarray(faces, dtype=np.float32) / 255.0)[..., None]
+    """uint8 faces -> float32 ``(..., 1)`` in [0, 1], scaled as every other path scales them
+    (a multiply by ``preprocess.INV_255``, bit-identical to serving)."""
+    return (np.asarray(faces, dtype=np.float32) * preprocess.INV_255)[..., None]
 
 
 class NeutralPairs(keras.utils.PyDataset):
