@@ -43,6 +43,8 @@ def main(argv=None) -> None:
     parser.add_argument("--calibration_faces", type=int, default=500,
                         help="training faces calibrating post-training int8 (epoch 0)")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--save_dir", default="",
+                        help="also keep each epoch's int8 model here as qat_<epoch>.tflite")
     args = parser.parse_args(argv)
 
     import keras
@@ -93,7 +95,7 @@ def main(argv=None) -> None:
             else:  # one more epoch (a fresh Adam each epoch, as _fit compiles anew)
                 _fit(qat, data.x_train, data.y_train, 1, args.batch_size, args.lr, seed=epoch)
             seconds = time.time() - start
-            path = convert_qat_tflite(qat, Path(tmp) / f"qat{epoch}.tflite",
+            path = convert_qat_tflite(qat, Path(args.save_dir or tmp) / f"qat_{epoch}.tflite",
                                       representative_faces=data.x_train)
             row = {"epoch": epoch, "train_seconds": round(seconds, 1),
                    **measure(LiteRTClassifier(path, num_threads=os.cpu_count()).predict)}
