@@ -64,24 +64,11 @@ def main(argv=None) -> None:
                         "source.json (default: the --model path)")
     args = parser.parse_args(argv)
 
-    import keras
-
     from keras_fer.export import export_model
+    from keras_fer.models.loading import load_model
     from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
 
-    # The custom layers register themselves on import (IF-GAN's generator needs
-    # SelfAttention2D, which nothing above imports).
-    import importlib
-    import pkgutil
-
-    import keras_fer.layers
-    import keras_fer.losses
-    import keras_fer.models
-
-    for package in (keras_fer.layers, keras_fer.losses, keras_fer.models):
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_model(args.model)
     exp = load_experiment(args.dataset, args.data_dir, args.protocol, seed=args.seed)
     idx = fold_indices(exp, args.folds, args.seed, args.val_fraction)
     fold = min(args.fold, len(idx) - 1)

@@ -47,7 +47,6 @@ def main(argv=None) -> None:
                         help="also keep each epoch's int8 model here as qat_<epoch>.tflite")
     args = parser.parse_args(argv)
 
-    import keras
     import numpy as np
 
     from keras_fer.data import preprocess
@@ -58,9 +57,10 @@ def main(argv=None) -> None:
         rebuild_tf_keras,
     )
     from keras_fer.export.tflite import LiteRTClassifier, convert
+    from keras_fer.models.loading import load_model
     from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
 
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_model(args.model)
     exp = load_experiment(args.dataset, args.data_dir, args.protocol)
     idx = fold_indices(exp, 10, 0, 0.0)
     data = make_fold(exp, 0, idx[0])

@@ -34,9 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--note", required=True, help="how the model was made")
     args = parser.parse_args(argv)
 
-    import keras
-
     from keras_fer.export.report import parity_report, write_report
+    from keras_fer.models.loading import load_model
     from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
 
     tflite_dir = Path(args.tflite_dir)
@@ -45,7 +44,7 @@ def main(argv=None) -> None:
     target = tflite_dir / "tflite" / "model_qat.tflite"
     shutil.copyfile(args.tflite, target)
 
-    model = keras.saving.load_model(args.model, compile=False)
+    model = load_model(args.model)
     exp = load_experiment(args.dataset, args.data_dir, args.protocol)
     data = make_fold(exp, 0, fold_indices(exp, 10, 0, 0.0)[0])
     row = parity_report(model, {"tflite_qat": target}, data.x_test, data.y_test,
