@@ -41,6 +41,7 @@ FERPLUS_VOTE_COLUMNS: Tuple[str, ...] = CANONICAL + ("unknown", "NF")
 FER2013_USAGE: Dict[str, str] = {"training": "train", "publictest": "valid", "privatetest": "test"}
 """FER2013 ``Usage`` column -> split (PublicTest is FER+ Valid, PrivateTest is FER+ Test)."""
 
+
 def _read_text(path: Path, skipped: List[Skipped], what: str) -> Optional[str]:
     try:
         return path.read_text(encoding="utf-8")
@@ -64,6 +65,19 @@ def _csv_rows(text: str, path: Path, skipped: List[Skipped]):
             continue
         if any(field.strip() for field in row):
             yield reader.line_num, row
+
+
+def _csv_with_header(path: Path, skipped: List[Skipped], what: str):
+    """``(header row, iterator of the remaining (line, row))`` of a CSV file that must be
+    readable and hold at least one row; raises :class:`DatasetError` naming ``what``."""
+    text = _read_text(path, skipped, what)
+    if text is None:
+        raise DatasetError(f"Cannot read {what} {path}: {skipped[-1].reason}")
+    rows = _csv_rows(text, path, skipped)
+    header = next(rows, None)
+    if header is None:
+        raise DatasetError(f"{what[0].upper()}{what[1:]} is empty: {path}")
+    return header[1], rows
 
 
 def _parse_votes(row: List[str]) -> np.ndarray:
@@ -219,19 +233,13 @@ def read_fer2013_csv(path: PathLike) -> RecordTable:
     """
     path = _require_file(path, "FER2013 CSV")
     skipped: List[Skipped] = []
-    text = _read_text(path, skipped, "FER2013 CSV")
-    if text is None:
-        raise DatasetError(f"Cannot read FER2013 CSV {path}: {skipped[-1].reason}")
-    rows = _csv_rows(text, path, skipped)
-    header = next(rows, None)
-    if header is None:
-        raise DatasetError(f"FER2013 CSV is empty: {path}")
-    columns = _header_index(header[1], path, ["pixels"])
+    header, rows = _csv_with_header(path, skipped, "FER2013 CSV")
+    columns = _header_index(header, path, ["pixels"])
     images, expressions, splits, paths = [], [], [], []
     for line, row in tqdm(rows, desc="reading fer2013", unit="row", disable=None):
         try:
-            if len(row) != len(header[1]):
-                raise ValueError(f"expected {len(header[1])} columns. Received {len(row)}")
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} columns. Received {len(row)}")
             pixels = _parse_pixels(row[columns["pixels"]])
             expression = NO_LABEL
             if "emotion" in columns:
@@ -299,22 +307,16 @@ def read_fer2013_recovered(
     splits = _check_splits(splits)
     split_of = {folder.lower(): split for split, folder in FERPLUS_FOLDERS.items()}
     skipped: List[Skipped] = []
-    text = _read_text(csv_path, skipped, "recovered-labels CSV")
-    if text is None:
-        raise DatasetError(f"Cannot read {csv_path}: {skipped[-1].reason}")
-    rows = _csv_rows(text, csv_path, skipped)
-    header = next(rows, None)
-    if header is None:
-        raise DatasetError(f"Recovered-labels CSV is empty: {csv_path}")
+    header, rows = _csv_with_header(csv_path, skipped, "recovered-labels CSV")
     required = ["folder", "image", "fer2013_label", "ambiguous"]
-    columns = _header_index(header[1], csv_path, required)
+    columns = _header_index(header, csv_path, required)
     entries: List[_Entry] = []
     taken = {s: 0 for s in splits}
     ambiguous = 0
     for line, row in rows:
         try:
-            if len(row) != len(header[1]):
-                raise ValueError(f"expected {len(header[1])} columns. Received {len(row)}")
+            if len(row) != len(header):
+                raise ValueError(f"expected {len(header)} columns. Received {len(row)}")
             folder = row[columns["folder"]].strip()
             if folder.lower() not in split_of:
                 known = list(FERPLUS_FOLDERS.values())
