@@ -21,6 +21,7 @@ earlier job is still training).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import subprocess
@@ -120,10 +121,17 @@ def _wanted(path: Path, keep_models: set) -> bool:
     if path.suffix not in KEEP_SUFFIXES:
         return False
     if path.parent.name == "grids" and path.suffix == ".png":
-        siblings = sorted(p.name for p in path.parent.glob("*.png"))
-        index = siblings.index(path.name)
-        return index == len(siblings) - 1 or (index + 1) % 25 == 0 or index == 0
+        return path.name in _grids_kept(path.parent)
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _grids_kept(folder: Path) -> frozenset:
+    """Names of the grids to bring back from one ``grids/`` folder (listed once per folder):
+    the first, every 25th and the last."""
+    names = sorted(p.name for p in folder.glob("*.png"))
+    return frozenset(n for i, n in enumerate(names)
+                     if i == 0 or (i + 1) % 25 == 0 or i == len(names) - 1)
 
 
 def _pack(roots, out: Path, keep_models: set, part_bytes: int = PART_BYTES) -> list:
