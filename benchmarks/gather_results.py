@@ -115,24 +115,29 @@ def throughput(root: Path = RESULTS) -> List[Dict]:
     """One row per training stage of fold 0 that wrote ``timing.json`` (copied to
     ``<run>/<variant>/timing/<stage>.json``), with the run's mean seconds per fold."""
     rows = []
-    for path in sorted(root.glob("*/*/timing/*.json")):
-        t = json.loads(path.read_text())
-        variant_dir = path.parent.parent
+    for timing_dir in sorted(root.glob("*/*/timing")):
+        variant_dir = timing_dir.parent
         doc = json.loads((variant_dir / "results.json").read_text())
         fold_seconds = [f["train_seconds"] for f in doc["folds"] if "train_seconds" in f]
-        rows.append({
-            "run": variant_dir.parent.name,
-            "variant": variant_dir.name,
-            "stage": path.stem,
-            "epochs": t["epochs"],
-            "median_epoch_seconds": round(t["median_epoch_seconds"], 3),
-            "first_epoch_excess_seconds": round(t["first_epoch_excess_seconds"], 1),
-            "examples_per_second": (None if t["examples_per_second"] is None
-                                    else round(t["examples_per_second"])),
-            "mean_fold_seconds": (round(sum(fold_seconds) / len(fold_seconds))
-                                  if fold_seconds else None),
-        })
+        rows += [_stage_row(variant_dir, path, fold_seconds)
+                 for path in sorted(timing_dir.glob("*.json"))]
     return rows
+
+
+def _stage_row(variant_dir: Path, path: Path, fold_seconds: List[float]) -> Dict:
+    t = json.loads(path.read_text())
+    return {
+        "run": variant_dir.parent.name,
+        "variant": variant_dir.name,
+        "stage": path.stem,
+        "epochs": t["epochs"],
+        "median_epoch_seconds": round(t["median_epoch_seconds"], 3),
+        "first_epoch_excess_seconds": round(t["first_epoch_excess_seconds"], 1),
+        "examples_per_second": (None if t["examples_per_second"] is None
+                                else round(t["examples_per_second"])),
+        "mean_fold_seconds": (round(sum(fold_seconds) / len(fold_seconds))
+                              if fold_seconds else None),
+    }
 
 
 def throughput_markdown(rows: List[Dict]) -> str:
