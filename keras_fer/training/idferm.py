@@ -28,10 +28,9 @@ Method settings come from ``--extra`` (JSON): ``hng`` / ``rml`` (fields of ``HNG
 Adam with beta_1 0.5), ``hng_batch_size`` (64), ``hng_weights`` (``HNGModel`` loss weights),
 ``expression_depth`` (ResNet 12 or 18), ``clipnorm`` (5.0: global gradient-norm clip of the
 fine-tuning stage, ``null`` for none), ``identity_lr`` / ``identity_epochs`` (Adam 1e-3 with
-cosine decay, ``pretrain_epochs``; the CK+ flagfiles use 100: the DeepID identity net has no batch normalisation and stayed at
-chance under the ResNets' SGD), ``per_class`` (2),
-``weight_decay`` (1e-4),
-``verification_pairs`` (2000).
+cosine decay for ``pretrain_epochs``; the CK+ flagfiles use 100: the DeepID identity net has
+no batch normalisation and stayed at chance under the ResNets' SGD), ``per_class`` (2),
+``weight_decay`` (1e-4), ``verification_pairs`` (2000).
 """
 
 from __future__ import annotations
