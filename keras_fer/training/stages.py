@@ -36,7 +36,8 @@ def examples_per_epoch(data) -> int | None:
 class StageTimer(keras.callbacks.Callback):
     """Writes ``timing.json`` at the end of a stage's ``fit``: every epoch's seconds, the
     median, the first epoch's excess over the median (compilation, mostly) and examples
-    per second at the median epoch time."""
+    per second at the median epoch time. An epoch's time includes its validation pass, when
+    the stage has one."""
 
     def __init__(self, path: Path, examples: int | None):
         super().__init__()
