@@ -134,7 +134,8 @@ def test_unknown_variant_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     "name, dataset, protocol, depth",
     [("tfe_ckplus7", "ckplus48", "ck7", 12), ("tfe_ckplus8", "ckplus_neutral", "ck8", 12),
-     ("tfe_ferplus", "ferplus", "ferplus8", 18), ("tfe_quickstart", "synthetic", "", 12)],
+     ("tfe_ferplus", "ferplus", "ferplus8", 18), ("tfe_fer2013", "fer2013", "fer2013", 18),
+     ("tfe_quickstart", "synthetic", "", 12)],
 )
 def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol, depth):
     with parsed_flags("tfe", f"--flagfile={FLAGFILES / name}.flags", f"--model_dir={tmp_path}"):
