@@ -1,11 +1,13 @@
-"""The GPU-run helpers: packing results for the trip back, one GPU per job, and the
-throughput table gathered from the stages' timing.json."""
+"""The GPU-run helpers: packing results for the trip back, one GPU per job, the import of
+what came back into results/gpu, and the throughput table gathered from the stages' timing.json."""
 
 import importlib.util
 import json
 import sys
 import tarfile
 from pathlib import Path
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -19,6 +21,7 @@ def _load(name):
 
 gpu_run = _load("gpu_run")
 gather_results = _load("gather_results")
+import_runs = _load("import_runs")
 
 
 def test_pack_thins_grids_and_splits_into_parts(tmp_path, monkeypatch):
@@ -74,3 +77,43 @@ def test_throughput_rows_from_timing_files(tmp_path):
                    "examples_per_second": 885, "mean_fold_seconds": 200}
     table = gather_results.throughput_markdown([row])
     assert "| `run_a` / rml | hng | 3 | 1.00 | 4 | 885 | 200 |" in table
+
+
+def test_import_keeps_results_plots_timing_and_hng_reports_only(tmp_path):
+    run = tmp_path / "runs" / "idferm_x"
+    for variant in ("rml", "baseline"):
+        (run / variant / "fold_0" / "finetune").mkdir(parents=True)
+        (run / variant / "results.json").write_text(json.dumps({"variant": variant}))
+        (run / variant / "config.json").write_text("{}")
+        (run / variant / "confusion_matrix.png").write_bytes(b"png")
+        (run / variant / "fold_0" / "finetune" / "timing.json").write_text('{"epochs": 2}')
+        (run / variant / "fold_0" / "inference.keras").write_bytes(b"weights")
+        (run / variant / "fold_0" / "finetune" / "history.csv").write_text("epoch\n")
+    (run / "rml" / "fold_3").mkdir()
+    (run / "rml" / "fold_3" / "hng.json").write_text('{"identity_preserved_percent": 40}')
+    grids = run / "rml" / "fold_0" / "hng" / "grids"
+    grids.mkdir(parents=True)
+    for epoch in (1, 25, 50):
+        (grids / f"epoch_{epoch:03d}.png").write_bytes(b"%d" % epoch)
+    dest = tmp_path / "results"
+    (dest / "idferm_x" / "rml").mkdir(parents=True)
+    (dest / "idferm_x" / "rml" / "stale.json").write_text("{}")  # an older import: replaced
+
+    written = import_runs.import_run(run, dest)
+
+    assert sorted(p.name for p in written) == ["baseline", "rml"]
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == [
+        "idferm_x/baseline/config.json", "idferm_x/baseline/confusion_matrix.png",
+        "idferm_x/baseline/results.json", "idferm_x/baseline/timing/finetune.json",
+        "idferm_x/rml/config.json", "idferm_x/rml/confusion_matrix.png",
+        "idferm_x/rml/hng_fold3.json", "idferm_x/rml/hng_grid_fold0_epoch50.png",
+        "idferm_x/rml/results.json", "idferm_x/rml/timing/finetune.json",
+    ]
+    assert (dest / "idferm_x/rml/hng_grid_fold0_epoch50.png").read_bytes() == b"50"
+
+
+def test_import_refuses_a_run_that_was_not_aggregated(tmp_path):
+    (tmp_path / "runs" / "r" / "v" / "fold_0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="aggregate_only"):
+        import_runs.import_run(tmp_path / "runs" / "r", tmp_path / "results")

@@ -3,13 +3,16 @@
 Runs use tiny networks (``--extra`` sizes), one fold and one epoch per stage.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from keras_fer.training import datasets, runner
+from keras_fer.training import idferm as idferm_training
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
 from trainers import idferm as trainer
@@ -246,3 +249,23 @@ def test_idferm_inputs_are_scaled_exactly_as_served():
     served = preprocess.to_model_input(np.resize(faces, (1, 60, 60)))
     ours = _unit(np.resize(faces, (1, 60, 60)))[:, 6:54, 6:54]
     np.testing.assert_array_equal(ours, served)
+
+
+def test_rml_pretraining_uses_adam_unless_sgd_is_asked_for(tmp_path):
+    """The RML network sat at the majority class under SGD on CK+ (see the docstring)."""
+    config = TrainConfig(method="idferm", model_dir=str(tmp_path), pretrain_epochs=4,
+                         pretrain_lr=0.1)
+    adam = idferm_training.rml_pretrain_optimizer(config, steps=5)
+    assert isinstance(adam, keras.optimizers.Adam)
+    # Cosine decay over every pretraining step: 1e-3 at the start, 0 after 4 epochs x 5.
+    schedule = adam._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(20)) == pytest.approx(0.0, abs=1e-9)
+    assert float(schedule(10)) == pytest.approx(0.5e-3)
+    sgd_config = dataclasses.replace(config, extra={"rml_pretrain_optimizer": "sgd"})
+    sgd = idferm_training.rml_pretrain_optimizer(sgd_config, steps=5)
+    assert isinstance(sgd, keras.optimizers.SGD)
+    assert float(sgd._learning_rate(0)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="'adam' or 'sgd'; got 'rmsprop'"):
+        idferm_training.rml_pretrain_optimizer(
+            dataclasses.replace(config, extra={"rml_pretrain_optimizer": "rmsprop"}), steps=5)

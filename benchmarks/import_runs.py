@@ -1,0 +1,76 @@
+"""Copies what a GPU call brought back (an extracted ``runs/`` tree) into ``results/gpu/``.
+
+For every ``<run>/<variant>/results.json`` under ``--runs`` (a run folder holding its own
+``results.json`` goes to ``<run>/<variant>``, the variant read from that file): the aggregated ``results.json`` and ``config.json``, its plots, ``verification.json``, each
+fold's ``hng.json`` (as ``hng_fold<k>.json``), fold 0's per-stage ``timing.json`` (as
+``timing/<stage>.json``) and fold 0's last HNG grid, plus the run's ``variants.json``. Nothing
+else (no weights, no per-epoch histories) is committed.
+
+    python benchmarks/import_runs.py --runs=/path/to/extracted/runs tfe_ckplus7 idferm_ckplus8
+
+Folds of one run that came back from several calls are merged first (copy the ``fold_<k>``
+folders side by side) and re-aggregated with the trainer's ``--fold=-1 --aggregate_only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gpu"
+VARIANT_FILES = ("results.json", "config.json", "confusion_matrix.png", "per_class_accuracy.png",
+                 "verification.json")
+
+
+def _variant_dirs(run_dir: Path) -> list[Path]:
+    if (run_dir / "results.json").exists():
+        return [run_dir]
+    return sorted(p.parent for p in run_dir.glob("*/results.json"))
+
+
+def import_run(run_dir: Path, dest_root: Path = RESULTS) -> list[Path]:
+    """Copies one run's committed files; returns the variant folders written."""
+    variants = _variant_dirs(run_dir)
+    if not variants:
+        raise FileNotFoundError(f"No results.json in {run_dir} or its sub-folders: was the run "
+                                "aggregated (--fold=-1 --aggregate_only)?")
+    written = []
+    for src in variants:
+        variant = json.loads((src / "results.json").read_text())["variant"]
+        dest = dest_root / run_dir.name / variant
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for name in VARIANT_FILES:
+            if (src / name).exists():
+                shutil.copy2(src / name, dest / name)
+        for hng in sorted(src.glob("fold_*/hng.json")):
+            shutil.copy2(hng, dest / f"hng_{hng.parent.name.replace('_', '')}.json")
+        for timing in sorted(src.glob("fold_0/*/timing.json")):
+            (dest / "timing").mkdir(exist_ok=True)
+            shutil.copy2(timing, dest / "timing" / f"{timing.parent.name}.json")
+        grids = sorted((src / "fold_0" / "hng" / "grids").glob("epoch_*.png"))
+        if grids:
+            epoch = int(grids[-1].stem.split("_")[-1])
+            shutil.copy2(grids[-1], dest / f"hng_grid_fold0_epoch{epoch}.png")
+        written.append(dest)
+    if (run_dir / "variants.json").exists():
+        shutil.copy2(run_dir / "variants.json", dest_root / run_dir.name / "variants.json")
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", required=True, help="extracted runs/ folder of a GPU call")
+    parser.add_argument("--dest", default=str(RESULTS))
+    parser.add_argument("names", nargs="+", help="run folders under --runs to import")
+    args = parser.parse_args(argv)
+    for name in args.names:
+        for dest in import_run(Path(args.runs) / name, Path(args.dest)):
+            print(f"{Path(args.runs) / name} -> {dest}")
+
+
+if __name__ == "__main__":
+    main()
