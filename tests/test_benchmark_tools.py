@@ -117,3 +117,16 @@ def test_import_refuses_a_run_that_was_not_aggregated(tmp_path):
     (tmp_path / "runs" / "r" / "v" / "fold_0").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="aggregate_only"):
         import_runs.import_run(tmp_path / "runs" / "r", tmp_path / "results")
+
+
+def test_paper_figure_follows_the_idennet_depth():
+    doc = {"method": "idennet", "variant": "if", "dataset": "ckplus48", "protocol": "ck7"}
+    assert gather_results.paper_figure(doc, 40) == 98.42  # Table 4, 40 layers
+    assert gather_results.paper_figure(doc, None) == 98.42
+    assert gather_results.paper_figure(doc, 16) == 93.46  # Table 4, 16 layers
+    assert gather_results.paper_figure(doc, 22) == 96.63
+    assert gather_results.paper_figure(dict(doc, variant="f", dataset="ferplus",
+                                            protocol="ferplus8"), 16) == 78.42  # Table 5
+    assert gather_results.paper_figure(doc, 12) is None  # no paper column: no figure
+    tfe = {"method": "tfe", "variant": "tfe", "dataset": "ckplus_neutral", "protocol": "ck8"}
+    assert gather_results.paper_figure(tfe, 12) == 99.31  # depth picks IDEnNet's column only

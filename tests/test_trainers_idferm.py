@@ -5,6 +5,7 @@ Runs use tiny networks (``--extra`` sizes), one fold and one epoch per stage.
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -269,3 +270,18 @@ def test_rml_pretraining_uses_adam_unless_sgd_is_asked_for(tmp_path):
     with pytest.raises(ValueError, match="'adam' or 'sgd'; got 'rmsprop'"):
         idferm_training.rml_pretrain_optimizer(
             dataclasses.replace(config, extra={"rml_pretrain_optimizer": "rmsprop"}), steps=5)
+
+
+def test_aggregate_only_keeps_the_hng_identity_rates(rml_run, tmp_path):
+    """Per-fold GPU jobs are gathered with --aggregate_only: the HNG rates must survive it."""
+    config, _ = rml_run
+    model_dir = tmp_path / "gathered"
+    shutil.copytree(Path(config.model_dir) / "fold_0", model_dir / "fold_0")
+    (model_dir / "config.json").write_text((Path(config.model_dir) / "config.json").read_text())
+    with parsed_flags("idferm", "--dataset=synthetic", "--protocol=ck8", "--folds=4",
+                      f"--model_dir={model_dir}", "--fold=-1", "--aggregate_only"):
+        trainer.main([])
+    results = json.loads((model_dir / "results.json").read_text())
+    rate = json.loads((model_dir / "fold_0" / "hng.json").read_text())["identity_preserved_percent"]
+    assert results["folds"][0]["identity_preserved_percent"] == rate
+    assert results["mean_identity_preserved_percent"] == rate

@@ -58,7 +58,12 @@ def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
 def main(argv):
     del argv
     config = config_from_flags()
-    if not common.aggregate_only(config):
+    if common.aggregate_only(config):
+        # Per-fold GPU jobs are gathered this way: keep their HNG identity rates too.
+        from keras_fer.training.idferm import add_hng_results
+
+        add_hng_results(config.model_dir)
+    else:
         run(config)
 
 
