@@ -7,6 +7,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -130,3 +131,27 @@ def test_paper_figure_follows_the_idennet_depth():
     assert gather_results.paper_figure(doc, 12) is None  # no paper column: no figure
     tfe = {"method": "tfe", "variant": "tfe", "dataset": "ckplus_neutral", "protocol": "ck8"}
     assert gather_results.paper_figure(tfe, 12) == 99.31  # depth picks IDEnNet's column only
+
+
+def test_fer2013_pack_keeps_test_faces_lossless_and_jpegs_training_faces(
+        tmp_path, fer2013_recovered_csv):
+    from keras_fer.training import datasets
+
+    make_pack = _load("make_pack")
+    root = fer2013_recovered_csv.parents[1]
+    path = make_pack.make_pack("fer2013", tmp_path, data_dir=str(root), limit=40, use_orl=False)
+    assert path == tmp_path / "fer2013_fer2013_limit40_noorl.npz"
+    packed = datasets.load_experiment("fer2013", tmp_path, limit=40, use_orl=False)
+    direct = datasets.load_experiment("fer2013", root, limit=40, use_orl=False)
+    train, valid, test = direct.fixed_split
+    for got, want in zip(packed.fixed_split, direct.fixed_split):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(packed.labels, direct.labels)
+    # PrivateTest and PublicTest rows: the very pixels a direct read gives.
+    np.testing.assert_array_equal(packed.faces[test], direct.faces[test])
+    np.testing.assert_array_equal(packed.faces[valid], direct.faces[valid])
+    # Training rows went through JPEG (quality 90): close, not equal.
+    diff = np.abs(packed.faces[train].astype(int) - direct.faces[train].astype(int))
+    assert 0 < diff.mean() < 4
+    with pytest.raises(ValueError, match="1..100"):
+        make_pack.make_pack("fer2013", tmp_path, data_dir=str(root), jpeg_quality=0)
