@@ -75,3 +75,8 @@ def test_ckplus48_experiment_with_orl_identities(ckplus48_dir):
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(ValueError, match="Unknown dataset"):
         datasets.load_experiment("mnist")
+
+
+def test_limit_on_a_dataset_read_whole_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="limit=50 works on the split datasets"):
+        datasets.load_experiment("ckplus48", tmp_path, limit=50)

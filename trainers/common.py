@@ -36,8 +36,8 @@ _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Share of training subje
 _EXPORT = flags.DEFINE_string("export", "", "Comma-separated export formats: savedmodel, "
                               "tflite_float32, tflite_float16, tflite_dynamic, tflite_int8, "
                               "tflite_qat, or all.")
-_LIMIT = flags.DEFINE_integer("limit", 0, "Use at most this many images per split (FER+) for a "
-                              "quick run; 0 = all.")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Use at most this many images per split (FER+, "
+                              "FER2013) for a quick run; 0 = all.")
 _USE_ORL = flags.DEFINE_bool("use_orl", True, "Add ORL identities to identity pretraining.")
 _EXTRA = flags.DEFINE_string("extra", "{}", "Method-specific settings as JSON.")
 _DISTRIBUTION = flags.DEFINE_enum(

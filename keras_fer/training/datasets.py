@@ -149,13 +149,18 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         data_dir: root holding ``ckplus48/``, ``ferplus/``... (default ``$FER_DATA_DIR``).
         protocol: class subset; default per dataset (:data:`DEFAULT_PROTOCOL`).
         use_orl: add ORL identities (``orl_faces/``) as identity-only pretraining data.
-        limit: keep at most this many images per split (FER+) for quick runs; 0 = all.
+        limit: keep at most this many images per split (FER+, FER2013) for quick runs;
+            0 = all. Other datasets refuse it.
         seed: seed of the synthetic generator.
         face_size: side of the returned faces; only packs built with ``jpeg_train`` use
             another size than the aligned 60 (they store the native pixels).
     """
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
+    if limit and dataset not in ("ferplus", "fer2013"):
+        # CK+ is read whole (folds are split by subject): a silent full run would surprise.
+        raise ValueError(f"limit={limit} works on the split datasets (ferplus, fer2013) only; "
+                         f"{dataset!r} is read whole. Use --folds/--fold for a shorter CK+ run.")
     protocol = protocol or DEFAULT_PROTOCOL[dataset]
     class_names = labels_lib.protocol_classes(protocol)
     root = Path(data_dir) if data_dir else default_data_dir()
