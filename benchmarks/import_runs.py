@@ -1,10 +1,11 @@
 """Copies what a GPU call brought back (an extracted ``runs/`` tree) into ``results/gpu/``.
 
 For every ``<run>/<variant>/results.json`` under ``--runs`` (a run folder holding its own
-``results.json`` goes to ``<run>/<variant>``, the variant read from that file): the aggregated ``results.json`` and ``config.json``, its plots, ``verification.json``, each
-fold's ``hng.json`` (as ``hng_fold<k>.json``), fold 0's per-stage ``timing.json`` (as
-``timing/<stage>.json``) and fold 0's last HNG grid, plus the run's ``variants.json``. Nothing
-else (no weights, no per-epoch histories) is committed.
+``results.json`` goes to ``<run>/<variant>``, the variant read from that file): the
+aggregated ``results.json`` and ``config.json``, its plots, ``verification.json``, each fold's
+``hng.json`` (as ``hng_fold<k>.json``), fold 0's per-stage ``timing.json`` (as
+``timing/<stage>.json``) and fold 0's last HNG grid, plus the run's ``variants.json``.
+Nothing else (no weights, no per-epoch histories) is committed.
 
     python benchmarks/import_runs.py --runs=/path/to/extracted/runs tfe_ckplus7 idferm_ckplus8
 

@@ -7,7 +7,7 @@ import numpy as np
 from absl import flags
 
 from keras_fer.models import idennet
-from keras_fer.training import idennet as idennet_training
+from keras_fer.models.transfer import init_from
 from trainers import common
 from trainers import idennet as trainer  # noqa: F401  (defines --variants)
 from flag_helpers import parsed_flags
@@ -21,8 +21,8 @@ def test_ferplus_emotion_stream_initialises_a_ckplus_depth40_stream(capsys):
     assert source.output_shape[-1] == 8  # FER+ majority vote, 8 classes
     config = idennet.IDEnNetConfig(variant="original", depth=40, num_classes=7)
     model = idennet.build_emotion_pretrain_model(config)
-    idennet_training._load_init(model, str(EMOTION), "emotion stream")
-    assert "layers copied" in capsys.readouterr().out
+    init_from(model, str(EMOTION), "emotion stream")
+    assert "emotion stream initialised from" in capsys.readouterr().out
     # Every conv of the stream carries the FER+ weights; the 8-class head is not copied.
     convs = [layer for layer in source.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) > 30

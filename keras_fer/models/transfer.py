@@ -107,3 +107,38 @@ def transfer_weights(
         unused_from_source=[n for n in src_layers if n not in dst_layers],
         shape_mismatch=mismatched,
     )
+
+
+def init_from(destination: keras.Model, path: str | None, what: str) -> TransferReport | None:
+    """Initialises ``destination`` from the ``.keras`` model at ``path`` by layer name.
+
+    How every trainer starts a network from pretrained weights (``--extra`` keys such as
+    IDEnNet's ``emotion_init``, TFE-JL's ``resnet_init``, IDFERM's ``rml_init``): the source is
+    usually the ``inference.keras`` of a FER+ run of the same architecture, whose classifier
+    head (8 classes) is left out by its shape.
+
+    Args:
+        destination: The freshly built model; modified in place.
+        path: The pretrained ``.keras`` file; ``None`` or ``""`` does nothing.
+        what: What is initialised, for the log line (e.g. ``"ResNet"``).
+
+    Returns:
+        The :class:`TransferReport`, or ``None`` without a path.
+
+    Raises:
+        ValueError: When no layer matched: the source is another architecture (or another
+            layer-name prefix), and training would silently start from scratch.
+    """
+    if not path:
+        return None
+    from keras_fer.models.loading import load_model
+
+    report = transfer_weights(load_model(path), destination)
+    if not report.copied:
+        raise ValueError(
+            f"No layer of {path} matches the {what} ({destination.name!r}): {report}. "
+            "Pass a model of the same architecture (e.g. the inference.keras of a FER+ run "
+            "of the same method, depth and variant)."
+        )
+    print(f"{what} initialised from {path}: {report}", flush=True)
+    return report

@@ -7,14 +7,14 @@ ORL identities (``extra identity_init`` likewise). Stage 2 builds the variant, c
 streams in by layer name, freezes the two feature groups and fine-tunes the fusion block and
 heads with the joint loss L_emo + L_id. The 1x1 fusion conv starts as a pass-through of the
 emotion map (``extra fusion_init``: ``"passthrough"``, the default, or ``"random"``, He
-normal): see :func:`keras_fer.models.idennet.passthrough_fusion_conv`. Each stage resumes from its own folder.
+normal): see :func:`keras_fer.models.idennet.passthrough_fusion_conv`. Each stage resumes
+from its own folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import shutil
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_fer.data.augment import FaceBatches
 from keras_fer.models import idennet
+from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.training import runner
 from keras_fer.training.datasets import Experiment, FoldData, experiment_for, fold_indices
@@ -42,15 +43,6 @@ def _validation(config: TrainConfig, faces: np.ndarray, labels) -> FaceBatches |
     if not len(faces) or config.distribution != "none":
         return None
     return FaceBatches(faces, labels, config.batch_size)
-
-
-def _load_init(model: keras.Model, path: str | None, what: str) -> None:
-    if not path:
-        return
-    src = keras.saving.load_model(path, compile=False)
-    report = idennet.transfer_weights(src, model)
-    logging.info("%s initialised from %s: %s", what, path, report)
-    print(f"{what} initialised from {path}: {len(report.copied)} layers copied", flush=True)
 
 
 class IDEnNetMethod:
@@ -76,7 +68,7 @@ class IDEnNetMethod:
 
     def pretrain_emotion(self, config, data, mcfg, fold_dir: Path) -> keras.Model:
         model = idennet.build_emotion_pretrain_model(mcfg)
-        _load_init(model, config.extra.get("emotion_init"), "emotion stream")
+        init_from(model, config.extra.get("emotion_init"), "emotion stream")
         model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs,
                                      len(data.y_train)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -100,7 +92,7 @@ class IDEnNetMethod:
             raise ValueError("Identity pretraining needs at least 2 identities: this fold has "
                              f"{len(np.unique(y))} (use --use_orl or a dataset with subjects).")
         model = idennet.build_identity_pretrain_model(mcfg, data.num_identities)
-        _load_init(model, config.extra.get("identity_init"), "identity stream")
+        init_from(model, config.extra.get("identity_init"), "identity stream")
         model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, len(y)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1,

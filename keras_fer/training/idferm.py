@@ -32,7 +32,8 @@ fine-tuning stage, ``null`` for none), ``identity_lr`` / ``identity_epochs`` (Ad
 cosine decay for ``pretrain_epochs``; the CK+ flagfiles use 100: the DeepID identity net has
 no batch normalisation and stayed at chance under the ResNets' SGD),
 ``rml_pretrain_optimizer`` / ``rml_pretrain_lr`` (``"adam"`` at 1e-3, or ``"sgd"`` at
-``--pretrain_lr``: the RML network's pretraining), ``per_class`` (2),
+``--pretrain_lr``: the RML network's pretraining), ``rml_init`` (a ``.keras`` RML network,
+e.g. FER+-pretrained, to start from), ``per_class`` (2),
 ``weight_decay`` (1e-4), ``verification_pairs`` (2000).
 """
 
@@ -54,6 +55,7 @@ from keras_fer.losses.hng import feature_extractor, identity_preservation_rate
 from keras_fer.models import idferm
 from keras_fer.models.deepid import build_deepid
 from keras_fer.models.resnet import RESNET_BLOCKS, build_resnet
+from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.hng_step import HNGModel
@@ -312,6 +314,14 @@ class IDFERMMethod:
         return _sized(idferm.RMLConfig, config.extra.get("rml", {}),
                       num_classes=data.num_classes, use_rml=config.variant == "rml")
 
+    def build_rml(self, config: TrainConfig, data: FoldData) -> idferm.RMLModel:
+        """The RML network (in its trainer), from ``extra rml_init`` when given: e.g. the
+        ``inference.keras`` of a FER+ baseline run (conv groups + EC branch; its classifier
+        head is skipped, the ML branch starts fresh)."""
+        model = idferm.build_rml(self.rml_config(config, data))
+        init_from(model.network, config.extra.get("rml_init"), "RML network")
+        return model
+
     def pretrain_expression(self, config, data, fold_dir: Path) -> keras.Model:
         depth = config.extra.get("expression_depth", 12)
         model = build_resnet(depth, data.num_classes, name="hng_expression")
@@ -407,8 +417,7 @@ class IDFERMMethod:
                   f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "
                   f"faces generated from held-out subjects", flush=True)
 
-        rcfg = self.rml_config(config, data)
-        model = idferm.build_rml(rcfg)
+        model = self.build_rml(config, data)
         pretrain = idferm.inference_model(model)
         steps = math.ceil(len(data.y_train) / config.batch_size)
         pretrain.compile(optimizer=rml_pretrain_optimizer(config, steps),

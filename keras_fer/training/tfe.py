@@ -9,7 +9,8 @@ Per fold, each stage in its own resumable folder under ``fold_dir``:
    on them by face verification (cosine similarity; the held-out subjects are split in two
    disjoint halves, the threshold is chosen on the pairs of one half and the rate reported
    on the pairs of the other) and written to ``fold_dir/verification.json``.
-2. ``pretrain_resnet``: the ResNet12/18 emotion classifier on the fold's expression data.
+2. ``pretrain_resnet``: the ResNet12/18 emotion classifier on the fold's expression data
+   (from scratch, or from ``extra resnet_init``: a FER+-pretrained ResNet of the same depth).
 3. ``joint`` (variant ``tfe``): the tandem model, initialised from both by layer name, learnt
    jointly with :func:`keras_fer.models.tfe.joint_optimizer` (ResNet and tandem layers at
    ``lr``, DeepID layers at ``extra deepid_lr``). ``finetune`` (variant ``baseline``): the
@@ -39,7 +40,7 @@ from keras_fer.evaluation import verification
 from keras_fer.models import tfe
 from keras_fer.models.deepid import build_deepid, deepid_feature_model
 from keras_fer.models.resnet import build_resnet
-from keras_fer.models.transfer import transfer_weights
+from keras_fer.models.transfer import init_from, transfer_weights
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.optim import make_sgd, step_schedule
@@ -198,9 +199,17 @@ class TFEMethod:
                   "skipped", flush=True)
         return deepid
 
+    @staticmethod
+    def build_resnet(config: TrainConfig, data: FoldData) -> keras.Model:
+        """The ResNet emotion classifier, from ``extra resnet_init`` when given (e.g. the
+        ``inference.keras`` of a FER+ baseline run at the same depth; its head is skipped)."""
+        resnet = build_resnet(config.depth, data.num_classes, name=tfe.RESNET_PREFIX)
+        init_from(resnet, config.extra.get("resnet_init"), "ResNet")
+        return resnet
+
     def pretrain_resnet(self, config: TrainConfig, data: FoldData, fold_dir: Path):
         """Stage 1b: the ResNet emotion classifier on the fold's expression data."""
-        resnet = build_resnet(config.depth, data.num_classes, name=tfe.RESNET_PREFIX)
+        resnet = self.build_resnet(config, data)
         resnet.compile(optimizer=_pretrain_sgd(config, config.pretrain_lr,
                                                config.pretrain_epochs, len(data.y_train)),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
