@@ -286,3 +286,18 @@ def test_train_step_jax_in_subprocess_and_export_loads_here(tmp_path):
     saved = np.load(tmp_path / "predictions.npz")
     restored = keras.saving.load_model(tmp_path / "ifgan.keras")
     np.testing.assert_allclose(restored.predict(saved["x"], verbose=0), saved["probs"], atol=1e-5)
+
+
+def test_a_classifier_of_other_classes_transfers_all_but_its_logits():
+    """A FER+ baseline (8 classes) starts a CK+ (7-class) pair classifier and baseline."""
+    fer = build_classifier(8, filters=8, feature_dim=16)
+    pair = build_expression_classifier(7, filters=8, feature_dim=16)
+    copied = transfer_classifier_weights(fer, pair)
+    assert "classifier_block1_conv1" in copied and "classifier_logits" not in copied
+    assert pair.get_layer("classifier_logits").get_weights()[0].shape[-1] == 7
+    ck = build_classifier(7, filters=8, feature_dim=16)
+    copied = transfer_classifier_weights(fer, ck)
+    assert "classifier_logits" not in copied and len(copied) > 3
+    for name in copied:
+        for a, b in zip(fer.get_layer(name).get_weights(), ck.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)

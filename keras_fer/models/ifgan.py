@@ -143,7 +143,9 @@ def transfer_classifier_weights(source: keras.Model, target: keras.Model) -> lis
 
     Layers are matched by name (both must use the same ``name`` prefix). The first
     convolution sees 1 channel in ``source`` and 2 in ``target``: its kernel is halved onto
-    both channels, so ``E([x, x])`` starts equal to ``source(x)``.
+    both channels, so ``E([x, x])`` starts equal to ``source(x)``. A dense layer of another
+    shape (the logits of a source trained on another number of classes, e.g. FER+'s 8) is
+    left as it is.
 
     Returns:
         The names of the layers copied.
@@ -158,6 +160,8 @@ def transfer_classifier_weights(source: keras.Model, target: keras.Model) -> lis
         except ValueError:
             continue
         if source_weights[0].shape != weights[0].shape:
+            if weights[0].ndim != 4:
+                continue
             repeats = weights[0].shape[2] // source_weights[0].shape[2]
             kernel = np.repeat(source_weights[0], repeats, axis=2) / repeats
             if kernel.shape != weights[0].shape:

@@ -29,6 +29,7 @@ from keras_fer.data.augment import FaceBatches
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_grid
 from keras_fer.models import ifgan
+from keras_fer.models.loading import load_model
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.stages import fit_stage
@@ -84,8 +85,10 @@ class IFGANMethod:
 
     Method-specific settings (``config.extra``): any :class:`~keras_fer.models.ifgan.IFGANConfig`
     field (filters, ``feature_dim``, loss weights, ``adversarial``...) and
-    ``classifier_weights``, the path of a FER+-pretrained :func:`build_classifier` (same
-    ``classifier_filters`` / ``feature_dim``) that initialises E (and the baseline).
+    ``classifier_weights``, a FER+-pretrained :func:`build_classifier` (same
+    ``classifier_filters`` / ``feature_dim``) that initialises E (and the baseline): a
+    ``.weights.h5`` of the same class count, or a ``.keras`` model of any class count (e.g. the
+    ``inference.keras`` of a FER+ baseline run; its logits are not copied).
     """
 
     name = "ifgan"
@@ -124,7 +127,7 @@ class IFGANMethod:
                                        mcfg.classifier_filters, mcfg.feature_dim)
         pretrained = self._pretrained_classifier(config, mcfg)
         if pretrained is not None:
-            model.set_weights(pretrained.get_weights())
+            ifgan.transfer_classifier_weights(pretrained, model)
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
@@ -138,6 +141,10 @@ class IFGANMethod:
         path = config.extra.get("classifier_weights")
         if not path:
             return None
+        if str(path).endswith(".keras"):
+            # A whole model, e.g. a FER+ baseline run's inference.keras (8 classes: its
+            # logits are left out of the transfer).
+            return load_model(path)
         source = ifgan.build_classifier(mcfg.num_classes, mcfg.input_size,
                                         mcfg.classifier_filters, mcfg.feature_dim)
         source.load_weights(path)
