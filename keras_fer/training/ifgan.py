@@ -80,6 +80,14 @@ def one_face_per_subject(labels: np.ndarray, subjects: np.ndarray | None) -> np.
     return np.array(rows, dtype=np.int64)
 
 
+def _report_init(config: TrainConfig, copied: list) -> None:
+    if not copied:
+        raise ValueError(f"No layer of {config.extra['classifier_weights']} matches IF-GAN's "
+                         "classifier: pass a build_classifier model (same filters/feature_dim).")
+    print(f"classifier initialised from {config.extra['classifier_weights']}: {len(copied)} "
+          "layers copied", flush=True)
+
+
 class IFGANMethod:
     """IF-GAN (variant ``ifgan``), its ablation (``noattention``) and baseline for the runner.
 
@@ -112,7 +120,7 @@ class IFGANMethod:
         gan = ifgan.build_ifgan(mcfg)
         pretrained = self._pretrained_classifier(config, mcfg)
         if pretrained is not None:
-            ifgan.transfer_classifier_weights(pretrained, gan.classifier)
+            _report_init(config, ifgan.transfer_classifier_weights(pretrained, gan.classifier))
         gan.compile(g_optimizer=optimizer(), d_optimizer=optimizer(), e_optimizer=optimizer(),
                     jit_compile=config.extra.get("jit_compile", "auto"))
         train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
@@ -127,7 +135,7 @@ class IFGANMethod:
                                        mcfg.classifier_filters, mcfg.feature_dim)
         pretrained = self._pretrained_classifier(config, mcfg)
         if pretrained is not None:
-            ifgan.transfer_classifier_weights(pretrained, model)
+            _report_init(config, ifgan.transfer_classifier_weights(pretrained, model))
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
