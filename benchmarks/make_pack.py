@@ -18,15 +18,13 @@ from pathlib import Path
 
 from keras_fer.training import datasets
 
-FIXED_SPLIT = ("ferplus", "fer2013")
-
 
 def make_pack(dataset: str, out: str | Path, protocol: str = "", data_dir: str = "",
               jpeg_quality: int = 90, limit: int = 0, use_orl: bool = True) -> Path:
     """Reads ``dataset`` and writes its pack into ``out``; returns the pack's path."""
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100; got {jpeg_quality}.")
-    fixed = dataset in FIXED_SPLIT
+    fixed = dataset in datasets.FIXED_SPLIT_DATASETS
     # Fixed-split packs store their native 48-pixel faces (the loader resizes them to 60).
     exp = datasets.load_experiment(dataset, data_dir, protocol, use_orl=use_orl, limit=limit,
                                    **({"face_size": 48} if fixed else {}))

@@ -20,6 +20,8 @@ from keras_fer.data.paths import data_dir as default_data_dir
 from keras_fer.data.records import RecordTable
 
 DATASETS = ("synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013")
+# Datasets with a fixed train / valid / test split (the only ones ``limit`` can shorten).
+FIXED_SPLIT_DATASETS = ("ferplus", "fer2013")
 DEFAULT_PROTOCOL = {
     "synthetic": "ck7",
     "ckplus48": "ck7",
@@ -157,10 +159,11 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
     """
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
-    if limit and dataset not in ("ferplus", "fer2013"):
+    if limit and dataset not in FIXED_SPLIT_DATASETS:
         # CK+ is read whole (folds are split by subject): a silent full run would surprise.
-        raise ValueError(f"limit={limit} works on the split datasets (ferplus, fer2013) only; "
-                         f"{dataset!r} is read whole. Use --folds/--fold for a shorter CK+ run.")
+        raise ValueError(f"limit={limit} works on the split datasets "
+                         f"({', '.join(FIXED_SPLIT_DATASETS)}) only; {dataset!r} is read whole. "
+                         "Use --folds/--fold for a shorter CK+ run.")
     protocol = protocol or DEFAULT_PROTOCOL[dataset]
     class_names = labels_lib.protocol_classes(protocol)
     root = Path(data_dir) if data_dir else default_data_dir()
@@ -347,9 +350,8 @@ def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool
         jpeg_train: ``(size, quality)`` stores the *training* rows of a fixed split as JPEG
             at ``size`` pixels (FER+/FER2013: their native 48 px, quality 90; see
             ``benchmarks/make_pack.py``), the only way their 28k training faces fit the GPU
-            machine's 64 MiB transfer; validation and test rows
-            stay lossless (stored at ``size`` too), so reported accuracy is measured on the
-            original pixels.
+            machine's 64 MiB transfer; validation and test rows stay lossless (stored at
+            ``size`` too), so reported accuracy is measured on the original pixels.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
