@@ -8,8 +8,7 @@ from absl import flags
 
 from keras_fer.models import idennet
 from keras_fer.models.transfer import init_from
-from trainers import common
-from trainers import idennet as trainer  # noqa: F401  (defines --variants)
+from trainers import idennet as trainer
 from flag_helpers import parsed_flags
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +34,7 @@ def test_ferplus_emotion_stream_initialises_a_ckplus_depth40_stream(capsys):
 def test_flagfile_points_at_the_committed_stream(tmp_path):
     with parsed_flags("idennet", f"--flagfile={REPO}/trainers/flagfiles/idennet_ckplus_ferplus.flags",
                        f"--model_dir={tmp_path}"):
-        config = common.train_config("idennet", default_variant="if", default_lr=0.01,
-                                     default_pretrain_lr=0.1)
+        config = trainer.config_from_flags()
         variants = flags.FLAGS.variants
     assert (config.dataset, config.protocol, config.depth, config.folds) == (
         "ckplus48", "ck7", 40, 10)

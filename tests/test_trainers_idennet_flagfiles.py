@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from trainers import common
-from trainers import idennet as trainer  # noqa: F401  (defines --variants)
+from trainers import idennet as trainer
 from flag_helpers import parsed_flags
 
 FLAGFILES = Path(__file__).resolve().parents[1] / "trainers" / "flagfiles"
@@ -22,8 +21,7 @@ FLAGFILES = Path(__file__).resolve().parents[1] / "trainers" / "flagfiles"
 def test_flagfile_gives_its_protocol(tmp_path, name, dataset, protocol, epochs, variants):
     with parsed_flags("idennet", f"--flagfile={FLAGFILES / name}.flags",
                       f"--model_dir={tmp_path}"):
-        config = common.train_config("idennet", default_variant="if", default_lr=0.01,
-                                     default_pretrain_lr=0.1)
+        config = trainer.config_from_flags()
         parsed_variants = flags.FLAGS.variants
     assert (config.dataset, config.protocol, config.depth) == (dataset, protocol, 40)
     if epochs is not None:

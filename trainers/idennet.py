@@ -38,14 +38,19 @@ _VARIANTS = flags.DEFINE_list(
     "overrides --variant.")
 
 
+def config_from_flags():
+    """The run's ``TrainConfig`` from the parsed flags, with IDEnNet's defaults."""
+    return common.train_config("idennet", default_variant="if", default_lr=0.01,
+                               default_pretrain_lr=0.1, heatmaps=_HEATMAPS.value,
+                               identity_fraction=_IDENTITY_FRACTION.value)
+
+
 def main(argv):
     del argv
     from keras_fer.training import runner
     from keras_fer.training.idennet import IDEnNetMethod, train_variants, write_comparison
 
-    config = common.train_config("idennet", default_variant="if", default_lr=0.01,
-                                 default_pretrain_lr=0.1, heatmaps=_HEATMAPS.value,
-                                 identity_fraction=_IDENTITY_FRACTION.value)
+    config = config_from_flags()
     unknown = sorted(set(_VARIANTS.value) - {"original", "i", "f", "if"})
     if unknown:
         raise app.UsageError(f"--variants: unknown variant(s) {unknown}; "
