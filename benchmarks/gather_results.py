@@ -98,6 +98,23 @@ SETTINGS = {
                        "on ORL, pass-through fusion conv; no paper figure",
     "tfe_fer2013": "FER2013 private test, original labels: ResNet18 + DeepID (ORL), 60 + 30 "
                    "epochs as on FER+; the paper's FER2013 table did not survive in our copy",
+    "ckplus_idennet22_scratch": "depth 22 (paper Table 4's 22-layer column), the depth-16 "
+                                "scratch recipe",
+    "ferplus_tfe_r12": "ResNet12 alone, 60 + 30 epochs (lr 0.1 / 0.001): the FER+ "
+                       "pretraining behind pretrained/ferplus_tfe_resnet12.keras",
+    "ferplus_idferm": "the RML network on softmax, 30 pretraining (Adam 1e-3) + 10 fine-tuning "
+                      "epochs: behind pretrained/ferplus_idferm_rml.keras",
+    "ferplus_ifgan": "IF-GAN's classifier E alone, 40 epochs, Adam 1e-3, batch 128: behind "
+                     "pretrained/ferplus_ifgan_classifier.keras",
+    "tfe_ckplus7_ferplus": "ResNet12 from FER+ (pretrained/), 40 epochs on CK+ at lr 0.01, then "
+                           "40 joint / fine-tuning epochs at 0.01; DeepID 200 epochs from scratch",
+    "tfe_ckplus8_ferplus": "as tfe_ckplus7_ferplus, on CK+ 8 classes",
+    "idferm_ckplus7_ferplus": "as idferm_ckplus7, with the RML network from FER+ (pretrained/) "
+                              "re-trained at Adam 1e-4; HNG keeps identity in 38.3%",
+    "idferm_ckplus8_ferplus": "as idferm_ckplus8, with the RML network from FER+ (pretrained/) "
+                              "re-trained at Adam 1e-4; HNG keeps identity in 31.7%",
+    "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
+                            "from the same file, same folds and epochs",
 }
 
 
