@@ -17,7 +17,8 @@ and budget:
 Any flag after ``--flagfile`` overrides the file. ``--lr`` is the Adam rate of G, D and E
 (default the paper's 1e-4); network widths, loss weights and a FER+-pretrained E go in
 ``--extra`` (see :class:`keras_fer.training.ifgan.IFGANMethod`), e.g.
-``--extra='{"generator_filters": 16, "classifier_weights": "runs/e_ferplus.weights.h5"}'``.
+``--extra='{"generator_filters": 16}'``; ``ifgan_ckplus_ferplus.flags`` starts E from
+``pretrained/ferplus_ifgan_classifier.keras``.
 ``--depth`` and ``--pretrain_epochs`` are unused.
 
 Writes ``config.json``, per fold the stage folder (``gan`` or ``classifier``),
