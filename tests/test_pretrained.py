@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import keras
 import numpy as np
@@ -46,9 +47,15 @@ def test_flagfile_points_at_the_committed_stream(tmp_path):
     assert config.extra["fusion_init"] == "passthrough"
 
 
-# The FER+ baselines of the other three methods (pretrained/README.md), each with what it
-# initialises in a CK+ 7-class run: (file, builder of the target, transfer, --extra key,
-# flagfiles that start from it, its FER+ Test accuracy in benchmarks/results/gpu).
+# The FER+ baselines of the other three methods (pretrained/README.md), by file name.
+class Backbone(NamedTuple):
+    build: Callable[[], keras.Model]  # the CK+ 7-class model it initialises
+    transfer: Callable  # (target, path, what): how the method's trainer copies it in
+    extra_key: str  # the --extra key that names it
+    flagfiles: tuple  # the CK+ flagfiles that start from it
+    run: str  # its FER+ run under benchmarks/results/gpu
+
+
 def _tfe_resnet():
     from keras_fer.models import tfe
     from keras_fer.models.resnet import build_resnet
@@ -80,14 +87,15 @@ def _ifgan_transfer(target, path, what):
 
 
 BACKBONES = {
-    "ferplus_tfe_resnet12.keras": (_tfe_resnet, _init, "resnet_init",
-                                   ("tfe_ckplus7_ferplus", "tfe_ckplus8_ferplus"),
-                                   "ferplus_tfe_r12"),
-    "ferplus_idferm_rml.keras": (_idferm_rml, _init, "rml_init",
-                                 ("idferm_ckplus7_ferplus", "idferm_ckplus8_ferplus"),
-                                 "ferplus_idferm"),
-    "ferplus_ifgan_classifier.keras": (_ifgan_classifier, _ifgan_transfer, "classifier_weights",
-                                       ("ifgan_ckplus_ferplus",), "ferplus_ifgan"),
+    "ferplus_tfe_resnet12.keras": Backbone(_tfe_resnet, _init, "resnet_init",
+                                           ("tfe_ckplus7_ferplus", "tfe_ckplus8_ferplus"),
+                                           "ferplus_tfe_r12"),
+    "ferplus_idferm_rml.keras": Backbone(_idferm_rml, _init, "rml_init",
+                                         ("idferm_ckplus7_ferplus", "idferm_ckplus8_ferplus"),
+                                         "ferplus_idferm"),
+    "ferplus_ifgan_classifier.keras": Backbone(_ifgan_classifier, _ifgan_transfer,
+                                               "classifier_weights", ("ifgan_ckplus_ferplus",),
+                                               "ferplus_ifgan"),
 }
 
 
@@ -99,12 +107,12 @@ def _load(name):
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_ferplus_backbone_fills_every_layer_but_the_head_of_a_ckplus_model(name):
-    build, transfer, *_ = BACKBONES[name]
+    backbone = BACKBONES[name]
     source = _load(name)
     assert source.input_shape == (None, 48, 48, 1) and source.output_shape == (None, 8)
-    target = build()
+    target = backbone.build()
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in target.layers}
-    transfer(target, REPO / "pretrained" / name, name)
+    backbone.transfer(target, REPO / "pretrained" / name, name)
     names = {layer.name for layer in source.layers}
     copied, fresh = [], []
     for layer in target.layers:
@@ -137,15 +145,15 @@ def test_ferplus_backbone_recognises_ferplus_test_faces(name, ferplus_dir):
     model = _load(name)
     probs = model.predict(to_model_input(data.x_test), verbose=0)
     accuracy = 100 * np.mean(probs.argmax(1) == data.y_test)
-    reported = json.loads((REPO / "benchmarks" / "results" / "gpu" / BACKBONES[name][4]
+    reported = json.loads((REPO / "benchmarks" / "results" / "gpu" / BACKBONES[name].run
                            / "baseline" / "results.json").read_text())["mean_accuracy"]
     # Faces whose top crowd vote is unknown / not a face are dropped from the 200 read.
     assert 150 <= len(data.y_test) <= 200
     assert accuracy >= 60 and abs(accuracy - reported) <= 10, (name, accuracy, reported)
 
 
-@pytest.mark.parametrize("flagfile,name", [(f, n) for n, v in sorted(BACKBONES.items())
-                                           for f in v[3]])
+@pytest.mark.parametrize("flagfile,name", [(f, n) for n, b in sorted(BACKBONES.items())
+                                           for f in b.flagfiles])
 def test_ckplus_flagfiles_start_from_the_committed_backbone(flagfile, name, tmp_path):
     import importlib
 
@@ -157,5 +165,5 @@ def test_ckplus_flagfiles_start_from_the_committed_backbone(flagfile, name, tmp_
     eight = "ckplus8" in flagfile
     assert (config.dataset, config.protocol, config.folds, config.val_fraction) == (
         "ckplus_neutral" if eight else "ckplus48", "ck8" if eight else "ck7", 10, 0)
-    key = BACKBONES[name][2]
+    key = BACKBONES[name].extra_key
     assert (REPO / config.extra[key]).resolve() == (REPO / "pretrained" / name).resolve()
