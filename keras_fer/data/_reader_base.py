@@ -33,7 +33,8 @@ class DatasetError(Exception):
 
 @dataclasses.dataclass
 class _Entry:
-    """One record waiting for its image to be decoded."""
+    """One record waiting for its image to be decoded (``image`` set: already decoded,
+    as a FER+ mosaic tile is; ``path`` then names the face rather than a file)."""
 
     path: str
     expression: int
@@ -42,6 +43,7 @@ class _Entry:
     frame_role: str = "unknown"
     split: str = ""
     soft: Optional[np.ndarray] = None
+    image: Optional[np.ndarray] = None
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -137,9 +139,11 @@ def _build(
 ) -> RecordTable:
     """Decodes the entries' images and assembles the table; unreadable images are skipped."""
     target = _target_size(size)
-    decoded = _decode_all([e.path for e in entries], desc=f"reading {name}")
+    pending = [e.path for e in entries if e.image is None]
+    decoded = iter(_decode_all(pending, desc=f"reading {name}") if pending else [])
     kept, images = [], []
-    for entry, result in zip(entries, decoded):
+    for entry in entries:
+        result = entry.image if entry.image is not None else next(decoded)
         if isinstance(result, ImageReadError):
             _skip(skipped, entry.path, result.reason)
         else:

@@ -1,5 +1,6 @@
 """FER+ and FER2013 readers (CSV label files and the FER+ image folders); see
-:mod:`keras_fer.data.readers` for the policy on bad input, shared by every reader."""
+:mod:`keras_fer.data.readers` for the policy on bad input, shared by every reader, and
+:mod:`keras_fer.data.ferplus_mosaic` for the two layouts of a FER+ split folder."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from keras_fer.data._reader_base import (
     _skip,
     log,
 )
+from keras_fer.data.ferplus_mosaic import find_mosaic, mosaic_tiles
 from keras_fer.data.labels import CANONICAL, FER2013_IDS, NO_LABEL, canonical_index
 from keras_fer.data.records import RecordTable, Skipped
 
@@ -80,6 +82,15 @@ def _csv_with_header(path: Path, skipped: List[Skipped], what: str):
     return header[1], rows
 
 
+def _label_rows(text: str, path: Path, skipped: List[Skipped]) -> List[Tuple[int, List[str]]]:
+    """``(line, row)`` of a FER+ ``label.csv``'s face rows: one per face (and per mosaic
+    tile), without blank lines or an optional header row."""
+    rows = list(_csv_rows(text, path, skipped))
+    if rows and rows[0][0] == 1 and rows[0][1][0].strip().lower() in ("image", "image name"):
+        rows = rows[1:]
+    return rows
+
+
 def _parse_votes(row: List[str]) -> np.ndarray:
     if len(row) != 2 + len(FERPLUS_VOTE_COLUMNS):
         raise ValueError(
@@ -113,7 +124,12 @@ def read_ferplus(
     limit: Optional[int] = None,
     size: Size = None,
 ) -> RecordTable:
-    """Reads FER+: ``<root>/FER2013{Train,Valid,Test}/label.csv`` plus the PNGs.
+    """Reads FER+: ``<root>/FER2013{Train,Valid,Test}/label.csv`` plus the faces.
+
+    Each split folder holds its faces either as one image per face or as one mosaic
+    (``faces.png`` / ``faces.jpg``, see :mod:`keras_fer.data.ferplus_mosaic`), detected from
+    the files present. Either way a record's ``path`` is ``<split folder>/<image name from
+    label.csv>`` (for a mosaic tile: the face's name, not a file on disk).
 
     ``label.csv`` has no header; its columns are ``image, box`` and the ten crowd vote counts
     ``neutral .. contempt, unknown, NF``. The majority label is the argmax over all ten
@@ -131,7 +147,9 @@ def read_ferplus(
         A RecordTable named ``ferplus`` with ``split`` set and no subjects.
 
     Raises:
-        DatasetError: ``root`` or a split folder is missing, or nothing could be read.
+        DatasetError: ``root`` or a split folder is missing, a split folder holds no faces,
+            a mosaic is unreadable, of the wrong size or does not fit its ``label.csv``, or
+            nothing could be read.
         ValueError: an unknown split name.
     """
     root = _require_dir(root, "FER+ data directory")
@@ -141,12 +159,15 @@ def read_ferplus(
     skipped: List[Skipped] = []
     for split in splits:
         folder = _require_dir(root / FERPLUS_FOLDERS[split], f"FER+ {split} split folder")
+        mosaic = find_mosaic(folder)
         label_file = folder / "label.csv"
         text = _read_text(label_file, skipped, "FER+ label file")
         if text is None:
             continue
+        label_rows = _label_rows(text, label_file, skipped)
+        tiles = None if mosaic is None else mosaic_tiles(mosaic, len(label_rows))
         listed, dropped, rows = set(), 0, 0
-        for line, row in _csv_rows(text, label_file, skipped):
+        for tile, (line, row) in enumerate(label_rows):
             if limit is not None and rows >= limit:
                 break
             # An image whose row is malformed is reported once, for its row.
@@ -154,8 +175,6 @@ def read_ferplus(
             try:
                 votes = _parse_votes(row)
             except ValueError as err:
-                if line == 1 and row and row[0].strip().lower() in ("image", "image name"):
-                    continue  # an optional header row
                 _skip(skipped, label_file, str(err), line)
                 continue
             rows += 1
@@ -166,8 +185,9 @@ def read_ferplus(
                 continue
             soft = np.zeros(len(CANONICAL), dtype=np.float32)
             soft[to_canonical] = votes[:8] / votes[:8].sum()
-            entries.append(_Entry(str(folder / image), to_canonical[top], split=split, soft=soft))
-        if limit is None:
+            entries.append(_Entry(str(folder / image), to_canonical[top], split=split, soft=soft,
+                                  image=None if tiles is None else tiles[tile]))
+        if limit is None and mosaic is None:
             for file in _listdir(folder):
                 if _is_image_name(file) and file.name not in listed:
                     _skip(skipped, file, f"image has no row in {label_file.name}")
@@ -281,7 +301,10 @@ def read_fer2013_recovered(
     limit: Optional[int] = None,
     size: Size = None,
 ) -> RecordTable:
-    """Reads the FER+ PNGs with their original FER2013 7-class labels.
+    """Reads the FER+ faces with their original FER2013 7-class labels.
+
+    The faces come from the FER+ split folders in either layout (see :func:`read_ferplus`);
+    a mosaic's tiles are found by image name through the split's ``label.csv``.
 
     ``csv_path`` has columns ``folder,image,fer2013_label,match_rmse,ambiguous`` (label names
     ``angry, disgust, ...`` or ids 0..6). ``FER2013Train`` / ``FER2013Valid`` (PublicTest) /
@@ -299,7 +322,9 @@ def read_fer2013_recovered(
         A RecordTable named ``fer2013_recovered``.
 
     Raises:
-        DatasetError: a path is missing, the CSV lacks a required column, or nothing is read.
+        DatasetError: a path is missing, the CSV lacks a required column, a split folder
+            holds no faces, a mosaic is unreadable, of the wrong size or does not fit its
+            ``label.csv`` (or that file is unreadable), or nothing is read.
     """
     csv_path = _require_file(csv_path, "FER2013 recovered-labels CSV")
     root = Path(ferplus_root) if ferplus_root is not None else csv_path.parent / "data"
@@ -311,6 +336,7 @@ def read_fer2013_recovered(
     required = ["folder", "image", "fer2013_label", "ambiguous"]
     columns = _header_index(header, csv_path, required)
     entries: List[_Entry] = []
+    tiles_by_name: Dict[str, Optional[Dict[str, np.ndarray]]] = {}
     taken = {s: 0 for s in splits}
     ambiguous = 0
     for line, row in rows:
@@ -335,10 +361,40 @@ def read_fer2013_recovered(
         if flag == "1" and drop_ambiguous:
             ambiguous += 1
             continue
+        if split not in tiles_by_name:
+            tiles_by_name[split] = _mosaic_faces(root / FERPLUS_FOLDERS[split], split, skipped)
         image = root / FERPLUS_FOLDERS[split] / row[columns["image"]].strip()
-        entries.append(_Entry(str(image), expression, split=split))
+        tile = None
+        if tiles_by_name[split] is not None:
+            tile = tiles_by_name[split].get(image.name)
+            if tile is None:
+                _skip(skipped, image, "image has no row in label.csv (no tile in the mosaic)")
+                continue
+        entries.append(_Entry(str(image), expression, split=split, image=tile))
     if drop_ambiguous:
         log.info("FER2013 recovered labels: dropped %d ambiguous rows", ambiguous)
     if not entries:
         raise DatasetError(f"No usable rows in {csv_path}{_first_skipped(skipped)}")
     return _build(entries, skipped, "fer2013_recovered", root, size)
+
+
+def _mosaic_faces(
+    folder: Path, split: str, skipped: List[Skipped]
+) -> Optional[Dict[str, np.ndarray]]:
+    """Image name -> face of a split folder's mosaic; ``None`` for one image per face."""
+    folder = _require_dir(folder, f"FER+ {split} split folder")
+    mosaic = find_mosaic(folder)
+    if mosaic is None:
+        return None
+    label_file = folder / "label.csv"
+    text = _read_text(label_file, skipped, "FER+ label file")
+    if text is None:
+        raise DatasetError(
+            f"Cannot place the faces of mosaic {mosaic}: {label_file}: {skipped[-1].reason}"
+        )
+    rows = _label_rows(text, label_file, skipped)
+    tiles = mosaic_tiles(mosaic, len(rows))
+    faces: Dict[str, np.ndarray] = {}
+    for tile, (_, row) in zip(tiles, rows):
+        faces.setdefault(row[0].strip(), tile)
+    return faces
