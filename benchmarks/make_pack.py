@@ -6,6 +6,8 @@ dataset travels as one ``.npz`` of aligned faces, labels, subjects, splits and O
 ``--data_dir`` holds it. FER+ and FER2013 store their ~28k training faces as JPEG (quality 90:
 43 MB, the most that fits the device's 64 MiB working tree beside the code and a CK+ pack);
 validation and test faces stay lossless, so reported accuracy is on the original pixels.
+Built from a FER+ copy whose Train split is a JPEG mosaic (``faces.jpg``), the training faces
+are JPEG-encoded a second time: a run trained from such a pack should say so.
 
     python benchmarks/make_pack.py --dataset=ckplus48 --protocol=ck7 --out=.devdata
     python benchmarks/make_pack.py --dataset=fer2013 --out=.devdata

@@ -7,7 +7,9 @@ follows one policy for bad input:
   CSV row becomes a :class:`~keras_fer.data.records.Skipped` entry in ``table.skipped``
   (with the line number for rows) and a logged warning: never a crash, never a silent drop;
 - a missing dataset path, or one that yields no usable record at all, raises one
-  :class:`DatasetError` naming the path.
+  :class:`DatasetError` naming the path; so does a FER+ split folder with no faces, or a
+  mosaic (every face of a split in one image) that is unreadable, of the wrong size, or does
+  not fit its ``label.csv``.
 
 Hidden files (names starting with ``.``, such as ``.DS_Store``) are not dataset inputs and are
 ignored. Images keep their stored size: the ``images`` column is a dense ``(N, H, W)`` array

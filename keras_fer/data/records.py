@@ -41,7 +41,8 @@ class RecordTable:
         subject: str ``(N,)`` subject id, ``""`` when the dataset has none.
         sequence: str ``(N,)`` sequence id (CK+ ``S010_004``), ``""`` when none.
         frame_role: str ``(N,)`` one of ``FRAME_ROLES``.
-        path: str ``(N,)`` source file (with ``:line`` for CSV rows).
+        path: str ``(N,)`` source file (with ``:line`` for CSV rows); for a FER+ face read
+            from a mosaic, ``<split folder>/<image name in label.csv>``, which is no file.
         soft_labels: optional float32 ``(N, 8)`` vote distribution over ``CANONICAL``.
         split: str ``(N,)`` the dataset's own split (``train``/``valid``/``test``) or ``""``.
         skipped: inputs that could not be used, each with its reason.

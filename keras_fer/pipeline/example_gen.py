@@ -10,7 +10,7 @@ uses for batch pipelines, optionally with several worker processes through
 ``--direct_num_workers=N --direct_running_mode=multi_processing``) or on Flink, Spark or
 Dataflow through Beam's own ``--runner`` options; workers on a cluster need
 the dataset path mounted at the same place (the launching process ships only the pixels of
-records that have no image file, such as FER2013 CSV rows).
+records that have no image file, such as FER2013 CSV rows and FER+ mosaic tiles).
 
 Output (the artifact directory)::
 
