@@ -142,3 +142,17 @@ def test_staging_dir_output_is_copied_into_the_artifact(tmp_path):
     train = tfrecords.read_split(str(out), "train")
     assert len(train["source"]) == properties["splits"]["train"] == 28
     assert read_statistics(out) == read_statistics(staging)
+
+
+def test_ferplus_mosaic_records_ship_their_pixels(ferplus_dir, tmp_path):
+    # A mosaic tile's record path names the face, not a file: its pixels travel with it.
+    config = ExampleGenConfig("ferplus", str(ferplus_dir), reader_kwargs={"limit": 8})
+    properties = run_example_gen(config, tmp_path / "examples")
+    table = readers.read_ferplus(ferplus_dir, limit=8)
+    assert properties["num_examples"] == len(table) and properties["skipped"] == 0
+    assert split_names(tmp_path / "examples") == ["train", "eval", "test"]
+    columns = tfrecords.read_split(str(tmp_path / "examples"), "test")
+    i = list(table.path).index(columns["source"][0])
+    assert table.split[i] == "test"
+    np.testing.assert_array_equal(_decode(columns["image"][0]),
+                                  resize_uint8(table.images[i:i + 1], 60)[0])
