@@ -8,7 +8,7 @@ here = Path(__file__).parent
 requirements = [
     line.split("#")[0].strip()
     for line in (here / "requirements.txt").read_text().splitlines()
-    if line.split("#")[0].strip() and not line.startswith(("pytest", "scikit-image"))
+    if line.split("#")[0].strip() and not line.startswith(("pytest", "scikit-image", "dlib-bin"))
 ]
 
 setup(
