@@ -112,14 +112,15 @@ def test_folder_with_corrupt_files(models, astronaut, orl_dir, tmp_path):
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(200)))
     png = (folder / "a_astronaut.png").read_bytes()
     (folder / "truncated.png").write_bytes(png[: len(png) // 3])
-    (folder / "notes.txt").write_text("not an image, ignored by extension")
+    (folder / "notes.txt").write_text("not an image: listed under errors")
     annotated = tmp_path / "annotated"
     proc, report = _predict(
         folder, "--model", tflite, "--annotate", annotated, "--batch_size", 2, "--quiet"
     )
     assert proc.returncode == 0, proc.stderr
     errors = {Path(e["path"]).name: e["error"] for e in report["errors"]}
-    assert set(errors) == {"corrupt.jpg", "truncated.png"}
+    assert set(errors) == {"corrupt.jpg", "truncated.png", "notes.txt"}
+    assert "unrecognised content" in errors["notes.txt"]
     assert "corrupt.jpg" in proc.stderr and "truncated.png" in proc.stderr
     by_name = {Path(r["path"]).name: r["faces"] for r in report["results"]}
     assert list(by_name) == [
@@ -146,7 +147,8 @@ def test_video_every_second_frame(models, astronaut, tmp_path):
     writer.release()
     annotated = tmp_path / "clip_annotated.avi"
     proc, report = _predict(
-        video, "--model", saved, "--every", 2, "--annotate", annotated, "--batch_size", 2
+        video, "--model", saved, "--every", 2, "--annotate", annotated, "--batch_size", 2,
+        "--progress",
     )
     assert proc.returncode == 0, proc.stderr
     assert "predict" in proc.stderr  # the progress bar

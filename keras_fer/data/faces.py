@@ -1,7 +1,7 @@
-"""Face detection (MediaPipe BlazeFace short-range) and eye-based alignment to fixed crops.
+"""Eye-based alignment of detected faces to fixed crops.
 
-:class:`FaceDetector` wraps the MediaPipe Tasks face detector running the short-range
-BlazeFace model shipped in ``keras_fer/assets``. :class:`FaceAligner` turns each detection
+Detection lives in :mod:`keras_fer.data.face_detector` (its names are re-exported here).
+:class:`FaceAligner` turns each detection
 into a grayscale ``size`` x ``size`` uint8 crop through a similarity transform (rotation,
 uniform scale, translation) that puts the two eye centres at fixed positions, and
 :meth:`FaceAligner.align_records` does the same for a whole :class:`RecordTable`, recording
@@ -12,8 +12,8 @@ the models train on: mean eye centres at x = 0.29 / 0.69, y = 0.39 / 0.38 of the
 CK+48, and x = 0.31 / 0.67, y = 0.38 / 0.36 on FER2013; so faces aligned from raw photos
 look like those crops.
 
-MediaPipe is imported lazily (it imports TensorFlow), so already-cropped datasets can be
-resized with ``skip_detection=True`` without loading it.
+MediaPipe is imported lazily, so already-cropped datasets can be resized with
+``skip_detection=True`` without loading it.
 """
 
 from __future__ import annotations
@@ -21,32 +21,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from importlib import resources
-from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from keras_fer.data.face_detector import (  # noqa: F401 - re-exported, the public face API
+    DEFAULT_MARGINS,
+    KEYPOINT_NAMES,
+    Detection,
+    FaceDetector,
+    _as_uint8_image,
+    default_model_path,
+)
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8
 from keras_fer.data.records import RecordTable, Skipped
 
-# MediaPipe's keypoint order; "right"/"left" are the subject's, so the right eye is the one on
-# the image's left in an unmirrored photo.
-KEYPOINT_NAMES = (
-    "right_eye",
-    "left_eye",
-    "nose_tip",
-    "mouth_center",
-    "right_ear_tragion",
-    "left_ear_tragion",
-)
 # (x, y) fractions of the crop for the image-left eye, then the image-right eye.
 DEFAULT_EYE_POSITIONS = ((0.30, 0.38), (0.70, 0.38))
-# Margins (fraction of the longer side added on every side) tried in order: the short-range
-# model misses faces that fill the whole frame (tight crops) but also faces that become too
-# small, so a padded retry runs only when the plain letterboxed image gives nothing.
-DEFAULT_MARGINS = (0.0, 0.25)
 NO_FACE = "no face detected"
 # Supersampling cap when the crop is much smaller than the face (see warp_face).
 _MAX_SUPERSAMPLE = 8
@@ -55,32 +47,6 @@ _MAX_SUPERSAMPLE = 8
 # refinement steps (measured on rotated ORL and astronaut images).
 _REFINE_SIZE = 192
 _REFINE_EYES = ((0.4, 0.44), (0.6, 0.44))
-
-
-def default_model_path() -> Path:
-    """Path of the BlazeFace short-range model shipped with the package."""
-    return Path(str(resources.files("keras_fer") / "assets" / "face_detection_short_range.tflite"))
-
-
-@dataclasses.dataclass(frozen=True)
-class Detection:
-    """One face found by :class:`FaceDetector`, in original image pixels.
-
-    Attributes:
-        box: ``(x, y, w, h)`` integer box, clipped to the image.
-        score: detector confidence in [0, 1].
-        keypoints: float32 ``(6, 2)`` (x, y) pixel coordinates (pixel centres at integers), in
-            ``KEYPOINT_NAMES`` order; may lie slightly outside the image.
-    """
-
-    box: Tuple[int, int, int, int]
-    score: float
-    keypoints: np.ndarray
-
-    @property
-    def area(self) -> int:
-        """Box area in pixels."""
-        return self.box[2] * self.box[3]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,138 +75,10 @@ class FaceResult:
         return apply_transform(self.transform, self.keypoints)
 
 
-def _as_uint8_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"Expected a uint8 image. Received dtype={image.dtype}")
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
-        raise ValueError(
-            f"Expected a grayscale (H, W) or RGB (H, W, 3) image. Received shape={image.shape}"
-        )
-    if min(image.shape[:2]) < 1:
-        raise ValueError(f"Expected a non-empty image. Received shape={image.shape}")
-    return image
-
-
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 gray ``(H, W)``, ``(H, W, 1)``, RGB or RGBA image -> uint8 ``(H, W)``."""
     image = _as_uint8_image(image)
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-
-
-class FaceDetector:
-    """MediaPipe BlazeFace short-range detector in image mode on the CPU.
-
-    Close it (or use it as a context manager): a detector still open when the interpreter
-    exits makes MediaPipe print an ignored exception from its ``__del__``.
-
-    Images are letterboxed to a square (edge pixels replicated) before detection, so the
-    model's square input does not squash faces in tall or wide images.
-
-    Args:
-        min_detection_confidence: score threshold in [0, 1].
-        margins: margins to try in order, each a fraction of the longer image side added on
-            every side; the first margin that yields a face wins.
-        model_path: a BlazeFace ``.tflite`` file; default :func:`default_model_path`.
-    """
-
-    def __init__(
-        self,
-        min_detection_confidence: float = 0.5,
-        margins: Sequence[float] = DEFAULT_MARGINS,
-        model_path: Optional[str | Path] = None,
-    ):
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(
-                "min_detection_confidence must be in [0, 1]. "
-                f"Received: min_detection_confidence={min_detection_confidence}"
-            )
-        if not margins or any(m < 0 for m in margins):
-            raise ValueError(f"margins must be non-empty and >= 0. Received: margins={margins}")
-        model_path = Path(model_path) if model_path is not None else default_model_path()
-        if not model_path.is_file():
-            raise FileNotFoundError(f"Face detection model not found: {model_path}")
-        from mediapipe.tasks.python.core.base_options import BaseOptions
-        from mediapipe.tasks.python.vision import FaceDetector as MpFaceDetector
-        from mediapipe.tasks.python.vision import FaceDetectorOptions
-
-        options = FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path)),
-            min_detection_confidence=float(min_detection_confidence),
-        )
-        self._detector = MpFaceDetector.create_from_options(options)
-        self.min_detection_confidence = float(min_detection_confidence)
-        self.margins = tuple(float(m) for m in margins)
-
-    def detect(
-        self, image: np.ndarray, margins: Optional[Sequence[float]] = None
-    ) -> List[Detection]:
-        """Finds faces in a uint8 grayscale or RGB image of any size.
-
-        Args:
-            image: uint8 ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
-            margins: overrides the detector's ``margins`` for this call.
-
-        Returns:
-            The detections (possibly empty), best score first.
-        """
-        image = _as_uint8_image(image)
-        for margin in self.margins if margins is None else margins:
-            found = self._detect_once(image, margin)
-            if found:
-                return sorted(found, key=lambda d: -d.score)
-        return []
-
-    def _detect_once(self, image: np.ndarray, margin: float) -> List[Detection]:
-        import mediapipe as mp
-
-        if self._detector is None:
-            raise RuntimeError("This FaceDetector was closed; create a new one.")
-        h, w = image.shape[:2]
-        side = int(round(max(h, w) * (1.0 + 2.0 * margin)))
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas = cv2.copyMakeBorder(
-            image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
-        )
-        if canvas.ndim == 2:
-            # The model's graph takes RGB only: a GRAY8 mp.Image fails inside MediaPipe.
-            canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
-        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(canvas))
-        result = self._detector.detect(mp_image)
-        detections = []
-        for det in result.detections:
-            box = det.bounding_box
-            x0 = min(max(box.origin_x - left, 0), w)
-            y0 = min(max(box.origin_y - top, 0), h)
-            x1 = min(max(box.origin_x + box.width - left, 0), w)
-            y1 = min(max(box.origin_y + box.height - top, 0), h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            # Normalised keypoints are continuous coordinates (pixel edges at integers);
-            # -0.5 moves them to OpenCV's pixel-centre convention used by warpAffine.
-            keypoints = np.array(
-                [[k.x * side - left - 0.5, k.y * side - top - 0.5] for k in det.keypoints],
-                dtype=np.float32,
-            )
-            score = det.categories[0].score if det.categories else 0.0
-            detections.append(Detection((x0, y0, x1 - x0, y1 - y0), float(score), keypoints))
-        return detections
-
-    def close(self) -> None:
-        """Releases the MediaPipe graph; the detector cannot be used afterwards."""
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-
-    def __enter__(self) -> "FaceDetector":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def eye_transform(

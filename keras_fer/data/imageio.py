@@ -3,6 +3,10 @@
 Every reader decodes through :func:`read_gray` / :func:`decode_gray_bytes`, so a corrupt,
 truncated or non-image file always surfaces as an :class:`ImageReadError` naming the file,
 which the readers turn into a ``Skipped`` record instead of a crash.
+
+16-bit and 32-bit images (Pillow modes ``I;16*``, ``I``, ``F``) are scaled to 8 bits
+(:func:`to_8bit`), as TensorFlow's ``decode_png`` does in the serving graph, instead of being
+clipped to white by Pillow's ``convert``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ class ImageReadError(Exception):
         super().__init__(f"Cannot read image {self.path}: {reason}")
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A Pillow image with more than 8 bits per sample -> mode ``L``, scaled, not clipped.
+
+    ``I;16*`` and ``I`` hold 16-bit samples: 0..65535 maps to 0..255 (``round(v / 257)``,
+    TensorFlow's conversion). ``F`` in [0, 1] maps to 0..255; other ``F`` / ``I`` ranges are
+    clipped after the same scaling. Other modes are returned unchanged.
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and values.size and np.nanmax(values) <= 1.0:
+        values = values * 255.0
+    else:
+        values = values / 257.0
+    values = np.clip(np.nan_to_num(np.round(values)), 0, 255).astype(np.uint8)
+    return Image.fromarray(values, mode="L")
+
+
 def _decode(fp: Union[BinaryIO, PathLike], source: str, mode: str = "L",
             exif_transpose: bool = False) -> np.ndarray:
     """Decodes to a uint8 array in Pillow ``mode`` ("L" gray, "RGB"), mapping every failure
@@ -43,7 +65,7 @@ def _decode(fp: Union[BinaryIO, PathLike], source: str, mode: str = "L",
             image.load()
             if exif_transpose:
                 image = ImageOps.exif_transpose(image)
-            converted = image.convert(mode)
+            converted = to_8bit(image).convert(mode)
     except Image.DecompressionBombError as err:
         raise ImageReadError(source, f"image too large ({err})") from err
     except FileNotFoundError as err:

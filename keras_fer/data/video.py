@@ -26,6 +26,17 @@ class VideoInfo:
     frame_count: int
 
 
+class VideoTruncatedError(ValueError):
+    """A video file that ends before the frame count its container announces."""
+
+    def __init__(self, source: Source, read: int, expected: int):
+        self.read, self.expected = read, expected
+        super().__init__(
+            f"{source}: the video ends after {read} of the {expected} frames its header "
+            "announces (truncated or corrupt)"
+        )
+
+
 def _open(source: Source) -> cv2.VideoCapture:
     if not isinstance(source, int) and not os.path.isfile(source):
         raise FileNotFoundError(f"Video file not found: {source}")
@@ -50,7 +61,10 @@ def video_info(source: Source) -> VideoInfo:
 
 
 def iter_frames(
-    source: Source, every: int = 1, max_frames: Optional[int] = None
+    source: Source,
+    every: int = 1,
+    max_frames: Optional[int] = None,
+    check_length: bool = False,
 ) -> Iterator[Tuple[int, np.ndarray]]:
     """Yields ``(frame_index, rgb)`` for every ``every``-th frame of a video.
 
@@ -59,6 +73,8 @@ def iter_frames(
         every: keep frames ``0, every, 2 * every, ...`` (frames in between are decoded and
             dropped, since seeking is unreliable in many containers).
         max_frames: stop after yielding this many frames (``None``: until the video ends).
+        check_length: raise :class:`VideoTruncatedError` (after the last frame) when a file
+            ends more than one frame before the count its container announces.
 
     Yields:
         The frame's index in the video and the frame as uint8 ``(H, W, 3)`` RGB.
@@ -78,5 +94,9 @@ def iter_frames(
                 yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 yielded += 1
             index += 1
+        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        stopped_early = max_frames is not None and yielded >= max_frames
+        if check_length and not stopped_early and expected > 0 and index < expected - 1:
+            raise VideoTruncatedError(source, index, expected)
     finally:
         capture.release()

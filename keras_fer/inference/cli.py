@@ -2,7 +2,7 @@
 
 Examples::
 
-    keras-fer predict photo.jpg --model saved_models/idennet/1 --annotate photo_faces.png
+    keras-fer predict photo.jpg --annotate photo_faces.png       # the shipped default model
     keras-fer predict photos/ --model idennet_int8.tflite --annotate photos_faces/ > out.json
     keras-fer predict clip.mp4 --model saved_models/idennet --every 5 --annotate clip_faces.avi
 
@@ -13,48 +13,74 @@ The JSON report (stdout, or ``--output``) is::
                   "class_id", "probabilities"}]}],
      "errors": [{"path": ..., "error": ...}]}
 
-An image without a face has ``"faces": []``. A file that cannot be read is listed in
-``errors`` (and on stderr) and skipped; the exit status is 1 only when nothing could be read.
-This module imports TensorFlow and MediaPipe only when the command runs.
+plus ``"interrupted": true`` when Ctrl-C stopped the run (the results so far are written,
+exit status 130). An image without a face has ``"faces": []``.
+
+Inputs are recognised by their bytes, not their names: a folder's images and videos (every
+video's frames, with ``--every`` / ``--max_frames``) are read, in natural name order;
+``--recursive`` enters sub-folders. Anything that cannot be read (corrupt, truncated, neither
+image nor video, broken link) is listed under ``errors`` with the reason and on stderr.
+
+Exit status: 0 when something was read; 1 when nothing could be read (an empty folder
+included) or the run failed; 2 for a usage error (bad flag value, missing input or model, an
+output that cannot be written), reported in one line before any model loads; 130 on Ctrl-C.
+Every output file is written to a temporary file and renamed, so none is ever half-written.
+Library and TensorFlow/LiteRT log lines are hidden unless ``--verbose``, which also shows
+tracebacks. With a ``.tflite`` model nothing imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
-import re
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from keras_fer.inference import outputs
+from keras_fer.inference.inputs import IMAGE, VIDEO, file_kind, list_folder
+
 HELP = "detect, align and classify faces in an image, a folder of images or a video"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+PROG = "keras-fer predict"
+EXIT_INTERRUPTED = 130
 
 # One unit of work: its JSON fields, and a loader that returns the RGB/gray array (or raises).
 Item = Tuple[Dict, Callable[[], np.ndarray]]
 
 
+class UsageError(ValueError):
+    """A bad argument, reported in one line with exit status 2 before anything runs."""
+
+
+class NothingToRead(ValueError):
+    """An empty or unreadable input folder: one line, exit status 1, before any model loads."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declares the ``predict`` arguments on ``parser``."""
-    parser.add_argument("input", help="an image file, a folder of images, or a video file")
+    parser.add_argument("input", help="an image, a video, or a folder of images and videos")
     parser.add_argument(
-        "--model", required=True, help="exported SavedModel directory or .tflite file"
+        "--model",
+        default=None,
+        help="exported SavedModel directory or .tflite file (default: the shipped int8 model, "
+        "keras_fer/inference/defaults.py)",
     )
     parser.add_argument(
         "--annotate",
         default=None,
-        help="draw boxes and labels: an image file for an image, an output folder for a folder, "
-        "a video file (.avi/.mp4) or a folder of frames for a video",
+        help="draw boxes and labels: an image file for an image (no suffix: PNG), an output "
+        "folder for a folder, a video file (.avi/.mp4) or a folder of frames for a video",
     )
-    parser.add_argument("--batch_size", type=int, default=16, help="images per batch")
-    parser.add_argument("--every", type=int, default=1, help="video: keep every Nth frame")
+    parser.add_argument("--batch_size", type=int, default=16, help="images per batch (>= 1)")
+    parser.add_argument("--every", type=int, default=1, help="video: keep every Nth frame (>= 1)")
     parser.add_argument("--max_frames", type=int, default=None, help="video: stop after N frames")
     parser.add_argument(
-        "--min_confidence", type=float, default=0.5, help="face detection threshold"
+        "--min_confidence", type=float, default=0.5, help="face detection threshold in [0, 1]"
     )
     parser.add_argument("--num_threads", type=int, default=None, help="classifier CPU threads")
     parser.add_argument(
@@ -65,11 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--recursive", action="store_true", help="folder: include sub-folders")
     parser.add_argument("--output", default=None, help="write the JSON here instead of stdout")
+    parser.add_argument(
+        "--progress", action="store_true", help="progress bar even when stderr is not a terminal"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
+    parser.add_argument(
+        "--verbose", action="store_true", help="library log lines and tracebacks on stderr"
+    )
 
 
 def parse_class_names(value: Optional[str]) -> Optional[List[str]]:
@@ -86,67 +114,181 @@ def parse_class_names(value: Optional[str]) -> Optional[List[str]]:
     return names
 
 
-def _image_items(source: Path, root: Optional[Path], recursive: bool) -> List[Item]:
-    from keras_fer.data.imageio import read_rgb
+@dataclasses.dataclass
+class Plan:
+    """What a ``predict`` run will read and write, checked before any model loads."""
 
-    if root is None:
-        return [({"path": str(source)}, lambda: read_rgb(source))]
-    pattern = "**/*" if recursive else "*"
-    files = sorted(
-        (p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=_natural_key,
-    )
-    return [({"path": str(p)}, lambda p=p: read_rgb(p)) for p in files]
+    source: Path
+    sources: List[Tuple[Path, str]]  # (path, IMAGE or VIDEO)
+    problems: List[Tuple[Path, str]]  # (path, reason) for what cannot be read
+    model: Path
+    annotate: Optional[Path] = None
+    output: Optional[Path] = None
 
 
-def _video_items(
-    source: Path, every: int, max_frames: Optional[int]
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def check_arguments(args: argparse.Namespace) -> Plan:
+    """Checks every argument and output path; returns the plan or raises :class:`UsageError`.
+
+    Missing output folders are created here. Nothing is loaded.
+    """
+    from keras_fer.inference.defaults import default_model_path
+    from keras_fer.inference.predictor import ModelLoadError, check_model_path
+
+    for flag, value, low in (
+        ("--batch_size", args.batch_size, 1),
+        ("--every", args.every, 1),
+        ("--num_threads", args.num_threads, 1),
+        ("--max_frames", args.max_frames, 0),
+    ):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low}. Received: {flag}={value}")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise UsageError(
+            f"--min_confidence must be in [0, 1]. Received: --min_confidence={args.min_confidence}"
+        )
+    try:
+        parse_class_names(args.class_names)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    source = Path(args.input)
+    if not source.exists():
+        hint = " (a broken symbolic link)" if source.is_symlink() else ""
+        raise UsageError(f"input not found: {source}{hint}")
+    model = Path(args.model) if args.model else default_model_path()
+    try:
+        model = check_model_path(model)
+    except (FileNotFoundError, ModelLoadError) as err:
+        raise UsageError(str(err)) from err
+    if source.is_dir():
+        try:
+            sources, problems = list_folder(source, args.recursive)
+        except OSError as err:
+            raise NothingToRead(f"cannot list folder {source} ({err.strerror or err})") from err
+        if not sources and not problems:
+            raise NothingToRead(
+                f"folder {source} holds no images or videos"
+                + ("" if args.recursive else " (add --recursive for sub-folders)")
+            )
+    else:
+        kind, reason = file_kind(source)
+        sources, problems = ([(source, kind)], []) if kind else ([], [(source, reason)])
+    plan = Plan(source, sources, problems, model)
+    if args.annotate:
+        plan.annotate = _check_annotate(Path(args.annotate), source, sources)
+    if args.output:
+        output = Path(args.output)
+        if _same_file(output, source) or (plan.annotate and output == plan.annotate):
+            raise UsageError(f"--output {output} would overwrite an input or --annotate")
+        try:
+            plan.output = outputs.prepare_file(output, "--output")
+        except outputs.OutputError as err:
+            raise UsageError(str(err)) from err
+    return plan
+
+
+def _check_annotate(path: Path, source: Path, sources: List[Tuple[Path, str]]) -> Path:
+    suffix = path.suffix.lower()
+    try:
+        if source.is_dir():
+            if source.resolve() == path.resolve():
+                raise UsageError(f"--annotate {path} is the input folder; choose another folder")
+            return outputs.prepare_folder(path, "--annotate")
+        if _same_file(path, source):
+            raise UsageError(f"--annotate {path} would overwrite the input")
+        if sources and sources[0][1] == VIDEO:
+            if not suffix:
+                return outputs.prepare_folder(path, "--annotate")
+            if suffix not in outputs.VIDEO_OUTPUT_SUFFIXES:
+                raise UsageError(
+                    f"--annotate {path}: for a video give a .avi or .mp4 file, or a folder "
+                    "(no suffix) for PNG frames"
+                )
+            return outputs.prepare_file(path, "--annotate")
+        if suffix and suffix not in outputs.IMAGE_OUTPUT_SUFFIXES:
+            raise UsageError(
+                f"--annotate {path}: unknown image suffix {suffix!r}; use .png or .jpg "
+                "(no suffix writes PNG)"
+            )
+        return outputs.prepare_file(path, "--annotate")
+    except outputs.OutputError as err:
+        raise UsageError(str(err)) from err
+
+
+class _VideoAnnotator:
+    """Writes annotated frames to a video file (renamed into place on close) or PNG frames."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps, self._writer, self._tmp = path, fps, None, None
+
+    def add(self, frame_index: int, image) -> None:
+        import cv2
+
+        if self.path.suffix.lower() not in outputs.VIDEO_OUTPUT_SUFFIXES:
+            outputs.save_image(image, self.path / f"frame_{frame_index:06d}.png")
+            return
+        rgb = np.asarray(image)
+        if self._writer is None:
+            import tempfile
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+            )
+            os.close(fd)
+            self._tmp = Path(tmp)
+            codec = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+            size = (rgb.shape[1], rgb.shape[0])
+            self._writer = cv2.VideoWriter(
+                str(self._tmp), cv2.VideoWriter_fourcc(*codec), self.fps, size
+            )
+        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self, keep: bool = True) -> None:
+        """Finishes the file and renames it into place (``keep``) or deletes it."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if keep:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _frame_items(
+    path: Path, every: int, max_frames: Optional[int], errors: List[Dict]
 ) -> Tuple[Iterator[Item], int, float]:
-    """The frames to classify, their expected count (0: unknown) and the video's frame rate."""
-    from keras_fer.data.video import iter_frames, video_info
+    """A video's kept frames as items, their expected count (0: unknown) and frame rate.
 
-    info = video_info(source)
+    A video that cannot be opened, or ends early, adds an entry to ``errors``.
+    """
+    from keras_fer.data.video import VideoTruncatedError, iter_frames, video_info
+
+    try:
+        info = video_info(path)
+    except (ValueError, OSError) as err:
+        errors.append({"path": str(path), "error": f"cannot open the video ({err})"})
+        return iter(()), 0, 0.0
     fps = info.fps if info.fps > 0 else 0.0
     total = math.ceil(info.frame_count / every) if info.frame_count else 0
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
 
     def items() -> Iterator[Item]:
-        for index, frame in iter_frames(source, every=every, max_frames=max_frames):
-            fields = {"path": str(source), "frame": index}
-            if fps:
-                fields["time_s"] = round(index / fps, 3)
-            yield fields, lambda frame=frame: frame
+        try:
+            for index, frame in iter_frames(path, every, max_frames, check_length=True):
+                fields = {"path": str(path), "frame": index}
+                if fps:
+                    fields["time_s"] = round(index / fps, 3)
+                yield fields, lambda frame=frame: frame
+        except VideoTruncatedError as err:
+            errors.append({"path": str(path), "error": str(err).split(": ", 1)[1]})
 
     return items(), total, fps
-
-
-class _VideoAnnotator:
-    """Writes annotated frames to a video file, or to a folder of PNG frames."""
-
-    def __init__(self, path: Path, fps: float):
-        self.path, self.fps, self._writer = path, fps, None
-
-    def add(self, frame_index: int, image) -> None:
-        import cv2
-
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            self.path.mkdir(parents=True, exist_ok=True)
-            image.save(self.path / f"frame_{frame_index:06d}.png")
-            return
-        rgb = np.asarray(image)
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            codec = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
-            size = (rgb.shape[1], rgb.shape[0])
-            self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, size
-            )
-        self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
 
 
 def predict_path(
@@ -158,65 +300,84 @@ def predict_path(
     annotate: Optional[str | Path] = None,
     recursive: bool = False,
     progress: bool = True,
+    plan: Optional[Plan] = None,
 ) -> Dict:
-    """Runs ``predictor`` on an image, a folder of images or a video; returns the JSON report.
+    """Runs ``predictor`` on an image, a folder or a video; returns the JSON report.
 
     Args:
         predictor: a :class:`keras_fer.inference.predictor.Predictor`.
-        source: image file, folder of images, or video file (by extension).
+        source: image file, video file, or folder of images and videos (told by content).
         batch_size: images (or frames) whose faces are classified together.
         every: for a video, keep frames ``0, every, 2 * every, ...``.
         max_frames: for a video, stop after this many kept frames.
         annotate: where to draw boxes and labels (see the ``--annotate`` help), or ``None``.
-        recursive: for a folder, include images in sub-folders.
+        recursive: for a folder, include sub-folders.
         progress: show a tqdm progress bar on stderr.
+        plan: the inputs as listed by :func:`check_arguments` (listed here when omitted).
 
     Returns:
-        The report described in the module docstring.
+        The report described in the module docstring; ``"interrupted": True`` is added when a
+        ``KeyboardInterrupt`` stopped it (annotations written so far are complete files).
     """
     from tqdm import tqdm
 
-    from keras_fer.data.imageio import ImageReadError
+    from keras_fer.data.imageio import ImageReadError, read_rgb
     from keras_fer.inference.annotate import draw_faces
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    if every < 1:
+        raise ValueError(f"every must be >= 1. Received: every={every}")
     source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"Input not found: {source}")
-    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+    if plan is None:
+        if not source.exists():
+            raise FileNotFoundError(f"Input not found: {source}")
+        if source.is_dir():
+            sources, problems = list_folder(source, recursive)
+        else:
+            kind, reason = file_kind(source)
+            sources, problems = ([(source, kind)], []) if kind else ([], [(source, reason)])
+    else:
+        sources, problems = plan.sources, plan.problems
     annotate = Path(annotate) if annotate else None
     report = {
         "input": str(source),
         "model": str(predictor.model_path),
         "class_names": list(predictor.class_names),
         "results": [],
-        "errors": [],
+        "errors": [{"path": str(p), "error": reason} for p, reason in problems],
     }
-    video_out = None
-    if is_video:
-        try:
-            items, total, fps = _video_items(source, every, max_frames)
-        except ValueError as err:  # OpenCV cannot open it: report, like an unreadable image
-            report["errors"].append({"path": str(source), "error": str(err)})
-            print(f"skipped {source}: {err}", file=sys.stderr)
-            return report
-        video_out = _VideoAnnotator(annotate, fps / every if fps else 1.0) if annotate else None
-    else:
-        items = _image_items(source, source if source.is_dir() else None, recursive)
-        total = len(items)
+    for path, reason in problems:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+    annotators: Dict[str, _VideoAnnotator] = {}
+    iterators, total = [], 0
+    for path, kind in sources:
+        if kind == IMAGE:
+            iterators.append(iter([({"path": str(path)}, lambda p=path: read_rgb(p))]))
+            total += 1
+            continue
+        before = len(report["errors"])
+        frames, count, fps = _frame_items(path, every, max_frames, report["errors"])
+        for err in report["errors"][before:]:
+            print(f"skipped {err['path']}: {err['error']}", file=sys.stderr)
+        iterators.append(frames)
+        total += count
+        if annotate is not None:
+            target = annotate
+            if source.is_dir():
+                target = annotate / path.relative_to(source).with_suffix("")
+            annotators[str(path)] = _VideoAnnotator(target, fps / every if fps else 1.0)
 
     def annotate_one(fields: Dict, image: np.ndarray, faces: List[Dict]) -> None:
         drawn = draw_faces(image, faces)
-        if video_out is not None:
-            video_out.add(fields["frame"], drawn)
+        if "frame" in fields:
+            annotators[fields["path"]].add(fields["frame"], drawn)
         elif source.is_dir():
             target = annotate / Path(fields["path"]).relative_to(source).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            drawn.save(target)
+            outputs.save_image(drawn, target)
         else:
-            annotate.parent.mkdir(parents=True, exist_ok=True)
-            drawn.save(annotate)
+            outputs.save_image(drawn, annotate)
 
     def flush(batch: List[Tuple[Dict, np.ndarray]]) -> None:
         for (fields, image), faces in zip(batch, predictor.predict_images([b[1] for b in batch])):
@@ -230,56 +391,114 @@ def predict_path(
         total=total or None, desc="predict", unit="img", file=sys.stderr, disable=not progress
     )
     try:
-        for fields, load in items:
-            bar.update(1)
-            try:
-                batch.append((fields, load()))
-            except ImageReadError as err:
-                report["errors"].append({"path": fields["path"], "error": err.reason})
-                tqdm.write(f"skipped {err.path}: {err.reason}", file=sys.stderr)
-                continue
-            if len(batch) == batch_size:
-                flush(batch)
+        for frames in iterators:
+            for fields, load in frames:
+                bar.update(1)
+                try:
+                    batch.append((fields, load()))
+                except ImageReadError as err:
+                    report["errors"].append({"path": fields["path"], "error": err.reason})
+                    tqdm.write(f"skipped {err.path}: {err.reason}", file=sys.stderr)
+                    continue
+                if len(batch) == batch_size:
+                    flush(batch)
         flush(batch)
+    except KeyboardInterrupt:
+        report["interrupted"] = True
     finally:
         bar.close()
-        if video_out is not None:
-            video_out.close()
+        for annotator in annotators.values():
+            annotator.close(keep=True)
     return report
 
 
-def run(args: argparse.Namespace) -> int:
-    """Runs ``keras-fer predict``; returns the exit status."""
-    from keras_fer.inference.predictor import Predictor
-
-    source = Path(args.input)
-    if not source.exists():
-        print(f"keras-fer predict: input not found: {source}", file=sys.stderr)
-        return 2
-    try:
-        predictor = Predictor(
-            args.model,
-            min_confidence=args.min_confidence,
-            num_threads=args.num_threads,
-            class_names=parse_class_names(args.class_names),
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"keras-fer predict: {err}", file=sys.stderr)
-        return 2
-    with predictor:
-        report = predict_path(
-            predictor,
-            source,
-            batch_size=args.batch_size,
-            every=args.every,
-            max_frames=args.max_frames,
-            annotate=args.annotate,
-            recursive=args.recursive,
-            progress=not args.quiet,
-        )
-    text = json.dumps(report, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+def _write_report(report: Dict, output: Optional[Path]) -> None:
+    text = json.dumps(report, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
     else:
-        print(text)
-    return 1 if report["errors"] and not report["results"] else 0
+        outputs.write_text(output, text)
+
+
+def _interrupted(plan: Optional[Plan], report: Optional[Dict]) -> int:
+    if report is None:
+        removed = ""
+        if plan is not None and plan.output is not None and plan.output.is_file():
+            plan.output.unlink()
+            removed = f"; the old {plan.output} was removed"
+        print(f"{PROG}: interrupted before any result; nothing written{removed}", file=sys.stderr)
+    else:
+        where = plan.output if plan and plan.output else "stdout"
+        print(
+            f"{PROG}: interrupted after {len(report['results'])} results; those were "
+            f"written to {where} with \"interrupted\": true",
+            file=sys.stderr,
+        )
+    return EXIT_INTERRUPTED
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``keras-fer predict``; returns the exit status (see the module docstring)."""
+    verbose = getattr(args, "verbose", False)
+    if not verbose:
+        from keras_fer.inference.quiet import silence_native_stderr
+
+        silence_native_stderr()
+    plan, report = None, None
+    try:
+        plan = check_arguments(args)
+        from keras_fer.inference.predictor import ModelLoadError, Predictor
+
+        try:
+            predictor = Predictor(
+                plan.model,
+                min_confidence=args.min_confidence,
+                num_threads=args.num_threads,
+                class_names=parse_class_names(args.class_names),
+            )
+        except (ModelLoadError, ValueError) as err:
+            raise UsageError(str(err)) from err
+        show_progress = not args.quiet and (args.progress or sys.stderr.isatty())
+        with predictor:
+            report = predict_path(
+                predictor,
+                plan.source,
+                batch_size=args.batch_size,
+                every=args.every,
+                max_frames=args.max_frames,
+                annotate=plan.annotate,
+                recursive=args.recursive,
+                progress=show_progress,
+                plan=plan,
+            )
+        _write_report(report, plan.output)
+        if report.get("interrupted"):
+            return _interrupted(plan, report)
+    except KeyboardInterrupt:
+        # Before the report was written: the previous --output is removed, never left looking
+        # like this run's result.
+        return _interrupted(plan, None)
+    except UsageError as err:
+        _fail(err, verbose)
+        return 2
+    except NothingToRead as err:
+        _fail(err, verbose)
+        return 1
+    except Exception as err:  # noqa: BLE001 - one line for the user, traceback on --verbose
+        _fail(err, verbose, f"{type(err).__name__}: ")
+        return 1
+    if not report["results"]:
+        print(f"{PROG}: nothing could be read from {plan.source}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fail(err: BaseException, verbose: bool, prefix: str = "") -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    hint = "" if verbose else " (--verbose shows the details)"
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(f"{PROG}: {prefix}{message}{hint if prefix else ''}", file=sys.stderr)

@@ -7,6 +7,9 @@ aligner. ``predict_image`` takes a photo of any size and returns one dict per fa
     {"box": [x, y, w, h], "score": 0.93, "class": "happiness", "class_id": 4,
      "probabilities": {"anger": 0.01, ...}}
 
+Without a model path the shipped default (:mod:`keras_fer.inference.defaults`, a ``.tflite``
+file) is used. With a ``.tflite`` model nothing here imports TensorFlow or Keras.
+
 Class names come from the SavedModel (its ``class_names`` signature), from a text file next to
 a ``.tflite`` file (see :func:`tflite_class_names_path`; one name per line), or from the
 ``class_names`` argument, which wins.
@@ -22,21 +25,24 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from keras_fer.data.faces import FaceAligner, FaceDetector, FaceResult
-from keras_fer.data.imageio import ImageReadError, read_rgb
+from keras_fer.data.imageio import ImageReadError, read_rgb, to_8bit
 
 CLASS_NAMES_FILE = "class_names.txt"
+_TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4-8 of every .tflite
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
 
 def as_image_array(image: ImageLike) -> np.ndarray:
-    """A path, PIL image or uint8 array -> uint8 ``(H, W)`` gray or ``(H, W, 3)`` RGB array."""
+    """A path, PIL image or uint8/uint16 array -> uint8 ``(H, W)`` gray or ``(H, W, 3)`` RGB."""
     if isinstance(image, (str, os.PathLike)):
         return read_rgb(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.asarray(to_8bit(image).convert("RGB"), dtype=np.uint8)
     array = np.asarray(image)
+    if array.dtype == np.uint16:  # scaled like a 16-bit file, not clipped
+        array = np.round(array / 257.0).astype(np.uint8)
     if array.dtype != np.uint8:
-        raise ValueError(f"Expected a uint8 image array. Received dtype={array.dtype}")
+        raise ValueError(f"Expected a uint8 (or uint16) image array. Received dtype={array.dtype}")
     if array.ndim == 3 and array.shape[-1] in (1, 4):
         array = array[..., 0] if array.shape[-1] == 1 else array[..., :3]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
@@ -62,6 +68,43 @@ def tflite_class_names_path(tflite_path: Union[str, Path]) -> Optional[Path]:
         if candidate.is_file():
             return candidate
     return None
+
+
+class ModelLoadError(ValueError):
+    """A model file or folder that exists but cannot be loaded; the message names it."""
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_model_path(model_path: Union[str, Path]) -> Path:
+    """Cheap checks of a model path (no model loaded); returns the path to load.
+
+    Raises:
+        FileNotFoundError: nothing at ``model_path``.
+        ModelLoadError: a file that is not a ``.tflite`` model, or a folder that is not a
+            SavedModel (or TF Serving model base).
+    """
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise FileNotFoundError(f"Model not found: {model_path}")
+    if model_path.is_dir():
+        try:
+            return resolve_saved_model_dir(model_path)
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from err
+    if model_path.suffix != ".tflite":
+        raise ModelLoadError(
+            f"{model_path}: a model is a SavedModel folder or a .tflite file"
+        )
+    with open(model_path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != _TFLITE_IDENTIFIER:
+        raise ModelLoadError(f"{model_path} is not a TFLite model (corrupt or truncated file)")
+    return model_path
 
 
 def resolve_saved_model_dir(path: Union[str, Path]) -> Path:
@@ -138,7 +181,7 @@ class Predictor:
 
     Args:
         model_path: an exported SavedModel directory (or a TF Serving model base, whose newest
-            version is used) or a ``.tflite`` file.
+            version is used) or a ``.tflite`` file; default: the shipped default model.
         detector: a :class:`~keras_fer.data.faces.FaceDetector` to share; by default the
             predictor creates one (and :meth:`close` releases it).
         min_confidence: face detection threshold in [0, 1] for the detector created here.
@@ -150,26 +193,30 @@ class Predictor:
 
     def __init__(
         self,
-        model_path: Union[str, Path],
+        model_path: Optional[Union[str, Path]] = None,
         detector: Optional[FaceDetector] = None,
         min_confidence: float = 0.5,
         num_threads: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None,
     ):
-        model_path = Path(model_path)
-        if not model_path.exists():
-            raise FileNotFoundError(f"Model not found: {model_path}")
+        if model_path is None:
+            from keras_fer.inference.defaults import default_model_path
+
+            model_path = default_model_path()
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1. Received: num_threads={num_threads}")
-        if model_path.is_dir():
-            self._classifier = _SavedModelClassifier(model_path, num_threads)
-        elif model_path.suffix == ".tflite":
-            self._classifier = _TFLiteClassifier(model_path, num_threads or os.cpu_count() or 1)
-        else:
-            raise ValueError(
-                "model_path must be a SavedModel directory or a .tflite file. "
-                f"Received: {model_path}"
-            )
+        model_path = check_model_path(model_path)
+        try:
+            if model_path.is_dir():
+                self._classifier = _SavedModelClassifier(model_path, num_threads)
+            else:
+                self._classifier = _TFLiteClassifier(
+                    model_path, num_threads or os.cpu_count() or 1
+                )
+        except ModelLoadError:
+            raise
+        except Exception as err:  # noqa: BLE001 - TF / LiteRT raise many types; name the file
+            raise ModelLoadError(f"Cannot load model {model_path}: {_first_line(err)}") from err
         names = list(class_names) if class_names is not None else self._classifier.class_names
         if names is None:
             raise ValueError(
@@ -182,7 +229,12 @@ class Predictor:
         self._check_num_classes()
 
     def _check_num_classes(self) -> None:
-        probe = self.classify(np.full((1, 60, 60), 128, np.uint8))
+        try:
+            probe = self.classify(np.full((1, 60, 60), 128, np.uint8))
+        except Exception as err:  # noqa: BLE001 - a model that cannot run one face
+            raise ModelLoadError(
+                f"Model {self.model_path} fails on an aligned face: {_first_line(err)}"
+            ) from err
         if probe.shape[-1] != len(self.class_names):
             raise ValueError(
                 f"The model outputs {probe.shape[-1]} classes but {len(self.class_names)} class "
