@@ -98,7 +98,7 @@ def check_model_path(model_path: Union[str, Path]) -> Path:
             raise ModelLoadError(str(err)) from err
     if model_path.suffix != ".tflite":
         raise ModelLoadError(
-            f"{model_path}: a model is a SavedModel folder or a .tflite file"
+            f"{model_path}: model_path must be a SavedModel directory or a .tflite file"
         )
     with open(model_path, "rb") as f:
         head = f.read(8)
