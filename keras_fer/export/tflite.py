@@ -23,6 +23,7 @@ import numpy as np
 from keras_fer.data.preprocess import INPUT_SIZE, to_model_input
 
 VARIANTS = ("float32", "float16", "dynamic", "int8", "int8_io")
+FACE_SHAPE = (INPUT_SIZE, INPUT_SIZE, 1)
 
 
 def as_model_input(faces: np.ndarray) -> np.ndarray:
@@ -43,9 +44,26 @@ def as_model_input(faces: np.ndarray) -> np.ndarray:
     return faces.astype(np.float32, copy=False)
 
 
-def representative_dataset(faces: np.ndarray, max_samples: int = 200, seed: int = 0):
-    """Calibration generator for the converter: up to ``max_samples`` faces, one per step."""
-    x = as_model_input(faces)
+def representative_dataset(
+    faces: np.ndarray,
+    max_samples: int = 200,
+    seed: int = 0,
+    input_shape: tuple[int, int, int] = FACE_SHAPE,
+):
+    """Calibration generator for the converter: up to ``max_samples`` faces, one per step.
+
+    For another ``input_shape`` than the expression models' ``(48, 48, 1)``, ``faces`` must
+    already be float model inputs ``(N, *input_shape)``.
+    """
+    if tuple(input_shape) == FACE_SHAPE:
+        x = as_model_input(faces)
+    else:
+        x = np.asarray(faces, np.float32)
+        if x.shape[1:] != tuple(input_shape):
+            raise ValueError(
+                f"Representative inputs must have shape (N, {', '.join(map(str, input_shape))})."
+                f" Received shape={x.shape}"
+            )
     if len(x) == 0:
         raise ValueError("The representative dataset is empty.")
     order = np.random.default_rng(seed).permutation(len(x))[:max_samples]
@@ -57,8 +75,10 @@ def representative_dataset(faces: np.ndarray, max_samples: int = 200, seed: int 
     return gen
 
 
-def write_float_savedmodel(model, directory: str) -> None:
-    """SavedModel whose only signature is ``image (None, 48, 48, 1) -> probabilities``.
+def write_float_savedmodel(
+    model, directory: str, input_shape: tuple[int, int, int] = FACE_SHAPE
+) -> None:
+    """SavedModel whose only signature is ``image (None, *input_shape) -> model output``.
 
     Converting from a SavedModel freezes the Keras 3 variables; a bare concrete function
     keeps them as resource reads that the int8 calibrator cannot run.
@@ -66,7 +86,7 @@ def write_float_savedmodel(model, directory: str) -> None:
     import keras
     import tensorflow as tf
 
-    spec = tf.TensorSpec((None, INPUT_SIZE, INPUT_SIZE, 1), tf.float32, name="image")
+    spec = tf.TensorSpec((None, *input_shape), tf.float32, name="image")
     if isinstance(model, keras.Model):
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -82,7 +102,11 @@ def write_float_savedmodel(model, directory: str) -> None:
 
 
 def convert(
-    model, variant: str, out_path: str | Path, representative_faces: np.ndarray | None = None
+    model,
+    variant: str,
+    out_path: str | Path,
+    representative_faces: np.ndarray | None = None,
+    input_shape: tuple[int, int, int] = FACE_SHAPE,
 ) -> Path:
     """Converts ``model`` to the TFLite ``variant`` and writes it to ``out_path``.
 
@@ -92,6 +116,8 @@ def convert(
         out_path: the ``.tflite`` file to write.
         representative_faces: training faces (uint8 aligned or float model inputs) for the
             ``int8``/``int8_io`` calibration.
+        input_shape: ``(H, W, C)`` of the model's float input (see
+            :func:`representative_dataset` for other shapes than the default).
 
     Returns:
         ``out_path`` as a ``Path``.
@@ -103,14 +129,16 @@ def convert(
     if variant in ("int8", "int8_io") and representative_faces is None:
         raise ValueError(f"TFLite variant {variant!r} needs representative_faces.")
     with tempfile.TemporaryDirectory() as tmp:
-        write_float_savedmodel(model, tmp)
+        write_float_savedmodel(model, tmp, input_shape)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if variant != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if variant == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif variant in ("int8", "int8_io"):
-            converter.representative_dataset = representative_dataset(representative_faces)
+            converter.representative_dataset = representative_dataset(
+                representative_faces, input_shape=input_shape
+            )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             if variant == "int8_io":
                 converter.inference_input_type = tf.int8
@@ -127,7 +155,8 @@ MAX_BATCH = 256
 
 
 class LiteRTClassifier:
-    """Runs a keras-fer ``.tflite`` classifier with ``ai_edge_litert``.
+    """Runs a keras-fer ``.tflite`` classifier (or any one-input, one-output model, such as
+    the face embedding network) with ``ai_edge_litert``.
 
     Args:
         path: the ``.tflite`` file.
@@ -155,13 +184,19 @@ class LiteRTClassifier:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Float32 ``(B, 48, 48, 1)`` in [0, 1] -> float32 probabilities ``(B, K)``.
 
+        Other models take their own input shape (``(B, 150, 150, 3)`` for the face network).
+
         Runs at most :data:`MAX_BATCH` faces per invocation: the interpreter allocates every
         intermediate tensor for the whole batch (a depth-40 DenseNet on 3,000 faces needed
         over 20 GB).
         """
         x = np.asarray(x, np.float32)
-        if x.ndim != 4 or x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 1):
-            raise ValueError(f"Expected (B, 48, 48, 1) float input. Received shape={x.shape}")
+        expected = tuple(int(d) for d in self._input["shape"][1:])
+        if x.ndim != 4 or x.shape[1:] != expected:
+            raise ValueError(
+                f"Expected (B, {', '.join(map(str, expected))}) float input. "
+                f"Received shape={x.shape}"
+            )
         if len(x) > MAX_BATCH:
             return np.concatenate([self._invoke(x[i : i + MAX_BATCH])
                                    for i in range(0, len(x), MAX_BATCH)])
