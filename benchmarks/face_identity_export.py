@@ -55,15 +55,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--calibration_faces", type=int, default=200, help="FER+ Valid faces for int8.")
     add("--repeats", type=int, default=50, help="Timed single-face calls per variant.")
     add("--work_dir", default="runs/face_identity_export")
-    add("--out", default=str(HERE / "results" / "face_identity_export"),
-        help="Output path without extension (.json and .md are written).")
+    add(
+        "--out",
+        default=str(HERE / "results" / "face_identity_export"),
+        help="Output path without extension (.json and .md are written).",
+    )
     return parser.parse_args(argv)
 
 
 def ferplus_tiles(split: str, indices: Sequence[int]) -> np.ndarray:
     """Tiles of a FER+ mosaic (tile i is row i of the split's label.csv)."""
-    mosaic = np.asarray(Image.open(data_dir() / "ferplus" / "data" / split / "faces.png")
-                        .convert("L"))
+    mosaic = np.asarray(
+        Image.open(data_dir() / "ferplus" / "data" / split / "faces.png").convert("L")
+    )
     tiles = []
     for i in indices:
         row, col = divmod(int(i), FERPLUS_TILES_PER_ROW)
@@ -79,10 +83,17 @@ def evaluation_faces(n: int) -> Dict[str, np.ndarray]:
     ck_files = sorted((root / "ckplus48" / "CK+48").glob("*/*.png"))
     step = max(1, len(ck_files) // n)
     ck = np.stack([np.asarray(Image.open(p).convert("L")) for p in ck_files[::step][:n]])
-    orl = np.stack([np.asarray(Image.open(root / "orl_faces" / f"s{k}" / "1.pgm").convert("L"))
-                    for k in range(1, min(n, 40) + 1)])
-    return {"ckplus48": ck, "orl": orl, "ferplus_test": ferplus_tiles("FER2013Test",
-                                                                      range(0, 50 * n, 50))}
+    orl = np.stack(
+        [
+            np.asarray(Image.open(root / "orl_faces" / f"s{k}" / "1.pgm").convert("L"))
+            for k in range(1, min(n, 40) + 1)
+        ]
+    )
+    return {
+        "ckplus48": ck,
+        "orl": orl,
+        "ferplus_test": ferplus_tiles("FER2013Test", range(0, 50 * n, 50)),
+    }
 
 
 def median_latency_ms(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int):
@@ -145,8 +156,13 @@ def run(args: argparse.Namespace) -> Dict:
     }]  # fmt: skip
     work = Path(args.work_dir)
     for variant in ("float16", "int8"):
-        path = tflite.convert(model, variant, work / f"dlib_resnet_{variant}.tflite",
-                              calibration if variant == "int8" else None, INPUT_SHAPE)
+        path = tflite.convert(
+            model,
+            variant,
+            work / f"dlib_resnet_{variant}.tflite",
+            calibration if variant == "int8" else None,
+            INPUT_SHAPE,
+        )
         runner = tflite.LiteRTClassifier(path, num_threads=1)
         out = runner.predict(x)
         rows.append({
@@ -184,9 +200,11 @@ def markdown(doc: Dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["variants"]:
-        lines.append(f"| {r['variant']} | {r['size_mb']} | {r['latency_ms']} | "
-                     f"{r['cosine_mean']:.8f} | {r['cosine_min']:.8f} | {r['max_abs_diff']:.3g} | "
-                     f"{r['max_distance']:.3g} |")
+        lines.append(
+            f"| {r['variant']} | {r['size_mb']} | {r['latency_ms']} | "
+            f"{r['cosine_mean']:.8f} | {r['cosine_min']:.8f} | {r['max_abs_diff']:.3g} | "
+            f"{r['max_distance']:.3g} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -100,11 +100,14 @@ def test_parity_with_dlib_on_real_faces(model, chips, dlib_descriptors):
         cos = _cosine(ours, ref)
         max_abs = float(np.abs(ours - ref).max())
         worst_cos, worst_abs = min(worst_cos, float(cos.min())), max(worst_abs, max_abs)
-        lines.append(f"{name}: {len(x)} faces, min cosine {cos.min():.8f}, max |diff| "
-                     f"{max_abs:.2e}")
+        lines.append(
+            f"{name}: {len(x)} faces, min cosine {cos.min():.8f}, max |diff| " f"{max_abs:.2e}"
+        )
     report = "; ".join(lines)
-    print(f"\ndlib parity: {report}; overall min cosine {worst_cos:.8f}, max |diff| "
-          f"{worst_abs:.2e}")
+    print(
+        f"\ndlib parity: {report}; overall min cosine {worst_cos:.8f}, max |diff| "
+        f"{worst_abs:.2e}"
+    )
     assert worst_cos >= MIN_COSINE, report
     # The raw fc output, not a normalised one: dlib's descriptors have norms ~1.4.
     assert worst_abs < 1e-3, report
@@ -119,13 +122,17 @@ def test_output_shape_and_random_init():
     assert out.shape == (2, 128) and np.isfinite(out).all()
 
 
-def test_config_round_trip_rebuilds_the_custom_layers():
+def test_config_and_save_round_trip(tmp_path):
     import keras
 
     net = dlib_resnet(weights=None)
     clone = keras.Model.from_config(net.get_config())
     assert clone.count_params() == net.count_params()
     assert [layer.name for layer in clone.layers] == [layer.name for layer in net.layers]
+    net.save(tmp_path / "dlib_resnet.keras")
+    loaded = keras.models.load_model(tmp_path / "dlib_resnet.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 150, 150, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), net.predict(x, verbose=0))
 
 
 def test_weights_cache_round_trip(model, chips, cache_dir, monkeypatch):
@@ -145,8 +152,7 @@ def test_weights_cache_round_trip(model, chips, cache_dir, monkeypatch):
 def test_jax_backend_gives_the_same_embeddings(model, chips, tmp_path):
     x = np.concatenate([c[:2] for c in chips.values()])
     np.save(tmp_path / "chips.npy", x)
-    script = textwrap.dedent(
-        """
+    script = textwrap.dedent("""
         import sys
         import keras
         import numpy as np
@@ -155,11 +161,15 @@ def test_jax_backend_gives_the_same_embeddings(model, chips, tmp_path):
         assert keras.backend.backend() == "jax"
         out = dlib_resnet().predict(np.load(sys.argv[1]), verbose=0)
         np.save(sys.argv[2], out)
-        """
-    )
+        """)
     # A fresh cache: the JAX process converts the .dat file itself.
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_XLA,
-               KERAS_FER_CACHE=str(tmp_path / "cache"))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=FAST_XLA,
+        KERAS_FER_CACHE=str(tmp_path / "cache"),
+    )
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "chips.npy"), str(tmp_path / "out.npy")],
         capture_output=True, text=True, env=env, timeout=600,
@@ -193,3 +203,15 @@ def test_missing_package_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "face_recognition_models", None)
     with pytest.raises(ModuleNotFoundError, match="pip install face-recognition-models"):
         dlib_resnet()
+
+
+def test_reader_refuses_a_truncated_file(tmp_path):
+    from keras_fer.models.dlib_dat import read_dlib_network
+
+    head = face_identity.dlib_model_path().read_bytes()[:5000]
+    (tmp_path / "cut.dat").write_bytes(head)
+    with pytest.raises(ValueError, match="runs past the end|unexpected end"):
+        read_dlib_network(tmp_path / "cut.dat")
+    (tmp_path / "other.dat").write_bytes(b"\x01\x01\x01\x05loss_")
+    with pytest.raises(ValueError, match="unsupported loss layer"):
+        read_dlib_network(tmp_path / "other.dat")

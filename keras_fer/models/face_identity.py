@@ -75,10 +75,12 @@ class ChannelAffine(layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", trainable=False,
-                                     name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", trainable=False,
-                                    name="beta")
+        self.gamma = self.add_weight(
+            shape=(channels,), initializer="ones", trainable=False, name="gamma"
+        )
+        self.beta = self.add_weight(
+            shape=(channels,), initializer="zeros", trainable=False, name="beta"
+        )
 
     def call(self, inputs):
         return inputs * keras.ops.cast(self.gamma, inputs.dtype) + keras.ops.cast(
@@ -188,9 +190,20 @@ def _model_layers(model: keras.Model, name: str):
     ordered = [model.get_layer(f"{name}_stem_conv"), model.get_layer(f"{name}_stem_affine")]
     for index in range(1, len(BLOCKS) + 1):
         block = f"{name}_block{index}"
-        ordered += [model.get_layer(f"{block}_{role}")
-                    for role in ("conv1", "affine1", "conv2", "affine2")]
+        ordered += [
+            model.get_layer(f"{block}_{role}") for role in ("conv1", "affine1", "conv2", "affine2")
+        ]
     return ordered + [model.get_layer(f"{name}_embedding")]
+
+
+def _dlib_layout() -> list[tuple]:
+    """``(kind, pool window, pool stride)`` of every dlib layer of the network, input upwards."""
+    layout = [("con",), ("affine",), ("relu",), ("max_pool", (3, 3), (2, 2))]
+    for _, down in BLOCKS:
+        layout += [("con",), ("affine",), ("relu",), ("con",), ("affine",)]
+        layout += [("avg_pool", (2, 2), (2, 2))] if down else []
+        layout += [("add_prev",), ("relu",)]
+    return layout + [("avg_pool", (0, 0), (1, 1)), ("fc",)]
 
 
 def load_dlib_weights(model: keras.Model, network: DlibNetwork, name: str = "dlib_resnet"):
@@ -199,12 +212,23 @@ def load_dlib_weights(model: keras.Model, network: DlibNetwork, name: str = "dli
     Raises:
         ValueError: If the file's layers, strides or paddings differ from the model's.
     """
-    if tuple(round(m, 3) for m in network.means) != DLIB_MEANS or network.input_size != (
-        INPUT_SIZE, INPUT_SIZE
-    ):
+    means = tuple(round(m, 3) for m in network.means)
+    if means != DLIB_MEANS or network.input_size != (INPUT_SIZE, INPUT_SIZE):
         raise ValueError(
             f"Unexpected dlib input contract: means={network.means}, size={network.input_size}"
         )
+    found = [
+        (
+            (layer.kind, layer.config["window"], layer.config["stride"])
+            if layer.kind.endswith("pool")
+            else (layer.kind,)
+        )
+        for layer in network.layers
+    ]
+    if found != _dlib_layout() or any(
+        layer.config["padding"] != (0, 0) for layer in network.layers if layer.kind.endswith("pool")
+    ):
+        raise ValueError("The dlib file's layers are not dnn_face_recognition_ex.cpp's network.")
     source = [layer for layer in network.layers if layer.kind in ("con", "affine", "fc")]
     target = _model_layers(model, name)
     if len(source) != len(target):
@@ -213,11 +237,10 @@ def load_dlib_weights(model: keras.Model, network: DlibNetwork, name: str = "dli
         )
     for dlib_layer, keras_layer in zip(source, target):
         if dlib_layer.kind == "con":
-            strides = keras_layer.strides
-            expected_pad = (0, 0) if strides != (1, 1) else tuple(k // 2 for k in
-                                                                   keras_layer.kernel_size)
-            if (dlib_layer.config["stride"] != strides
-                    or dlib_layer.config["padding"] != expected_pad):
+            strides = tuple(keras_layer.strides)
+            # Keras "same" at stride 1 is dlib's kernel // 2; a strided conv is "valid".
+            pad = (0, 0) if strides != (1, 1) else tuple(k // 2 for k in keras_layer.kernel_size)
+            if dlib_layer.config["stride"] != strides or dlib_layer.config["padding"] != pad:
                 raise ValueError(
                     f"{keras_layer.name}: dlib has stride {dlib_layer.config['stride']}, "
                     f"padding {dlib_layer.config['padding']}; the model stride {strides}"
@@ -303,7 +326,6 @@ def to_face_input(gray_faces: np.ndarray) -> np.ndarray:
         resized = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in faces]
     else:
         faces = faces.astype(np.float32, copy=False)
-        resized = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))
-                   for f in faces]
+        resized = [np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in faces]
     out = np.stack(resized).astype(np.float32) if resized else np.zeros((0,) + size, np.float32)
     return np.repeat(out[..., None], 3, axis=-1)
