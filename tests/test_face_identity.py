@@ -215,3 +215,16 @@ def test_reader_refuses_a_truncated_file(tmp_path):
     (tmp_path / "other.dat").write_bytes(b"\x01\x01\x01\x05loss_")
     with pytest.raises(ValueError, match="unsupported loss layer"):
         read_dlib_network(tmp_path / "other.dat")
+
+
+def test_carried_weights_file_needs_no_package(model, chips, cache_dir, monkeypatch):
+    """$KERAS_FER_DLIB_WEIGHTS (a converted file carried to the GPU machine) is used as is,
+    without face-recognition-models; a path that is not a file names the variable."""
+    carried = next(cache_dir.glob("dlib_face_resnet_*.weights.h5"))
+    monkeypatch.setitem(sys.modules, "face_recognition_models", None)
+    monkeypatch.setenv(face_identity.WEIGHTS_ENV, str(carried))
+    x = chips["ckplus48"][:4]
+    np.testing.assert_array_equal(dlib_resnet().predict(x, verbose=0), model.predict(x, verbose=0))
+    monkeypatch.setenv(face_identity.WEIGHTS_ENV, str(cache_dir / "missing.weights.h5"))
+    with pytest.raises(FileNotFoundError, match="KERAS_FER_DLIB_WEIGHTS"):
+        dlib_resnet()

@@ -253,13 +253,18 @@ def load_dlib_weights(model: keras.Model, network: DlibNetwork, name: str = "dli
             keras_layer.set_weights([dlib_layer.params["kernel"]])
 
 
+WEIGHTS_ENV = "KERAS_FER_DLIB_WEIGHTS"
+
+
 def dlib_resnet(weights: str | None = "dlib") -> keras.Model:
     """dlib's face recognition ResNet: ``image (B, 150, 150, 3)`` RGB 0..255 -> ``(B, 128)``.
 
     Args:
         weights: ``"dlib"`` for the trained network (from the cache, else converted from the
             installed ``face-recognition-models`` file and cached), ``None`` for random
-            initialisation.
+            initialisation. Where ``$KERAS_FER_DLIB_WEIGHTS`` names a converted
+            ``.weights.h5`` (e.g. a copy of the cache carried to a machine without the
+            package, such as the GPU machine), ``"dlib"`` loads that file instead.
 
     Returns:
         A functional model named ``dlib_resnet``; the embedding is the raw fc output (not
@@ -269,6 +274,14 @@ def dlib_resnet(weights: str | None = "dlib") -> keras.Model:
         raise ValueError(f"`weights` must be 'dlib' or None. Received: weights={weights!r}")
     model = build_dlib_resnet()
     if weights is None:
+        return model
+    carried = os.environ.get(WEIGHTS_ENV)
+    if carried:
+        if not Path(carried).is_file():
+            raise FileNotFoundError(
+                f"${WEIGHTS_ENV}={carried} is not a file: unset it to convert the installed "
+                "face-recognition-models file, or point it at a converted .weights.h5")
+        model.load_weights(carried)
         return model
     dat_path = dlib_model_path()
     cache = weights_cache_path(dat_path)

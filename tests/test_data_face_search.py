@@ -1,0 +1,87 @@
+"""Every face: group photos and small faces with GroupFaceDetector (issue 21, item 4).
+
+Group photos are composed from real faces (scikit-image's astronaut tiled, ORL heads pasted
+at several scales); face-free photos must give no face.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from keras_fer.data.face_search import (
+    GroupFaceDetector,
+    full_range_model_path,
+    merge_detections,
+    tile_origins,
+)
+from keras_fer.data.face_detector import Detection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with GroupFaceDetector() as det:
+        yield det
+
+
+def _hits(detections, boxes):
+    from bench_group_faces import score
+
+    return score(detections, boxes)
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 2), (2, 2), (3, 3)])
+def test_tiled_astronaut_every_face(detector, rows, cols):
+    image = np.tile(skdata.astronaut(), (rows, cols, 1))
+    boxes = [(173 + 512 * c, 67 + 512 * r, 103, 103) for r in range(rows) for c in range(cols)]
+    found, false = _hits(detector.detect(image), boxes)
+    assert (found, false) == (rows * cols, 0)
+
+
+def test_composed_orl_group_photo(detector, orl_dir):
+    from bench_group_faces import group_photos
+
+    photos = {name: (rgb, boxes) for name, rgb, boxes in group_photos() if "orl" in name}
+    total_found = total = total_false = 0
+    for rgb, boxes in photos.values():
+        # Heads pasted at 1x and up hold faces of >= 48 px: the default must find all of them.
+        big = [b for b in boxes if b[2] >= 92]
+        found, _ = _hits(detector.detect(rgb), big)
+        assert found == len(big)
+        f, false = _hits(detector.detect(rgb), boxes)
+        total_found, total, total_false = total_found + f, total + len(boxes), total_false + false
+    assert total_found >= 0.8 * total and total_false == 0
+    with GroupFaceDetector(min_face=32) as small:
+        assert sum(_hits(small.detect(rgb), b)[0] for rgb, b in photos.values()) == total
+
+
+@pytest.mark.parametrize("name", ["coffee", "brick", "gravel", "text", "coins", "page", "chelsea"])
+def test_face_free_photos(detector, name):
+    image = getattr(skdata, name)()
+    assert detector.detect(image) == []
+
+
+def test_single_faces_and_tight_crops_still_found(detector, orl_dir):
+    from PIL import Image
+
+    assert len(detector.detect(skdata.astronaut())) == 1
+    for k in (1, 2, 3):
+        assert len(detector.detect(np.asarray(Image.open(orl_dir / f"s{k}" / "1.pgm")))) == 1
+
+
+def test_tiles_and_merge():
+    assert tile_origins(100, 200) == [0]
+    assert tile_origins(1024, 512) == [0, 256, 512]
+    assert tile_origins(1000, 512) == [0, 256, 488]
+    kp = np.zeros((6, 2), np.float32)
+    a = Detection((0, 0, 100, 100), 0.9, kp)
+    half = Detection((50, 0, 50, 100), 0.8, kp)  # a tile's half face inside a
+    other = Detection((200, 0, 100, 100), 0.7, kp)
+    assert merge_detections([half, other, a]) == [a, other]
+    assert full_range_model_path().stat().st_size == 676746
+    with pytest.raises(ValueError, match="min_face"):
+        GroupFaceDetector(min_face=4)
