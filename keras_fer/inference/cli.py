@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min_confidence", type=float, default=0.5, help="face detection threshold in [0, 1]"
     )
+    parser.add_argument(
+        "--min_face",
+        type=int,
+        default=48,
+        help="smallest face side in pixels to search for (>= 8): large photos are also searched "
+        "in tiles until faces this small are found; larger is faster",
+    )
     parser.add_argument("--num_threads", type=int, default=None, help="classifier CPU threads")
     parser.add_argument(
         "--class_names",
@@ -143,6 +150,7 @@ def check_arguments(args: argparse.Namespace) -> Plan:
         ("--every", args.every, 1),
         ("--num_threads", args.num_threads, 1),
         ("--max_frames", args.max_frames, 0),
+        ("--min_face", args.min_face, 8),
     ):
         if value is not None and value < low:
             raise UsageError(f"{flag} must be >= {low}. Received: {flag}={value}")
@@ -456,6 +464,7 @@ def run(args: argparse.Namespace) -> int:
                 min_confidence=args.min_confidence,
                 num_threads=args.num_threads,
                 class_names=parse_class_names(args.class_names),
+                min_face=args.min_face,
             )
         except (ModelLoadError, ValueError) as err:
             raise UsageError(str(err)) from err

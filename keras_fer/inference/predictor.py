@@ -182,13 +182,18 @@ class Predictor:
     Args:
         model_path: an exported SavedModel directory (or a TF Serving model base, whose newest
             version is used) or a ``.tflite`` file; default: the shipped default model.
-        detector: a :class:`~keras_fer.data.faces.FaceDetector` to share; by default the
-            predictor creates one (and :meth:`close` releases it).
+        detector: a face detector to share (``FaceDetector`` or ``GroupFaceDetector``); by
+            default the predictor creates a ``GroupFaceDetector`` (and :meth:`close` releases
+            it).
         min_confidence: face detection threshold in [0, 1] for the detector created here.
         num_threads: CPU threads for the classifier (default: all cores). For a SavedModel
             it sets TensorFlow's thread pools, which only works before TF has run anything.
         class_names: overrides the class names stored with the model (needed for a
             ``.tflite`` file without a class-names sidecar).
+        min_face: for the detector created here (a
+            :class:`~keras_fer.data.face_search.GroupFaceDetector`: close-ups, group photos,
+            small faces), the smallest face side in pixels it must reach; smaller is slower on
+            large photos.
     """
 
     def __init__(
@@ -198,6 +203,7 @@ class Predictor:
         min_confidence: float = 0.5,
         num_threads: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None,
+        min_face: int = 48,
     ):
         if model_path is None:
             from keras_fer.inference.defaults import default_model_path
@@ -225,7 +231,12 @@ class Predictor:
             )
         self.model_path = self._classifier.path
         self.class_names: List[str] = names
-        self._aligner = FaceAligner(detector=detector, min_detection_confidence=min_confidence)
+        self._own_detector = None
+        if detector is None:
+            from keras_fer.data.face_search import GroupFaceDetector
+
+            detector = self._own_detector = GroupFaceDetector(min_confidence, min_face=min_face)
+        self._aligner = FaceAligner(detector=detector)
         self._check_num_classes()
 
     def _check_num_classes(self) -> None:
@@ -315,6 +326,9 @@ class Predictor:
     def close(self) -> None:
         """Releases the face detector if this predictor created it."""
         self._aligner.close()
+        if self._own_detector is not None:
+            self._own_detector.close()
+            self._own_detector = None
 
     def __enter__(self) -> "Predictor":
         return self
