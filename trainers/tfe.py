@@ -16,12 +16,14 @@ same folds and budget:
 Any flag after ``--flagfile`` overrides the file. ``--depth`` is the ResNet depth, 12 or 18
 (default: 18 on FER+/FER2013, 12 otherwise); ``--pretrain_lr`` the ResNet pretraining rate
 and ``--lr`` the joint-learning rate of the ResNet and tandem layers (defaults: the paper's,
-0.16 / 0.16 on CK+, 0.1 / 0.001 on FER+). DeepID settings go in ``--extra`` (see
+0.16 / 0.16 on CK+, 0.1 / 0.001 on FER+). The identity network is dlib's face ResNet
+(fine-tuned at ``deepid_lr``); ``--extra='{"identity": "deepid"}'`` takes the small DeepID
+trained on the fold's subjects plus ORL instead. Identity settings go in ``--extra`` (see
 :class:`keras_fer.training.tfe.TFEMethod`), e.g. ``--extra='{"deepid_lr": 0.001}'``.
 
 Writes ``config.json``, per-fold stage folders (``pretrain_deepid``, ``pretrain_resnet``,
 ``joint`` or ``finetune``), ``fold_<k>/verification.json`` and ``verification.json`` (the
-DeepID feature's verification rate on held-out identities), ``results.json``,
+identity feature's verification rate on held-out identities), ``results.json``,
 ``confusion_matrix.png``, ``per_class_accuracy.png`` and, with ``--export``, the deployable
 models.
 """
@@ -58,14 +60,16 @@ def config_from_flags() -> TrainConfig:
 
 def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
     """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests),
-    then collects the DeepID verification rates; returns the results document."""
+    then collects the identity network's verification rates; returns the results document."""
     from keras_fer.training import runner
     from keras_fer.training.tfe import TFEMethod, summarise_verification
 
     results = runner.train_and_evaluate(TFEMethod(), config, experiment=experiment)
     summary = summarise_verification(config.model_dir)
     if summary is not None:
-        print(f"DeepID verification rate: {summary['mean_verification_rate']:.2f} ± "
+        network = {"deepid": "DeepID", "face_resnet": "Face network"}[
+            summary["folds"][0].get("network", "deepid")]
+        print(f"{network} verification rate: {summary['mean_verification_rate']:.2f} ± "
               f"{summary['std_verification_rate']:.2f}% over {len(summary['folds'])} fold(s)",
               flush=True)
     return results

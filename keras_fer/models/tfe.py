@@ -1,13 +1,25 @@
 """TFE-JL: tandem identity + emotion features, learned jointly on expression data.
 
-The tandem model runs the DeepID identity network (160-d feature, dropout 0.4) and the
-ResNet emotion network (64-d GAP feature) side by side on the same face, batch-normalises
-each feature (the two come from different networks and data, so their scales differ),
-concatenates them to the 224-d TFE feature and classifies it with FC layers and a softmax.
+The tandem model runs an identity network and the ResNet emotion network (64-d GAP feature)
+side by side on the same face, batch-normalises each feature (the two come from different
+networks and data, so their scales differ), concatenates them to the TFE feature and
+classifies it with FC layers and a softmax. The identity network (``TFEConfig.identity``):
+
+- ``face_resnet`` (default): dlib's face ResNet (:mod:`keras_fer.models.face_embedding`), in
+  place of the paper's DeepID trained on CASIA-WebFace: our 48x48 [0, 1] face is scaled to
+  0..255, resized to 150x150 and repeated to RGB inside the model; its raw 128-d embedding
+  (dropout 0.4) gives a 192-d TFE feature. It comes pretrained and needs no stage 1.
+- ``deepid``: the project's DeepID (160-d feature, dropout 0.4; 224-d TFE feature),
+  pretrained on the fold's subjects plus ORL: the small option.
+
+Either way the identity network is *fine-tuned* in the joint stage, not frozen: the paper
+"jointly learn[s] the parameters of the merged network" with its own, smaller learning rate
+for the identity network (CK+: 0.01 against 0.16 for the ResNet). dlib's ``affine`` layers
+(its frozen batch normalisation) stay fixed, as in dlib.
 
 Training follows the paper in three steps:
 
-1. pretrain :func:`~keras_fer.models.deepid.build_deepid` on identities and
+1. pretrain :func:`~keras_fer.models.deepid.build_deepid` on identities (``deepid`` only) and
    :func:`~keras_fer.models.resnet.build_resnet` on expressions (the latter, trained on its
    own, is also the ResNet-only baseline); :func:`build_tfe_pretraining_models` builds both
    with the layer names of the tandem model;
@@ -15,8 +27,8 @@ Training follows the paper in three steps:
    prefixed ``deepid_*``, ``resnet_*`` (shared with the pretraining models) and ``tandem_*``
    (new, randomly initialised);
 3. learn the whole merged network on expression data with :func:`joint_optimizer`, which
-   gives the DeepID variables their own, smaller learning rate (CK+: 0.16 for ResNet and the
-   tandem head, 0.01 for DeepID; SGD with momentum 0.9). It is Keras' own
+   gives the identity network's variables their own, smaller learning rate (CK+: 0.16 for
+   ResNet and the tandem head, 0.01 for DeepID or the face network; SGD with momentum 0.9). It is Keras' own
    ``MultiOptimizer``, which dispatches variables to sub-optimizers by variable path, so the
    standard ``fit`` works unchanged on TensorFlow and JAX, and ``LearningRateScheduler``
    steps each sub-optimizer's rate.
@@ -32,12 +44,17 @@ import dataclasses
 import keras
 from keras import layers
 
+from keras_fer.models import face_embedding
 from keras_fer.models.deepid import IDENTITY_DROPOUT, apply_deepid_backbone, build_deepid
 from keras_fer.models.resnet import RESNET_BLOCKS, apply_resnet_backbone, build_resnet
 
 DEEPID_PREFIX = "deepid"
 RESNET_PREFIX = "resnet"
 TANDEM_PREFIX = "tandem"
+
+IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
+# Variables of the identity network, whichever it is: DeepID's or dlib's layers.
+IDENTITY_VARIABLES = f"(?:.*/)?(?:{DEEPID_PREFIX}|{face_embedding.FACE_PREFIX})_[^/]*/.*"
 
 LearningRate = float | keras.optimizers.schedules.LearningRateSchedule
 
@@ -49,16 +66,17 @@ class TFEConfig:
     Attributes:
         num_classes: Expression classes of the tandem (and ResNet) softmax.
         num_identities: Subjects of the DeepID pretraining softmax (not part of the tandem
-            graph, which only uses the 160-d feature).
+            graph, which only uses the 160-d feature); unused with ``face_resnet``.
         resnet_depth: 12 (CK+) or 18 (FER+).
         hidden_units: Widths of the tandem FC layers between the TFE feature and the softmax.
         dropout: Dropout after each tandem FC layer.
         identity_dropout: Dropout after the DeepID feature (the paper: 0.4).
         input_shape: ``(H, W, C)`` of the ``"image"`` input.
         resnet_lr: Joint-learning rate of the ResNet and tandem variables (CK+: 0.16).
-        deepid_lr: Joint-learning rate of the DeepID variables (CK+: 0.01).
+        deepid_lr: Joint-learning rate of the identity network's variables (CK+: 0.01).
         momentum: SGD momentum of both groups.
         name: Name of the tandem model.
+        identity: ``"face_resnet"`` (dlib's face network) or ``"deepid"``.
     """
 
     num_classes: int
@@ -72,11 +90,13 @@ class TFEConfig:
     deepid_lr: float = 0.01
     momentum: float = 0.9
     name: str = "tfe"
+    identity: str = face_embedding.FACE_RESNET
 
     def __post_init__(self) -> None:
+        face_embedding.check_identity(self.identity, IDENTITIES, "TFE-JL")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2. Received: num_classes={self.num_classes}")
-        if self.num_identities < 2:
+        if self.identity == face_embedding.DEEPID and self.num_identities < 2:
             raise ValueError(
                 f"num_identities must be >= 2. Received: num_identities={self.num_identities}"
             )
@@ -111,14 +131,30 @@ def build_tfe_pretraining_models(config: TFEConfig) -> tuple[keras.Model, keras.
     return deepid, resnet
 
 
-def build_tfe(config: TFEConfig) -> keras.Model:
+def build_tfe(config: TFEConfig, face_weights: str | None = "dlib") -> keras.Model:
     """Builds the tandem model ``image (B, H, W, C) -> softmax (B, num_classes)``.
 
-    The 224-d TFE feature is the output of layer ``"tandem_concat"``.
+    The TFE feature (224-d with DeepID, 192-d with the face network) is the output of layer
+    ``"tandem_concat"``; the identity feature before dropout is layer ``"identity_feature"``.
+
+    Args:
+        config: The model's settings.
+        face_weights: With ``identity="face_resnet"``: ``"dlib"`` (the trained network) or
+            ``None`` (random; e.g. when a trained tandem model's weights are loaded next).
     """
     image = keras.Input(shape=config.input_shape, name="image")
-    identity = apply_deepid_backbone(image, name=DEEPID_PREFIX)
-    identity = layers.Dropout(config.identity_dropout, name=f"{DEEPID_PREFIX}_dropout")(identity)
+    if config.identity == face_embedding.FACE_RESNET:
+        if config.input_shape[-1] != 1:
+            raise ValueError("The face network takes gray faces (H, W, 1). Received: "
+                             f"input_shape={config.input_shape}")
+        face = face_embedding.FaceNetInput(name=f"{face_embedding.FACE_PREFIX}_input")(image)
+        identity = face_embedding.dlib_resnet(weights=face_weights)(face)
+        prefix = face_embedding.FACE_PREFIX
+    else:
+        identity = apply_deepid_backbone(image, name=DEEPID_PREFIX)
+        prefix = DEEPID_PREFIX
+    identity = layers.Identity(name="identity_feature")(identity)
+    identity = layers.Dropout(config.identity_dropout, name=f"{prefix}_dropout")(identity)
     emotion = apply_resnet_backbone(image, config.resnet_depth, name=RESNET_PREFIX)
     identity = layers.BatchNormalization(name=f"{TANDEM_PREFIX}_identity_bn")(identity)
     emotion = layers.BatchNormalization(name=f"{TANDEM_PREFIX}_emotion_bn")(emotion)
@@ -142,10 +178,11 @@ def joint_optimizer(
     resnet_lr: LearningRate | None = None,
     deepid_lr: LearningRate | None = None,
 ) -> keras.optimizers.MultiOptimizer:
-    """SGD with one learning rate for the DeepID variables and another for all the rest.
+    """SGD with one learning rate for the identity network and another for all the rest.
 
-    Variables whose path has a layer named ``deepid_*`` (at any nesting depth) go to the
-    DeepID sub-optimizer; the ResNet and tandem variables go to the default one.
+    Variables whose path has a layer named ``deepid_*`` or ``dlib_resnet_*`` (at any nesting
+    depth) go to the identity sub-optimizer; the ResNet and tandem variables go to the
+    default one.
 
     Args:
         config: Supplies ``resnet_lr``, ``deepid_lr`` and ``momentum``.
@@ -167,7 +204,7 @@ def joint_optimizer(
     )
     optimizer_map = keras.optimizers.OptimizerMap(
         default_optimizer=resnet_sgd,
-        optimizer_map={f"(?:.*/)?{DEEPID_PREFIX}_[^/]*/.*": deepid_sgd},
+        optimizer_map={IDENTITY_VARIABLES: deepid_sgd},
     )
     return keras.optimizers.MultiOptimizer(optimizer_map, name="tfe_joint_sgd")
 

@@ -9,6 +9,16 @@ heads with the joint loss L_emo + L_id. The 1x1 fusion conv starts as a pass-thr
 emotion map (``extra fusion_init``: ``"passthrough"``, the default, or ``"random"``, He
 normal): see :func:`keras_fer.models.idennet.passthrough_fusion_conv`. Each stage resumes
 from its own folder.
+
+With ``extra identity="face_resnet"`` (the default: the paper pretrained its identity stream
+on identity data), the identity stream is first distilled from dlib's face network (stage
+``distill_identity``, :mod:`keras_fer.training.distill`: its GAP feature plus a 128-d
+projection trained to the face network's embedding, cosine loss, on FER+ Train when
+``extra distill_ferplus_dir`` names a FER+ folder, the fold's training faces and ORL;
+``distill_epochs``, default ``pretrain_epochs``, and ``distill_lr``, default
+``pretrain_lr``), then identity-pretrained as before from the distilled weights.
+``identity="densenet"`` skips the distillation (the identity stream learns from the fold's
+subjects and ORL only). The teacher's embeddings are cached in ``<model_dir>/teacher/``.
 """
 
 from __future__ import annotations
@@ -24,10 +34,10 @@ import keras
 import numpy as np
 
 from keras_fer.data.augment import FaceBatches
-from keras_fer.models import idennet
+from keras_fer.models import face_embedding, idennet
 from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
-from keras_fer.training import runner
+from keras_fer.training import distill, runner
 from keras_fer.training.datasets import Experiment, FoldData, experiment_for, fold_indices
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
@@ -45,6 +55,11 @@ def _validation(config: TrainConfig, faces: np.ndarray, labels) -> FaceBatches |
     return FaceBatches(faces, labels, config.batch_size)
 
 
+EXTRA_KEYS = ("identity", "alpha", "dropout", "emotion_init", "fusion_init", "gamma",
+              "identity_init", "layers_per_block", "weight_decay", "distill_epochs",
+              "distill_lr", "distill_ferplus_dir")
+
+
 class IDEnNetMethod:
     """IDEnNet variants (original, i, f, if) for :func:`runner.train_and_evaluate`."""
 
@@ -53,7 +68,16 @@ class IDEnNetMethod:
     # then skipped, since sharded steps need every batch to split evenly over the devices.
     supports_distribution = True
 
+    @staticmethod
+    def identity(config: TrainConfig) -> str:
+        """The run's identity source, after checking every ``--extra`` key."""
+        face_embedding.check_extra(config.extra, EXTRA_KEYS, "IDEnNet")
+        return face_embedding.check_identity(
+            config.extra.get("identity", face_embedding.FACE_RESNET),
+            (face_embedding.FACE_RESNET, face_embedding.DENSENET), "IDEnNet")
+
     def model_config(self, config: TrainConfig, data: FoldData, num_identities: int | None):
+        self.identity(config)
         extra = config.extra
         return idennet.IDEnNetConfig(
             variant=config.variant,
@@ -93,12 +117,32 @@ class IDEnNetMethod:
                              f"{len(np.unique(y))} (use --use_orl or a dataset with subjects).")
         model = idennet.build_identity_pretrain_model(mcfg, data.num_identities)
         init_from(model, config.extra.get("identity_init"), "identity stream")
+        if self.identity(config) == face_embedding.FACE_RESNET:
+            self.distill_identity(config, data, model, fold_dir)
         model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, len(y)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1,
                             drop_remainder=True)
         fit_stage(model, fold_dir / "pretrain_identity", train, config.pretrain_epochs)
         return model
+
+    def distill_identity(self, config, data, model: keras.Model, fold_dir: Path) -> None:
+        """Stage ``distill_identity``: the identity stream (``model``'s layers, trained in
+        place) reproduces the face network's embedding; writes ``distill.json``."""
+        extra = config.extra
+        faces, targets, counts = distill.distillation_faces(
+            extra, data.x_train, data.identity_x,
+            Path(config.model_dir) / "teacher", data.fold)
+        student = distill.student_model(model, "id_head_gap", "id")
+        epochs = extra.get("distill_epochs", config.pretrain_epochs)
+        report = distill.distill_stream(
+            student, faces, targets, fold_dir / "distill_identity", epochs,
+            config.batch_size, extra.get("distill_lr", config.pretrain_lr), config.seed + 7)
+        report["sources"] = counts
+        (fold_dir / "distill.json").write_text(json.dumps(report, indent=1))
+        print(f"[idennet] fold {data.fold}: identity stream distilled from the face network "
+              f"on {report['faces']} faces {counts}: mean cosine {report['final_cosine']:.3f}",
+              flush=True)
 
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
         keras.utils.set_random_seed(config.seed + data.fold)
@@ -141,7 +185,7 @@ def variant_config(config: TrainConfig, variant: str) -> TrainConfig:
 
 
 # Stages whose weights do not depend on the variant (same fold data, seed and architecture).
-SHARED_STAGES = ("pretrain_emotion", "pretrain_identity")
+SHARED_STAGES = ("pretrain_emotion", "distill_identity", "pretrain_identity")
 
 
 def share_pretraining(work_dir: Path, model_dir: Path, fold: int,

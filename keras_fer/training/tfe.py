@@ -2,7 +2,12 @@
 
 Per fold, each stage in its own resumable folder under ``fold_dir``:
 
-1. ``pretrain_deepid``: the DeepID identity classifier on the fold's training subjects
+0. With ``extra identity="face_resnet"`` (the default), the identity network is dlib's
+   face ResNet, already trained on about 3 million faces, so there is no stage 1: its raw
+   128-d embedding is scored by the same verification protocol on the same held-out
+   subjects (``fold_dir/verification.json``, ``"network": "face_resnet"``) and the network
+   enters the tandem model as it is, to be fine-tuned in stage 3 at the identity rate.
+1. ``pretrain_deepid`` (``identity="deepid"``, the small option): the DeepID identity classifier on the fold's training subjects
    (``id_train >= 0``) plus the extra identities (ORL). A share of the identities
    (``extra verification_fraction``, default 0.2, taken from ORL when present, otherwise from
    the fold's training subjects) is held out of this stage; the 160-d feature is then scored
@@ -13,7 +18,7 @@ Per fold, each stage in its own resumable folder under ``fold_dir``:
    (from scratch, or from ``extra resnet_init``: a FER+-pretrained ResNet of the same depth).
 3. ``joint`` (variant ``tfe``): the tandem model, initialised from both by layer name, learnt
    jointly with :func:`keras_fer.models.tfe.joint_optimizer` (ResNet and tandem layers at
-   ``lr``, DeepID layers at ``extra deepid_lr``). ``finetune`` (variant ``baseline``): the
+   ``lr``, the identity network's layers at ``extra deepid_lr``). ``finetune`` (variant ``baseline``): the
    pretrained ResNet alone, trained for the same epochs with the same ResNet rate schedule,
    so that both variants see the same expression data for the same number of epochs and
    differ only in the identity feature.
@@ -37,7 +42,7 @@ import numpy as np
 from keras_fer.data.augment import FaceBatches
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation import verification
-from keras_fer.models import tfe
+from keras_fer.models import face_embedding, tfe
 from keras_fer.models.deepid import build_deepid, deepid_feature_model
 from keras_fer.models.resnet import build_resnet
 from keras_fer.models.transfer import init_from, transfer_weights
@@ -53,6 +58,9 @@ DEFAULT_VERIFICATION_FRACTION = 0.2
 DEFAULT_VERIFICATION_PAIRS = 1000
 # Two halves of at least two subjects each: different-subject pairs need two subjects.
 MIN_HELD_OUT = 4
+EXTRA_KEYS = ("identity", "deepid_lr", "deepid_pretrain_lr", "deepid_epochs", "hidden_units",
+              "dropout", "weight_decay", "verification_fraction", "verification_pairs",
+              "resnet_init")
 
 
 def _steps(config: TrainConfig, n: int) -> int:
@@ -147,8 +155,10 @@ def verification_rate(feature_model: keras.Model, faces: np.ndarray, subjects: n
 class TFEMethod:
     """TFE-JL (variant ``tfe``) and its ResNet-only baseline for the runner.
 
-    Method-specific settings (``config.extra``): ``deepid_lr`` (joint-learning rate of the
-    DeepID layers, default 0.01), ``deepid_pretrain_lr`` (0.01), ``deepid_epochs`` (default
+    Method-specific settings (``config.extra``, validated: an unknown key is an error):
+    ``identity`` (``"face_resnet"``, the default, or ``"deepid"``), ``deepid_lr``
+    (joint-learning rate of the identity network's layers, DeepID or face network, default
+    0.01), ``deepid_pretrain_lr`` (0.01), ``deepid_epochs`` (default
     ``pretrain_epochs``), ``hidden_units`` (tandem FC widths, ``[256]``), ``dropout`` (0.5),
     ``weight_decay`` (pretraining, 1e-4), ``verification_fraction`` (0.2),
     ``verification_pairs`` (1000 per half).
@@ -156,10 +166,18 @@ class TFEMethod:
 
     name = "tfe"
 
+    @staticmethod
+    def identity(config: TrainConfig) -> str:
+        """The run's identity network, after checking every ``--extra`` key."""
+        face_embedding.check_extra(config.extra, EXTRA_KEYS, "TFE-JL")
+        return face_embedding.check_identity(
+            config.extra.get("identity", face_embedding.FACE_RESNET), tfe.IDENTITIES, "TFE-JL")
+
     def model_config(self, config: TrainConfig, data: FoldData, num_identities: int):
         """The :class:`~keras_fer.models.tfe.TFEConfig` of this run and fold."""
         extra = config.extra
         return tfe.TFEConfig(
+            identity=self.identity(config),
             num_classes=data.num_classes,
             num_identities=num_identities,
             resnet_depth=config.depth,
@@ -189,7 +207,8 @@ class TFEMethod:
             report = verification_rate(
                 deepid_feature_model(deepid), x_held, s_held,
                 extra.get("verification_pairs", DEFAULT_VERIFICATION_PAIRS), seed)
-            report.update(source=source, pretrain_identities=int(y.max()) + 1)
+            report.update(source=source, pretrain_identities=int(y.max()) + 1,
+                          network=face_embedding.DEEPID)
             (fold_dir / "verification.json").write_text(json.dumps(report, indent=1))
             print(f"[tfe] fold {data.fold}: DeepID verification rate "
                   f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
@@ -198,6 +217,24 @@ class TFEMethod:
             print(f"[tfe] fold {data.fold}: too few identities to hold out for verification; "
                   "skipped", flush=True)
         return deepid
+
+    def verify_face_network(self, config: TrainConfig, data: FoldData, fold_dir: Path) -> None:
+        """Stage 0 (``face_resnet``): the face network's verification rate on the subjects
+        DeepID would hold out, into ``fold_dir/verification.json``."""
+        extra = config.extra
+        seed = config.seed + data.fold
+        _, _, x_held, s_held, source = split_identities(
+            data, extra.get("verification_fraction", DEFAULT_VERIFICATION_FRACTION), seed)
+        if not len(s_held):
+            return
+        report = verification_rate(face_embedding.face_embedding_model(), x_held, s_held,
+                                   extra.get("verification_pairs", DEFAULT_VERIFICATION_PAIRS),
+                                   seed)
+        report.update(source=source, network=face_embedding.FACE_RESNET)
+        (fold_dir / "verification.json").write_text(json.dumps(report, indent=1))
+        print(f"[tfe] fold {data.fold}: face network verification rate "
+              f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
+              f"{source} subjects", flush=True)
 
     @staticmethod
     def build_resnet(config: TrainConfig, data: FoldData) -> keras.Model:
@@ -222,6 +259,7 @@ class TFEMethod:
         if config.variant not in VARIANTS:
             raise ValueError(f"TFE-JL variants are {VARIANTS}. Received: variant="
                              f"{config.variant!r}")
+        identity = self.identity(config)
         keras.utils.set_random_seed(config.seed + data.fold)
         resnet = self.pretrain_resnet(config, data, fold_dir)
         total = config.epochs * _steps(config, len(data.y_train))
@@ -233,11 +271,17 @@ class TFEMethod:
                       config.epochs, self._val(config, data))
             return resnet
 
-        deepid = self.pretrain_deepid(config, data, fold_dir)
-        mcfg = self.model_config(config, data, deepid.output_shape[-1])
-        model = tfe.build_tfe(mcfg)
-        # Every pretrained layer but the two classifier heads has its twin in the tandem model.
-        transfer_weights(deepid, model, skip_mismatched=False)
+        if identity == face_embedding.DEEPID:
+            deepid = self.pretrain_deepid(config, data, fold_dir)
+            mcfg = self.model_config(config, data, deepid.output_shape[-1])
+            model = tfe.build_tfe(mcfg)
+            # Every pretrained layer but the two heads has its twin in the tandem model.
+            transfer_weights(deepid, model, skip_mismatched=False)
+        else:
+            if not (fold_dir / "verification.json").exists():
+                self.verify_face_network(config, data, fold_dir)
+            mcfg = self.model_config(config, data, 0)
+            model = tfe.build_tfe(mcfg, face_weights="dlib")
         transfer_weights(resnet, model, skip_mismatched=False)
         optimizer = tfe.joint_optimizer(mcfg, resnet_lr=step_schedule(mcfg.resnet_lr, total),
                                         deepid_lr=step_schedule(mcfg.deepid_lr, total))
