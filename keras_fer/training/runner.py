@@ -30,8 +30,17 @@ from keras_fer.training.datasets import (
 from keras_fer.training.distribute import distribution_scope
 
 
+# Optional per-fold figures (percent) a method's ``fold_metrics`` may add, e.g. the expression
+# recipe's validation and test-time-augmented accuracies; averaged into ``results.json``.
+OPTIONAL_FOLD_FIGURES = (
+    "valid_accuracy", "valid_accuracy_tta_flip", "valid_accuracy_tta_flip_crops",
+    "test_accuracy_tta_flip", "test_accuracy_tta_flip_crops",
+)
+
+
 class Method(Protocol):
-    """What a method plugs into the runner."""
+    """What a method plugs into the runner (optionally also ``fold_metrics(model, data,
+    fold_dir) -> dict``: extra figures for the fold's ``result.json``)."""
 
     name: str
 
@@ -72,6 +81,10 @@ def summarise(config: TrainConfig, exp: Experiment, folds) -> Dict:
         "folds": sorted(folds, key=lambda f: f["fold"]),
         "mean_accuracy": float(acc.mean()) if len(acc) else float("nan"),
         "std_accuracy": float(acc.std()) if len(acc) else float("nan"),
+        **{key: float(np.mean([f[key] for f in folds])) for key in OPTIONAL_FOLD_FIGURES
+           if folds and all(key in f for f in folds)},
+        **({"best_epochs": [f["best_epoch"] for f in sorted(folds, key=lambda f: f["fold"])]}
+           if folds and all("best_epoch" in f for f in folds) else {}),
     }
 
 
@@ -163,6 +176,8 @@ def train_and_evaluate(method: Method, config: TrainConfig,
             model = method.fit_fold(data, config, fold_dir)
         # Evaluation runs outside the scope: there the model takes any batch size.
         result = evaluate_fold(model, data)
+        if hasattr(method, "fold_metrics"):
+            result.update(method.fold_metrics(model, data, fold_dir))
         # Training time of this fold in this process (a resumed fold counts only the rest).
         result["train_seconds"] = round(time.time() - fold_start, 1)
         model.save(fold_dir / "inference.keras")

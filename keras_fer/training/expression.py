@@ -1,0 +1,181 @@
+"""The expression recipe as a runner ``Method``: one stage per fold, epoch chosen on validation.
+
+``fit_fold`` builds :func:`keras_fer.models.expression.build_expression_model` (backbone =
+``config.variant``), optionally starts it from ``init`` and a frozen ``teacher``, and trains
+:class:`keras_fer.training.recipe.RecipeModel` on the fold's training faces in
+``fold_dir/train``: ``history.csv`` (loss, learning_rate, val_accuracy per epoch),
+``backup/`` (resume mid-run), ``timing.json``, ``best.weights.h5`` + ``best.json`` (the
+epoch with the best validation accuracy, with the EMA weights when EMA is on; the last epoch
+when the fold has no validation faces). Test faces are never looked at before the final
+report: :meth:`ExpressionMethod.fold_metrics` adds validation and test accuracy with and
+without test-time augmentation to the fold's ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_fer.data import labels as labels_lib
+from keras_fer.models.expression import BACKBONES, build_expression_model
+from keras_fer.training import recipe as recipe_lib
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import FoldData
+from keras_fer.training.stages import StageTimer
+
+STAGE = "train"
+
+
+def training_targets(data: FoldData, recipe: recipe_lib.Recipe) -> np.ndarray:
+    """``(N, K)`` float32 targets: FER+'s vote distribution in the protocol's class order
+    (``soft_targets`` and the data has it) or one-hot majority labels, then label smoothing."""
+    k = data.num_classes
+    targets = np.eye(k, dtype=np.float32)[data.y_train]
+    if recipe.soft_targets and data.soft_train is not None:
+        columns = [labels_lib.CANONICAL.index(c) for c in data.class_names]
+        soft = np.asarray(data.soft_train, np.float32)[:, columns]
+        total = soft.sum(-1, keepdims=True)
+        targets = np.where(total > 0, soft / np.maximum(total, 1e-12), targets)
+    if recipe.label_smoothing:
+        targets = (1.0 - recipe.label_smoothing) * targets + recipe.label_smoothing / k
+    return targets.astype(np.float32)
+
+
+class SelectOnValidation(keras.callbacks.Callback):
+    """Validation accuracy of the inference model each epoch (into the logs, so history.csv
+    and the progress line get it) and the best epoch's weights kept in ``stage_dir``.
+
+    Placed after ``SwapEMAWeights(swap_on_epoch=True)``, it sees the EMA weights. Without
+    validation faces every epoch is "best", i.e. the last one is kept. ``best.json`` makes the
+    choice survive a restart.
+    """
+
+    def __init__(self, net: keras.Model, faces: np.ndarray, labels: np.ndarray,
+                 stage_dir: Path, batch_size: int):
+        super().__init__()
+        self.net, self.faces, self.labels = net, faces, labels
+        self.best_path, self.info_path = stage_dir / "best.weights.h5", stage_dir / "best.json"
+        self.batch_size = batch_size
+        self.best = json.loads(self.info_path.read_text()) if self.info_path.exists() else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate))
+        score = None
+        if len(self.labels):
+            probs = recipe_lib.predict_tta(self.net, self.faces, "none", self.batch_size)
+            score = recipe_lib.accuracy_percent(probs, self.labels)
+            logs["val_accuracy"] = score
+        if self.best is None or score is None or score > self.best["valid_accuracy"]:
+            partial = self.best_path.with_name("best.partial.weights.h5")
+            self.net.save_weights(str(partial))
+            os.replace(partial, self.best_path)
+            self.best = {"epoch": epoch + 1, "valid_accuracy": score}
+            self.info_path.write_text(json.dumps(self.best))
+
+
+class ExpressionMethod:
+    """Backbones of :mod:`keras_fer.models.expression` with the recipe of
+    :class:`keras_fer.training.recipe.Recipe` (``config.extra``), for the runner."""
+
+    name = "expression"
+
+    def build(self, config: TrainConfig, num_classes: int,
+              recipe: recipe_lib.Recipe, pretrained: bool | None = None) -> keras.Model:
+        if config.variant not in BACKBONES:
+            raise ValueError(f"Expression backbones are {BACKBONES}. Received: variant="
+                             f"{config.variant!r}")
+        use_dlib = recipe.pretrained and not recipe.init if pretrained is None else pretrained
+        return build_expression_model(
+            config.variant, num_classes, input_size=recipe.input_size, dropout=recipe.dropout,
+            weights="dlib" if use_dlib else None,
+            weights_file=recipe.face_weights if use_dlib else "")
+
+    def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
+        recipe = recipe_lib.Recipe.from_extra(config.extra)
+        stage_dir = fold_dir / STAGE
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(config.seed + data.fold)
+        policy = keras.config.dtype_policy()
+        if recipe.mixed_precision:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            net = self._train(data, config, recipe, stage_dir)
+        finally:
+            keras.config.set_dtype_policy(policy)
+        if recipe.mixed_precision:
+            # Exports and CPU inference want float32 layers: same architecture, same weights.
+            trained, net = net, self.build(config, data.num_classes, recipe, pretrained=False)
+            net.set_weights(trained.get_weights())
+        net.load_weights(str(stage_dir / "best.weights.h5"))
+        best = json.loads((stage_dir / "best.json").read_text())
+        print(f"[expression/{config.variant}] fold {data.fold}: epoch {best['epoch']} chosen "
+              f"(valid accuracy {best['valid_accuracy']})", flush=True)
+        return net
+
+    def _train(self, data, config, recipe, stage_dir: Path) -> keras.Model:
+        net = self.build(config, data.num_classes, recipe)
+        if recipe.init:
+            from keras_fer.models.transfer import init_from
+
+            init_from(net, recipe.init, "expression model")
+        done = stage_dir / "done.json"
+        if done.exists():
+            logging.info("%s already trained: keeping %s", stage_dir, stage_dir / "best.json")
+            return net
+        teacher = None
+        if recipe.teacher:
+            from keras_fer.models.loading import load_model
+
+            teacher = load_model(recipe.teacher)
+            if teacher.output_shape[-1] != data.num_classes:
+                raise ValueError(f"The teacher {recipe.teacher} has {teacher.output_shape[-1]} "
+                                 f"classes, the data {data.num_classes}.")
+        batches = recipe_lib.RecipeBatches(data.x_train, training_targets(data, recipe),
+                                           config.batch_size, seed=config.seed + data.fold)
+        trainer = recipe_lib.RecipeModel(net, recipe, teacher, seed=config.seed + data.fold)
+        trainer(batches[0][0])  # built before fit, as BackupAndRestore wants
+        trainer.compile(
+            optimizer=recipe_lib.make_optimizer(recipe, config.lr, config.epochs, len(batches)),
+            # TensorFlow's XLA has no kernel for the affine resampling; JAX jits it.
+            jit_compile=keras.backend.backend() != "tensorflow")
+        # Order matters: the backup holds the raw weights, selection sees the EMA ones, and
+        # history.csv the validation accuracy the selection adds to the logs.
+        callbacks = [keras.callbacks.BackupAndRestore(str(stage_dir / "backup"))]
+        if recipe.ema:
+            callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks += [
+            SelectOnValidation(net, data.x_val, data.y_val, stage_dir, recipe.eval_batch_size),
+            keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
+            StageTimer(stage_dir / "timing.json", len(batches) * batches.batch_size),
+        ]
+        trainer.fit(batches, epochs=config.epochs, callbacks=callbacks,
+                    verbose=1 if sys.stdout.isatty() else 2)
+        done.write_text(json.dumps({"epochs": config.epochs}))
+        return net
+
+    def fold_metrics(self, model: keras.Model, data: FoldData, fold_dir: Path) -> dict:
+        """Validation and test accuracy (percent) without and with test-time augmentation,
+        and the chosen epoch; the runner adds them to the fold's ``result.json``."""
+        recipe = recipe_lib.Recipe.from_extra({})
+        best = json.loads((fold_dir / STAGE / "best.json").read_text())
+        out = {"best_epoch": best["epoch"],
+               "selected_on": "valid" if len(data.y_val) else "last_epoch"}
+        for split, faces, labels in (("valid", data.x_val, data.y_val),
+                                     ("test", data.x_test, data.y_test)):
+            if not len(labels):
+                continue
+            for mode in recipe_lib.TTA_MODES:
+                if split == "test" and mode == "none":
+                    continue  # the runner's own "accuracy"
+                probs = recipe_lib.predict_tta(model, faces, mode, recipe.eval_batch_size)
+                suffix = "" if mode == "none" else f"_tta_{mode}"
+                out[f"{split}_accuracy{suffix}"] = recipe_lib.accuracy_percent(probs, labels)
+        return out

