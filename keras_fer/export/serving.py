@@ -278,12 +278,46 @@ def parse_rest_response(response: dict | str | bytes) -> list[dict]:
     return list(response["predictions"])
 
 
-def handle_rest(signature, request_json: dict | str | bytes) -> tuple[int, dict]:
+def upright_image_bytes(data: bytes) -> bytes:
+    """An encoded image turned upright per its EXIF orientation (re-encoded as PNG).
+
+    ``serving_default`` decodes pixels as stored, whereas cameras store many photos sideways
+    with an EXIF orientation tag, which the CLI's reader honours; applying it before sending
+    (client side, or in ``keras-fer serve``) gives serving the same face. Bytes without an
+    orientation other than 1, or that Pillow cannot read, are returned unchanged (the server
+    then reports a bad image itself).
+    """
+    import io
+
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as image:
+            if image.getexif().get(0x0112, 1) in (1, None):
+                return bytes(data)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            out = io.BytesIO()
+            mode = upright.mode if upright.mode in ("L", "RGB", "RGBA", "I;16") else "RGB"
+            upright.convert(mode).save(out, format="PNG")
+            return out.getvalue()
+    except Exception:  # noqa: BLE001 - not decodable here: let the model's decoder say why
+        return bytes(data)
+
+
+def handle_rest(
+    signature, request_json: dict | str | bytes, upright: bool = False
+) -> tuple[int, dict]:
     """In-process stand-in for TF Serving's ``:predict`` handler on ``serving_default``.
+
+    As in TF Serving, one image that cannot be decoded fails the whole request (HTTP 400);
+    the error names it (``instances[i]: ...``) so a client can resend the others (see
+    :func:`predict_rest`). An empty ``instances`` list is a 400 as well.
 
     Args:
         signature: the loaded ``serving_default`` concrete function.
         request_json: the request body (parsed or raw).
+        upright: apply EXIF orientation first (:func:`upright_image_bytes`).
 
     Returns:
         ``(http_status, body)``: ``(200, {"predictions": [...]})`` or ``(400, {"error": msg})``.
@@ -302,11 +336,28 @@ def handle_rest(signature, request_json: dict | str | bytes) -> tuple[int, dict]
         images = [base64.b64decode(value["b64"], validate=True) for value in values]
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         return 400, {"error": f"Malformed request: {err!r}"}
+    if upright:
+        images = [upright_image_bytes(image) for image in images]
     try:
         out = signature(**{IMAGES_INPUT: tf.constant(images)})
     except tf.errors.InvalidArgumentError as err:
-        return 400, {"error": err.message}
+        return 400, {"error": _name_bad_instances(signature, images, err.message)}
     return 200, {"predictions": _rows(out)}
+
+
+def _name_bad_instances(signature, images: list, message: str) -> str:
+    """``"instances[2]: <decoder message>"``: which images of a failed batch fail alone."""
+    import tensorflow as tf
+
+    if len(images) == 1:
+        return f"instances[0]: {message}"
+    bad = []
+    for i, image in enumerate(images):
+        try:
+            signature(**{IMAGES_INPUT: tf.constant([image])})
+        except tf.errors.InvalidArgumentError as err:
+            bad.append(f"instances[{i}]: {err.message}")
+    return "; ".join(bad) or message
 
 
 def _rows(outputs: dict) -> list[dict]:
@@ -329,13 +380,49 @@ def predict_url(host: str, model_name: str, version: int | None = None) -> str:
 
 
 def predict_rest(
-    url: str, images: Sequence[bytes], signature_name: str | None = None, timeout: float = 30.0
+    url: str,
+    images: Sequence[bytes],
+    signature_name: str | None = None,
+    timeout: float = 30.0,
+    split_on_error: bool = False,
+    upright: bool = True,
 ) -> list[dict]:
     """Posts encoded images to a TF Serving ``:predict`` URL and returns per-image results.
 
+    TF Serving fails a whole request when one image cannot be decoded. With
+    ``split_on_error`` a failed batch is resent one image at a time, so every good image is
+    classified and each bad one gets ``{"error": ...}`` in its place.
+
+    Args:
+        url: the ``:predict`` URL (:func:`predict_url`).
+        images: encoded images (JPEG, PNG, ...).
+        signature_name: another signature than ``serving_default``.
+        timeout: seconds per HTTP request.
+        split_on_error: resend image by image when the batch fails (see above).
+        upright: apply each image's EXIF orientation before sending
+            (:func:`upright_image_bytes`), as the CLI does.
+
     Raises:
-        RestError: the server answered with ``{"error": ...}`` (HTTP 4xx/5xx included).
+        RestError: the server answered with ``{"error": ...}`` (HTTP 4xx/5xx included) and
+            ``split_on_error`` is off or the batch held one image.
     """
+    if upright:
+        images = [upright_image_bytes(image) for image in images]
+    try:
+        return _post(url, images, signature_name, timeout)
+    except RestError:
+        if not split_on_error or len(images) < 2:
+            raise
+    results = []
+    for image in images:
+        try:
+            results.extend(_post(url, [image], signature_name, timeout))
+        except RestError as err:
+            results.append({"error": str(err)})
+    return results
+
+
+def _post(url: str, images: Sequence[bytes], signature_name, timeout: float) -> list[dict]:
     data = json.dumps(rest_request(images, signature_name)).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
