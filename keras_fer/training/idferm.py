@@ -5,9 +5,12 @@ Variant ``rml`` trains, in each fold and each stage in its own resumable folder:
 
 1. ``pretrain_expression`` / ``pretrain_identity``: the two frozen auxiliary networks of the
    HNG losses. The paper used VGG-Face (perceptual loss) and Light-CNN (identity loss),
-   which are not available offline; the project stands in a ResNet expression classifier
-   (``models.resnet``, trained on the fold's training faces) and a DeepID identity classifier
-   (``models.deepid``, trained on the fold's training subjects plus ORL identities).
+   which are not available offline. The identity loss runs through dlib's face network
+   (``extra identity="face_resnet"``, the default; ``"deepid"``: a DeepID identity
+   classifier trained on the fold's training subjects plus ORL identities); the perceptual
+   loss through a ResNet expression classifier trained on the fold's training faces
+   (``extra perceptual="expression"``, the default) or the face network's late conv
+   features (``"face_resnet"``): see :mod:`keras_fer.training.idferm_identity`.
 2. ``hng``: the encoder-decoder GAN (``training.hng_step.HNGModel``) on pairs (expressive
    training face, real neutral face of the same subject). Only training subjects' neutral
    frames are used; each epoch draws one of the subject's neutral frames per face and flips
@@ -34,7 +37,8 @@ no batch normalisation and stayed at chance under the ResNets' SGD),
 ``rml_pretrain_optimizer`` / ``rml_pretrain_lr`` (``"adam"`` at 1e-3, or ``"sgd"`` at
 ``--pretrain_lr``: the RML network's pretraining), ``rml_init`` (a ``.keras`` RML network,
 e.g. FER+-pretrained, to start from), ``per_class`` (2),
-``weight_decay`` (1e-4), ``verification_pairs`` (2000).
+``weight_decay`` (1e-4), ``verification_pairs`` (2000), ``identity`` / ``perceptual`` /
+``identity_far`` (above). An unknown key is an error.
 """
 
 from __future__ import annotations
@@ -49,20 +53,26 @@ import numpy as np
 
 from keras_fer.data import preprocess
 from keras_fer.data.augment import EPOCH_CHUNK, FaceBatches, make_augmenter
-from keras_fer.evaluation import verification
 from keras_fer.evaluation.hng_plots import HNGGridCallback
-from keras_fer.losses.hng import feature_extractor, identity_preservation_rate
+from keras_fer.losses.hng import feature_extractor
 from keras_fer.models import idferm
 from keras_fer.models.deepid import build_deepid
 from keras_fer.models.resnet import RESNET_BLOCKS, build_resnet
 from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
+from keras_fer.models.face_embedding import check_extra
+from keras_fer.training import idferm_identity
 from keras_fer.training.hng_step import HNGModel
+from keras_fer.training.idferm_identity import generate_neutral, identity_preservation
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("rml", "baseline")
+EXTRA_KEYS = ("hng", "rml", "hng_epochs", "hng_lr", "hng_batch_size", "hng_weights",
+              "expression_depth", "clipnorm", "identity_lr", "identity_epochs",
+              "rml_pretrain_optimizer", "rml_pretrain_lr", "rml_init", "per_class",
+              "weight_decay", "verification_pairs", "identity", "perceptual", "identity_far")
 GRID_FACES = 8
 
 
@@ -262,49 +272,6 @@ def _fit_hng_stage(hng: HNGModel, stage_dir: Path, pairs: NeutralPairs, epochs: 
     fit_stage(hng, stage_dir, pairs, epochs, callbacks=[grid] if grid is not None else [])
 
 
-def generate_neutral(generator: keras.Model, faces: np.ndarray, batch_size: int = 256):
-    """Aligned uint8 ``(N, 60, 60)`` faces -> their generated neutral faces, same frame."""
-    size = generator.input_shape[1]
-    x = _unit(preprocess.resize_uint8(faces, size))
-    out = np.asarray(generator.predict(x, batch_size=batch_size, verbose=0))[..., 0]
-    out = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
-    return preprocess.resize_uint8(out, preprocess.ALIGNED_SIZE)
-
-
-def identity_preservation(identity_features: keras.Model, data: FoldData, generated_test,
-                          n_pairs: int = 2000, seed: int = 0) -> dict:
-    """Identity-preservation rate of faces generated from the fold's test subjects.
-
-    The verification threshold of the identity net is chosen on same/different-subject
-    pairs of the validation faces (subjects the net never saw), or of the training faces
-    when validation has fewer than two subjects; a generated face preserves identity when
-    the cosine distance of its embedding to its input's is within that threshold.
-    """
-    source, faces, subjects = "validation", data.x_val, data.subj_val
-    if subjects is None or len(set(subjects.tolist())) < 2:
-        source, faces, subjects = "training", data.x_train, data.subj_train
-    pairs, same = verification.verification_pairs(subjects, n_pairs, seed)
-    embeddings = identity_features.predict(preprocess.to_model_input(faces), verbose=0)
-    scores = verification.cosine_scores(np.asarray(embeddings).reshape(len(faces), -1), pairs)
-    threshold = verification.choose_threshold(scores, same)
-    rate = identity_preservation_rate(
-        identity_features,
-        preprocess.to_model_input(data.x_test),
-        preprocess.to_model_input(generated_test),
-        threshold=1.0 - threshold,
-    )
-    return {
-        "fold": data.fold,
-        "identity_preserved_percent": 100.0 * rate,
-        "num_test_faces": int(len(data.x_test)),
-        "test_subjects": data.test_subjects,
-        "threshold_cosine_distance": 1.0 - threshold,
-        "threshold_pairs": source,
-        "threshold_verification_accuracy": verification.verification_accuracy(
-            scores, same, threshold),
-    }
-
-
 class IDFERMMethod:
     """IDFERM variants ``rml`` (HNG + RML) and ``baseline`` (softmax only) for the runner."""
 
@@ -323,6 +290,8 @@ class IDFERMMethod:
         return model
 
     def pretrain_expression(self, config, data, fold_dir: Path) -> keras.Model:
+        if idferm_identity.perceptual_setting(config.extra) != "expression":
+            return idferm_identity.face_perceptual_model()
         depth = config.extra.get("expression_depth", 12)
         model = build_resnet(depth, data.num_classes, name="hng_expression")
         steps = math.ceil(len(data.y_train) / config.batch_size)
@@ -337,6 +306,8 @@ class IDFERMMethod:
                                          f"hng_expression_block{last}_out"])
 
     def pretrain_identity(self, config, data, fold_dir: Path) -> keras.Model:
+        if idferm_identity.identity_setting(config.extra) != "deepid":
+            return idferm_identity.face_identity_model()
         keep = data.id_train >= 0
         x, y = data.x_train[keep], data.id_train[keep]
         if data.identity_x is not None:
@@ -396,6 +367,9 @@ class IDFERMMethod:
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
         if config.variant not in VARIANTS:
             raise ValueError(f"Unknown IDFERM variant {config.variant!r}. Known: {VARIANTS}")
+        check_extra(config.extra, EXTRA_KEYS, "IDFERM")
+        idferm_identity.identity_setting(config.extra)
+        idferm_identity.perceptual_setting(config.extra)
         keras.utils.set_random_seed(config.seed + data.fold)
         references = None
         if config.variant == "rml":
@@ -409,9 +383,9 @@ class IDFERMMethod:
             generator = self.train_hng(config, data, fold_dir, perceptual, identity)
             references = generate_neutral(generator, data.x_train)
             report = identity_preservation(
-                keras.Model(identity.inputs, identity.outputs[-1]), data,
-                generate_neutral(generator, data.x_test),
-                config.extra.get("verification_pairs", 2000), config.seed)
+                data, generate_neutral(generator, data.x_test),
+                config.extra.get("verification_pairs", 2000), config.seed,
+                config.extra.get("identity_far", idferm_identity.DEFAULT_FAR))
             (fold_dir / "hng.json").write_text(json.dumps(report, indent=1))
             print(f"[idferm] fold {data.fold}: identity preserved in "
                   f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "

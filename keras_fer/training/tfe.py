@@ -46,6 +46,7 @@ from keras_fer.models import face_embedding, tfe
 from keras_fer.models.deepid import build_deepid, deepid_feature_model
 from keras_fer.models.resnet import build_resnet
 from keras_fer.models.transfer import init_from, transfer_weights
+from keras_fer.training import distill
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.optim import make_sgd, step_schedule
@@ -60,7 +61,7 @@ DEFAULT_VERIFICATION_PAIRS = 1000
 MIN_HELD_OUT = 4
 EXTRA_KEYS = ("identity", "deepid_lr", "deepid_pretrain_lr", "deepid_epochs", "hidden_units",
               "dropout", "weight_decay", "verification_fraction", "verification_pairs",
-              "resnet_init")
+              "resnet_init", "distill_epochs", "distill_lr", "distill_ferplus_dir")
 
 
 def _steps(config: TrainConfig, n: int) -> int:
@@ -156,7 +157,10 @@ class TFEMethod:
     """TFE-JL (variant ``tfe``) and its ResNet-only baseline for the runner.
 
     Method-specific settings (``config.extra``, validated: an unknown key is an error):
-    ``identity`` (``"face_resnet"``, the default, or ``"deepid"``), ``deepid_lr``
+    ``identity`` (``"face_resnet"``, the default, or ``"deepid"``), ``distill_epochs`` (DeepID
+    only: > 0 first distils DeepID from the face network, see
+    :mod:`keras_fer.training.distill`; default 0), ``distill_lr`` (0.01),
+    ``distill_ferplus_dir`` (FER+ folder whose Train faces join the distillation), ``deepid_lr``
     (joint-learning rate of the identity network's layers, DeepID or face network, default
     0.01), ``deepid_pretrain_lr`` (0.01), ``deepid_epochs`` (default
     ``pretrain_epochs``), ``hidden_units`` (tandem FC widths, ``[256]``), ``dropout`` (0.5),
@@ -202,6 +206,8 @@ class TFEMethod:
         deepid.compile(optimizer=_pretrain_sgd(config, lr, epochs, len(y)),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
+        if extra.get("distill_epochs", 0) > 0:
+            self.distill_deepid(config, data, deepid, x, fold_dir)
         fit_stage(deepid, fold_dir / "pretrain_deepid", train, epochs)
         if len(s_held):
             report = verification_rate(
@@ -217,6 +223,24 @@ class TFEMethod:
             print(f"[tfe] fold {data.fold}: too few identities to hold out for verification; "
                   "skipped", flush=True)
         return deepid
+
+    def distill_deepid(self, config, data, deepid: keras.Model, x_fit, fold_dir: Path):
+        """Stage ``distill_deepid``: DeepID's 160-d feature (+ a 128-d projection) trained to
+        the face network's embedding on FER+ Train (``distill_ferplus_dir``), the fold's
+        faces and the pretraining identities' faces (held-out ones excluded)."""
+        extra = config.extra
+        # x_fit: the fold's identity-labelled faces plus ORL, less the held-out subjects.
+        faces, targets, counts = distill.distillation_faces(
+            extra, x_fit, None, Path(config.model_dir) / "teacher", data.fold)
+        report = distill.distill_stream(
+            distill.student_model(deepid, f"{tfe.DEEPID_PREFIX}_feature", tfe.DEEPID_PREFIX),
+            faces, targets, fold_dir / "distill_deepid", extra["distill_epochs"],
+            config.batch_size, extra.get("distill_lr", DEFAULT_DEEPID_PRETRAIN_LR),
+            config.seed + 7)
+        report["sources"] = counts
+        (fold_dir / "distill.json").write_text(json.dumps(report, indent=1))
+        print(f"[tfe] fold {data.fold}: DeepID distilled from the face network on "
+              f"{report['faces']} faces: mean cosine {report['final_cosine']:.3f}", flush=True)
 
     def verify_face_network(self, config: TrainConfig, data: FoldData, fold_dir: Path) -> None:
         """Stage 0 (``face_resnet``): the face network's verification rate on the subjects

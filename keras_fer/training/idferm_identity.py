@@ -1,0 +1,151 @@
+"""IDFERM's identity side: the HNG's auxiliary networks and its identity-preservation rate.
+
+``extra identity`` picks the network of the identity-preserving loss (paper: Light-CNN):
+
+- ``face_resnet`` (default): dlib's face ResNet, frozen; the loss is the L1 of its last two
+  layers (256-d pooled feature, 128-d embedding; paper Eq. 6) on the generated face and its
+  input, each converted inside the graph to the network's 150x150 RGB input;
+- ``deepid``: the project's DeepID, trained on the fold's subjects plus ORL (stage
+  ``pretrain_identity``).
+
+``extra perceptual`` picks the perceptual loss's features (paper: VGG-Face conv5):
+``expression`` (default, today's: the last two residual stages of a ResNet trained on the
+fold's expressions) or ``face_resnet`` (dlib's blocks 10 and 13: 8x8x128 and 4x4x256).
+
+The identity-preservation rate (paper: 99.9%) is measured with the face network whatever the
+loss used: a generated face keeps its identity when the cosine distance of its embedding to
+its input's is within a threshold fixed on pairs of *different* subjects of ORL and the
+fold's CK+ training faces, at a false-accept rate of ``extra identity_far`` (default 1%);
+the same threshold's false-accept rate on different-subject pairs of the fold's test
+subjects (never seen by the threshold) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+
+from keras_fer.data import preprocess
+from keras_fer.evaluation import verification
+from keras_fer.losses.hng import identity_preservation_rate
+from keras_fer.models import face_embedding
+from keras_fer.training.datasets import FoldData
+
+IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
+PERCEPTUALS = ("expression", face_embedding.FACE_RESNET)
+DEFAULT_FAR = 0.01
+
+
+def identity_setting(extra: dict) -> str:
+    return face_embedding.check_identity(
+        extra.get("identity", face_embedding.FACE_RESNET), IDENTITIES, "IDFERM")
+
+
+def perceptual_setting(extra: dict) -> str:
+    value = extra.get("perceptual", "expression")
+    if value not in PERCEPTUALS:
+        raise ValueError(f"IDFERM: extra 'perceptual' must be one of {PERCEPTUALS}. "
+                         f"Received: perceptual={value!r}")
+    return value
+
+
+def face_identity_model() -> keras.Model:
+    """Frozen face network: image -> (pooled 256-d, embedding 128-d), any face size."""
+    return face_embedding.face_feature_model(face_embedding.LAST_TWO_LAYERS,
+                                             name="face_identity")
+
+
+def face_perceptual_model() -> keras.Model:
+    """Frozen face network: image -> dlib blocks 10 and 13 (the VGG-Face conv5 stand-in)."""
+    return face_embedding.face_feature_model(face_embedding.PERCEPTUAL_LAYERS,
+                                             name="face_perceptual")
+
+
+def _unit(faces: np.ndarray) -> np.ndarray:
+    return (np.asarray(faces, dtype=np.float32) * preprocess.INV_255)[..., None]
+
+
+def generate_neutral(generator: keras.Model, faces: np.ndarray, batch_size: int = 256):
+    """Aligned uint8 ``(N, 60, 60)`` faces -> their generated neutral faces, same frame."""
+    size = generator.input_shape[1]
+    x = _unit(preprocess.resize_uint8(faces, size))
+    out = np.asarray(generator.predict(x, batch_size=batch_size, verbose=0))[..., 0]
+    out = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+    return preprocess.resize_uint8(out, preprocess.ALIGNED_SIZE)
+
+
+def _embed(model: keras.Model, faces: np.ndarray) -> np.ndarray:
+    out = model.predict(preprocess.to_model_input(faces), batch_size=128, verbose=0)
+    out = out[-1] if isinstance(out, (list, tuple)) else out
+    return np.asarray(out, np.float64).reshape(len(faces), -1)
+
+
+def different_pairs(subjects: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:
+    """``n_pairs`` index pairs of two different subjects (the second half of
+    :func:`verification.verification_pairs`, which draws them uniformly over subject pairs)."""
+    pairs, same = verification.verification_pairs(subjects, 2 * n_pairs, seed)
+    return pairs[~same]
+
+
+def far_threshold(embeddings: np.ndarray, subjects: np.ndarray, far: float, n_pairs: int,
+                  seed: int) -> tuple[float, float]:
+    """Cosine-distance threshold accepting a share ``far`` of different-subject pairs.
+
+    Returns:
+        ``(threshold, measured false-accept rate)`` on those pairs.
+    """
+    pairs = different_pairs(subjects, n_pairs, seed)
+    distances = 1.0 - verification.cosine_scores(embeddings, pairs)
+    threshold = float(np.quantile(distances, far))
+    return threshold, float(np.mean(distances <= threshold))
+
+
+def identity_preservation(data: FoldData, generated_test: np.ndarray, n_pairs: int = 2000,
+                          seed: int = 0, far: float = DEFAULT_FAR,
+                          model: keras.Model | None = None) -> dict:
+    """Identity-preservation rate (percent) of the faces generated from the fold's test
+    subjects, measured with the face network (see the module docstring).
+
+    Args:
+        data: The fold (training faces and subjects, ORL faces, test faces).
+        generated_test: uint8 faces generated from ``data.x_test``, same order.
+        n_pairs: Different-subject pairs to fix the threshold on (and to check it on).
+        seed: Seeds the pairs.
+        far: Target false-accept rate of the threshold.
+        model: The embedding model (default: the face network).
+    """
+    model = model or face_embedding.face_embedding_model(input_shape=(None, None, 1))
+    faces, subjects, sources = [data.x_train], [np.asarray(data.subj_train).astype(str)], [
+        "training"]
+    if data.identity_x is not None and len(data.identity_x):
+        faces.append(data.identity_x)
+        subjects.append(np.array([f"orl_{s}" for s in data.identity_y]))
+        sources.append("orl")
+    threshold, far_measured = far_threshold(_embed(model, np.concatenate(faces)),
+                                            np.concatenate(subjects), far, n_pairs, seed)
+    test_inputs = _embed(model, data.x_test)
+    report = {
+        "fold": data.fold,
+        "network": face_embedding.FACE_RESNET,
+        "num_test_faces": int(len(data.x_test)),
+        "test_subjects": data.test_subjects,
+        "threshold_cosine_distance": threshold,
+        "threshold_pairs": "+".join(sources),
+        "threshold_far_percent": 100.0 * far_measured,
+        "test_far_percent": None,
+    }
+    test_subjects = np.asarray(data.subj_test) if data.subj_test is not None else None
+    if test_subjects is not None and len(np.unique(test_subjects)) >= 2:
+        pairs = different_pairs(test_subjects, n_pairs, seed + 1)
+        distances = 1.0 - verification.cosine_scores(test_inputs, pairs)
+        report["test_far_percent"] = 100.0 * float(np.mean(distances <= threshold))
+    generated = _embed(model, generated_test)
+    cosine = np.sum(test_inputs * generated, 1) / np.maximum(
+        np.linalg.norm(test_inputs, axis=1) * np.linalg.norm(generated, axis=1), 1e-12)
+    report["identity_preserved_percent"] = 100.0 * float(np.mean(1.0 - cosine <= threshold))
+    report["mean_cosine_distance"] = float(np.mean(1.0 - cosine))
+    return report
+
+
+__all__ = ["generate_neutral", "identity_preservation", "identity_preservation_rate",
+           "face_identity_model", "face_perceptual_model", "far_threshold"]
