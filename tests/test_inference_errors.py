@@ -63,6 +63,16 @@ def test_default_model_is_shipped_and_quiet(photo):
     assert face["class"] == "happiness"
 
 
+def test_quick_start_example(tmp_path):
+    annotated = tmp_path / "astronaut_faces.png"
+    proc, report = _predict("--example", "--annotate", annotated)
+    assert proc.returncode == 0 and proc.stderr == ""
+    [face] = report["results"][0]["faces"]
+    assert face["class"] == "happiness" and Image.open(annotated).size == (512, 512)
+    proc, _ = _predict()
+    assert proc.returncode == 2 and "--example" in _one_line(proc.stderr)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

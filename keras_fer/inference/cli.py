@@ -2,6 +2,7 @@
 
 Examples::
 
+    keras-fer predict --example --annotate astronaut_faces.png    # the bundled photo
     keras-fer predict photo.jpg --annotate photo_faces.png       # the shipped default model
     keras-fer predict photos/ --model idennet_int8.tflite --annotate photos_faces/ > out.json
     keras-fer predict clip.mp4 --model saved_models/idennet --every 5 --annotate clip_faces.avi
@@ -63,7 +64,14 @@ class NothingToRead(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declares the ``predict`` arguments on ``parser``."""
-    parser.add_argument("input", help="an image, a video, or a folder of images and videos")
+    parser.add_argument(
+        "input", nargs="?", help="an image, a video, or a folder of images and videos"
+    )
+    parser.add_argument(
+        "--example",
+        action="store_true",
+        help="predict the bundled example photo (scikit-image's astronaut, public domain)",
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -142,7 +150,7 @@ def check_arguments(args: argparse.Namespace) -> Plan:
 
     Missing output folders are created here. Nothing is loaded.
     """
-    from keras_fer.inference.defaults import default_model_path
+    from keras_fer.inference.defaults import default_model_path, example_photo
     from keras_fer.inference.predictor import ModelLoadError, check_model_path
 
     for flag, value, low in (
@@ -162,7 +170,9 @@ def check_arguments(args: argparse.Namespace) -> Plan:
         parse_class_names(args.class_names)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    source = Path(args.input)
+    if bool(args.input) == bool(getattr(args, "example", False)):
+        raise UsageError("give an input (image, video or folder) or --example, not both")
+    source = Path(args.input) if args.input else example_photo()
     if not source.exists():
         hint = " (a broken symbolic link)" if source.is_symlink() else ""
         raise UsageError(f"input not found: {source}{hint}")

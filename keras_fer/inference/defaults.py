@@ -7,6 +7,7 @@ model replaces it. It is a ``.tflite`` file, so the default path never imports T
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 # Relative to the shipped-models folder (``saved_models/`` beside the package).
@@ -21,3 +22,9 @@ def shipped_models_dir() -> Path:
 def default_model_path() -> Path:
     """Absolute path of :data:`DEFAULT_MODEL`."""
     return shipped_models_dir() / DEFAULT_MODEL
+
+
+def example_photo() -> Path:
+    """The bundled example photo: scikit-image's astronaut (Eileen Collins, NASA, public
+    domain), ``keras-fer predict --example``."""
+    return Path(str(resources.files("keras_fer") / "assets" / "astronaut.jpg"))
