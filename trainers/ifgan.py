@@ -51,8 +51,10 @@ def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
     returns the results document."""
     from keras_fer.training import runner
     from keras_fer.training.ifgan import IFGANMethod
+    from keras_fer.training.ifgan_identity import add_identity_freeness
 
-    return runner.train_and_evaluate(IFGANMethod(), config, experiment=experiment)
+    runner.train_and_evaluate(IFGANMethod(), config, experiment=experiment)
+    return add_identity_freeness(config.model_dir)
 
 
 def main(argv):

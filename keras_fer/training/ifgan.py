@@ -20,6 +20,8 @@ Adam ``config.lr``, betas 0.9/0.99, weight decay 1e-4, rate x0.9 every 10 epochs
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import keras
@@ -31,6 +33,7 @@ from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_
 from keras_fer.models import ifgan
 from keras_fer.models.loading import load_model
 from keras_fer.training.config import TrainConfig
+from keras_fer.training.ifgan_identity import REPORT as IDENTITY_REPORT, identity_freeness
 from keras_fer.training.datasets import FoldData
 from keras_fer.training.stages import fit_stage
 
@@ -127,7 +130,19 @@ class IFGANMethod:
                             config.batch_size, augment=True, seed=config.seed + 3)
         fit_stage(gan, fold_dir / "gan", train, config.epochs)
         self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
+        report = identity_freeness(gan.generator, to_model_input(data.x_test), data.y_test,
+                                   data.subj_test, seed=config.seed)
+        (fold_dir / IDENTITY_REPORT).write_text(json.dumps(report, indent=1))
+        print(f"[ifgan] fold {data.fold}: face-network distance between same-expression "
+              f"faces of different subjects, generated / input: {report['distance_ratio']}",
+              flush=True)
         return ifgan.build_inference_model(gan.generator, gan.classifier)
+
+    @staticmethod
+    def fold_metrics(model, data: FoldData, fold_dir: Path) -> dict:
+        """The fold's ``identity_free`` figures (IF-GAN variants), for ``results.json``."""
+        path = fold_dir / IDENTITY_REPORT
+        return {"identity_free": json.loads(path.read_text())} if path.exists() else {}
 
     def _fit_baseline(self, data: FoldData, config: TrainConfig, fold_dir: Path,
                       mcfg: ifgan.IFGANConfig, optimizer) -> keras.Model:
