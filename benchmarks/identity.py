@@ -1,0 +1,212 @@
+"""Face verification of the project's identity networks -> ``benchmarks/results/identity.json``.
+
+    python benchmarks/identity.py [--densenet_distilled PATH] [--deepid_distilled PATH]
+        [--densenet_fold PATH] [--deepid_fold PATH] [--hng_json PATH ...]
+
+Two protocols, on subjects the network being scored never trained on:
+
+- ORL (40 subjects, 10 faces each): every pair of faces. The face network never saw ORL;
+  for a fold-trained stream pass a model whose run held ORL out (as the GPU job lists do).
+- CK+ (CK+48, 7 classes): the test subjects of fold 0 of the 10 subject-disjoint folds
+  (seed 0, the trainers' split), every pair of their faces.
+
+Per protocol: ROC AUC of the cosine similarity (same vs different subject) and the
+accuracy (percent) at the equal-error threshold (false-accept rate = false-reject rate).
+Networks: ``face_resnet`` (dlib's face ResNet, Keras, on our 48x48 crops through
+:func:`keras_fer.models.face_embedding.face_embedding_model`), ``face_resnet_int8`` (the
+same model converted by :func:`keras_fer.export.tflite.convert`, int8 calibrated on 200
+FER+ Valid faces, run by ai-edge-litert), and the small streams from model paths
+(``image -> feature`` ``.keras`` files: an IDEnNet identity-pretraining model or DeepID;
+the layer before the softmax is taken). A network without a path is written as ``null``
+with the reason. ``hng_identity_rate``: the mean ``identity_preserved_percent`` of the given
+IDFERM ``hng.json`` files (measured with the face network), or ``null``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keras_fer.data import preprocess  # noqa: E402
+from keras_fer.data.paths import data_dir  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "identity.json"
+STREAMS = ("densenet_distilled", "deepid_distilled", "densenet_fold", "deepid_fold")
+NOT_GIVEN = {
+    "densenet_distilled": "not measured: the distillation runs on the GPU over FER+ Train "
+                          "(trainers.idennet, identity=face_resnet); pass --densenet_distilled",
+    "deepid_distilled": "not measured: the distillation runs on the GPU over FER+ Train "
+                        "(trainers.tfe, identity=deepid, distill_epochs>0); pass "
+                        "--deepid_distilled",
+    "densenet_fold": "not measured: training the DenseNet identity stream on a CK+ fold does "
+                     "not fit the shared 2-core CPU of this session; pass --densenet_fold",
+    "deepid_fold": "not measured: training DeepID on a CK+ fold does not fit the shared "
+                   "2-core CPU of this session; pass --deepid_fold",
+}
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def eer_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """``(accuracy percent, threshold)`` at the threshold where FAR and FRR are closest."""
+    candidates = np.unique(scores)
+    pos, neg = np.sort(scores[same]), np.sort(scores[~same])
+    frr = np.searchsorted(pos, candidates, side="left") / len(pos)
+    far = 1.0 - np.searchsorted(neg, candidates, side="left") / len(neg)
+    k = int(np.argmin(np.abs(far - frr)))
+    t = candidates[k]
+    acc = 100.0 * float(np.mean((scores >= t) == same))
+    return acc, float(t)
+
+
+def all_pairs(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(len(subjects), k=1)
+    return np.stack([i, j], 1), subjects[i] == subjects[j]
+
+
+def score(embeddings: np.ndarray, subjects: np.ndarray) -> Dict:
+    from keras_fer.evaluation import verification
+
+    pairs, same = all_pairs(np.asarray(subjects))
+    s = verification.cosine_scores(embeddings, pairs)
+    acc, threshold = eer_accuracy(s, same)
+    return {"auc": roc_auc(s, same), "accuracy": acc, "threshold": threshold,
+            "pairs": int(len(pairs)), "same_pairs": int(same.sum())}
+
+
+def load_sets(root: Path) -> Dict[str, tuple]:
+    """``{"orl": (faces, subjects), "ckplus": (faces, subjects)}``, aligned uint8 60x60."""
+    from keras_fer.data import readers
+    from keras_fer.training.datasets import _aligned, fold_indices, load_experiment
+
+    orl = readers.read_identity_folder(root / "orl_faces")
+    exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
+    test = fold_indices(exp, 10, 0, 0.1)[0][2]
+    return {"orl": (_aligned(orl), np.asarray(orl.subject)),
+            "ckplus": (exp.faces[test], np.asarray(exp.subjects)[test])}
+
+
+def feature_model(path: str):
+    """The layer before the softmax of a saved identity classifier (or the model itself)."""
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Activation) or getattr(last, "activation", None) in (
+            keras.activations.softmax,):
+        dense = model.layers[-2] if isinstance(last, keras.layers.Activation) else last
+        return keras.Model(model.inputs, dense.input)
+    return model
+
+
+def measure(embed, sets: Dict) -> Dict:
+    out = {}
+    for name, (faces, subjects) in sets.items():
+        r = score(embed(preprocess.to_model_input(faces)), subjects)
+        out[f"{name}_verification_accuracy"] = r["accuracy"]
+        out[f"{name}_auc"] = r["auc"]
+        out[f"{name}_details"] = {k: r[k] for k in ("threshold", "pairs", "same_pairs")}
+    return out
+
+
+def run(args: argparse.Namespace) -> Dict:
+    from keras_fer.export import tflite
+    from keras_fer.models.face_embedding import face_embedding_model
+
+    root = Path(args.data_dir) if args.data_dir else data_dir()
+    sets = load_sets(root)
+    networks: Dict = {}
+    model = face_embedding_model()
+    networks["face_resnet"] = measure(
+        lambda x: np.asarray(model.predict(x, batch_size=64, verbose=0)), sets)
+    print("face_resnet", networks["face_resnet"], flush=True)
+    from keras_fer.data.fer_readers import read_ferplus
+
+    calib = read_ferplus(root / "ferplus" / "data", splits=("valid",), limit=200)
+    calib_faces = preprocess.resize_uint8(np.stack(list(calib.images)), preprocess.ALIGNED_SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tflite.convert(model, "int8", Path(tmp) / "face_int8.tflite", calib_faces)
+        runner = tflite.LiteRTClassifier(path, num_threads=2)
+        networks["face_resnet_int8"] = measure(runner.predict, sets)
+        networks["face_resnet_int8"]["size_mb"] = round(path.stat().st_size / 2**20, 2)
+    print("face_resnet_int8", networks["face_resnet_int8"], flush=True)
+    for name in STREAMS:
+        path = getattr(args, name)
+        if not path:
+            networks[name] = {"orl_verification_accuracy": None, "orl_auc": None,
+                              "ckplus_verification_accuracy": None, "ckplus_auc": None,
+                              "reason": NOT_GIVEN[name]}
+            continue
+        fm = feature_model(path)
+        networks[name] = {**measure(lambda x: np.asarray(fm.predict(x, verbose=0)), sets),
+                          "model": str(path)}
+    hng = None
+    hng_reason = ("not measured: needs an IDFERM run with identity=face_resnet on CK+ "
+                  "(GPU, part 4); pass --hng_json fold_*/hng.json")
+    if args.hng_json:
+        rates = [json.loads(Path(p).read_text())["identity_preserved_percent"]
+                 for p in args.hng_json]
+        hng, hng_reason = float(np.mean(rates)), f"mean of {len(rates)} hng.json"
+    return {
+        "accuracy_unit": "percent",
+        "protocol": {
+            "orl": f"all {len(sets['orl'][1])} ORL faces ({len(set(sets['orl'][1]))} "
+                   "subjects), every pair",
+            "ckplus": f"CK+48 ck7 fold 0 test subjects of 10 subject-disjoint folds (seed 0): "
+                      f"{len(sets['ckplus'][1])} faces of {len(set(sets['ckplus'][1]))} "
+                      "subjects, every pair",
+            "score": "cosine similarity; accuracy at the equal-error threshold; ROC AUC",
+            "int8": "keras_fer.export.tflite.convert int8, calibrated on 200 FER+ Valid faces, "
+                    "ai-edge-litert",
+        },
+        "networks": networks,
+        "hng_identity_rate": hng,
+        "hng_identity_rate_note": hng_reason,
+    }
+
+
+def markdown(doc: Dict) -> str:
+    rows = ["| network | ORL accuracy (%) | ORL AUC | CK+ accuracy (%) | CK+ AUC |",
+            "| --- | --- | --- | --- | --- |"]
+    for name, r in doc["networks"].items():
+        def f(v, d=2):
+            return "n/m" if v is None else f"{v:.{d}f}"
+        rows.append(f"| {name} | {f(r['orl_verification_accuracy'])} | {f(r['orl_auc'], 4)} | "
+                    f"{f(r['ckplus_verification_accuracy'])} | {f(r['ckplus_auc'], 4)} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_dir", default="")
+    for name in STREAMS:
+        parser.add_argument(f"--{name}", default="")
+    parser.add_argument("--hng_json", nargs="*", default=[])
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    doc = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(doc))
+    print(markdown(doc))
+    return doc
+
+
+if __name__ == "__main__":
+    main()
