@@ -74,7 +74,8 @@ def test_cli_synthetic_tfe_exports_and_resumes(tmp_path):
                          "--xla_llvm_disable_expensive_passes=true")
     args = [sys.executable, "-m", "trainers.tfe", "--dataset=synthetic", "--folds=5", "--fold=0",
             "--pretrain_epochs=1", "--epochs=1", "--batch_size=128",
-            "--export=savedmodel,tflite_float32", f"--model_dir={model_dir}"]
+            "--export=savedmodel,tflite_float32", f"--model_dir={model_dir}",
+            '--extra={"identity": "deepid"}']
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DeepID verification rate" in proc.stdout
