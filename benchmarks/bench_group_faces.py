@@ -127,7 +127,11 @@ def main(argv=None) -> int:
             conf, margins=(0.0,), model_path=full_range_model_path()),
         "group, min_face=64": lambda: GroupFaceDetector(conf, min_face=64),
         "group, min_face=48 (default)": lambda: GroupFaceDetector(conf, min_face=48),
+        "group, min_face=48, MediaPipe backend": lambda: GroupFaceDetector(
+            conf, min_face=48, backend="mediapipe"),
         "group, min_face=32": lambda: GroupFaceDetector(conf, min_face=32),
+        "group, min_face=32, MediaPipe backend": lambda: GroupFaceDetector(
+            conf, min_face=32, backend="mediapipe"),
         "group, min_face=24": lambda: GroupFaceDetector(conf, min_face=24),
     }
     results = {"min_confidence": conf, "cpu_threads": os.cpu_count(), "methods": {}}

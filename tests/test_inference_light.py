@@ -1,4 +1,4 @@
-"""The ``.tflite`` inference path imports neither TensorFlow, Keras nor JAX (issue 21, item 1)."""
+"""The ``.tflite`` inference path imports neither TensorFlow, Keras, JAX nor MediaPipe (issue 21)."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 from PIL import Image
 from skimage import data as skdata
 
-HEAVY = ("tensorflow", "keras", "jax", "tf_keras")
+HEAVY = ("tensorflow", "keras", "jax", "tf_keras", "mediapipe", "matplotlib")
 
 SCRIPT = """
 import contextlib, io, sys

@@ -31,6 +31,9 @@ FULL_RANGE_MODEL = "face_detection_full_range_sparse.tflite"
 MODEL_INPUT = 192
 MODEL_MIN_FACE = 16
 DEFAULT_MIN_FACE = 48
+# "litert": the models run by keras_fer.data.blazeface (no MediaPipe); "mediapipe": through
+# the MediaPipe Tasks FaceDetector.
+BACKENDS = ("litert", "mediapipe")
 # Tiles look at many small windows, so their detections must be larger and surer than those
 # of the whole-image passes: on 14 face-free photos (stars, gravel, text) every false tile
 # detection scored < 0.72 or was smaller than 3/4 of min_face, every composed face >= 0.68.
@@ -91,17 +94,31 @@ class GroupFaceDetector:
         min_detection_confidence: score threshold in [0, 1] for both models.
         min_face: smallest face side, in image pixels, that the tiling must reach; smaller
             faces may still be found. Larger values mean fewer tiles (faster).
+        backend: ``"litert"`` (default; :mod:`keras_fer.data.blazeface`, no MediaPipe) or
+            ``"mediapipe"`` (the Tasks ``FaceDetector``).
     """
 
-    def __init__(self, min_detection_confidence: float = 0.5, min_face: int = DEFAULT_MIN_FACE):
+    def __init__(
+        self,
+        min_detection_confidence: float = 0.5,
+        min_face: int = DEFAULT_MIN_FACE,
+        backend: str = "litert",
+    ):
         if min_face < 8:
             raise ValueError(f"min_face must be >= 8 pixels. Received: min_face={min_face}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
         self.min_face = int(min_face)
+        self.backend = backend
         self.min_detection_confidence = float(min_detection_confidence)
         self.tile_confidence = max(self.min_detection_confidence, _TILE_CONFIDENCE)
-        self.short = FaceDetector(min_detection_confidence)
+        if backend == "litert":
+            from keras_fer.data.blazeface import LiteRTFaceDetector as make
+        else:
+            make = FaceDetector
+        self.short = make(min_detection_confidence)
         try:
-            self.full = FaceDetector(
+            self.full = make(
                 min_detection_confidence, margins=(0.0,), model_path=full_range_model_path()
             )
         except BaseException:
