@@ -177,6 +177,11 @@ def check_arguments(args: argparse.Namespace) -> Plan:
         hint = " (a broken symbolic link)" if source.is_symlink() else ""
         raise UsageError(f"input not found: {source}{hint}")
     model = Path(args.model) if args.model else default_model_path()
+    if not args.model and not model.exists():
+        raise UsageError(
+            f"the default model {model} is not here (it ships in the repository's "
+            "saved_models/, not in a wheel); pass --model"
+        )
     try:
         model = check_model_path(model)
     except (FileNotFoundError, ModelLoadError) as err:
