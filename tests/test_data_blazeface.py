@@ -1,4 +1,4 @@
-"""BlazeFace on LiteRT (keras_fer.data.blazeface) agrees with MediaPipe's own graph on real faces."""
+"""BlazeFace on LiteRT (keras_fer.data.blazeface) agrees with MediaPipe's graph on real faces."""
 
 import numpy as np
 import pytest

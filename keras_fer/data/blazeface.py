@@ -150,7 +150,8 @@ class LiteRTFaceDetector:
         self._interpreter.set_tensor(self._input, tensor)
         self._interpreter.invoke()
         raw = self._interpreter.get_tensor(self._boxes)[0]
-        logits = np.clip(self._interpreter.get_tensor(self._scores)[0, :, 0].astype(np.float64), -100, 100)
+        logits = self._interpreter.get_tensor(self._scores)[0, :, 0].astype(np.float64)
+        logits = np.clip(logits, -100.0, 100.0)
         scores = 1.0 / (1.0 + np.exp(-logits))
         keep = scores >= self.min_detection_confidence
         if not keep.any():

@@ -98,7 +98,11 @@ class ServedModel:
         for key, fn in self._loaded.signatures.items():
             inputs = {k: tensor(v) for k, v in fn.structured_input_signature[1].items()}
             outputs = {k: tensor(v) for k, v in fn.structured_outputs.items()}
-            defs[key] = {"inputs": inputs, "outputs": outputs, "method_name": "tensorflow/serving/predict"}
+            defs[key] = {
+                "inputs": inputs,
+                "outputs": outputs,
+                "method_name": "tensorflow/serving/predict",
+            }
         return {
             "model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
             "metadata": {"signature_def": {"signature_def": defs}},
@@ -195,7 +199,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"keras-fer serve: model not found: {args.model}", file=sys.stderr)
         return 2
     if not 0 <= args.port <= 65535:
-        print(f"keras-fer serve: --port must be in [0, 65535]. Received: {args.port}", file=sys.stderr)
+        print(
+            f"keras-fer serve: --port must be in [0, 65535]. Received: {args.port}",
+            file=sys.stderr,
+        )
         return 2
     try:
         model = ServedModel(args.model, args.name)
