@@ -135,6 +135,10 @@ def test_annotate_without_suffix_writes_png_and_missing_folders_are_created(phot
     report = json.loads(output.read_text())
     assert len(report["results"][0]["faces"]) == 1
     assert sorted(p.name for p in output.parent.iterdir()) == ["out.json"]  # no temp file
+    umask = os.umask(0o22)
+    os.umask(umask)
+    for written in (annotated, output):  # not the temporary file's private 0600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_unwritable_output_is_refused_before_work_and_old_file_kept(photo, tmp_path):

@@ -277,6 +277,7 @@ class _VideoAnnotator:
         self._writer.release()
         self._writer = None
         if keep:
+            os.chmod(self._tmp, 0o666 & ~outputs._umask())
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
