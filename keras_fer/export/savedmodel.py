@@ -4,7 +4,8 @@ The exported SavedModel has three endpoints (all of them are also signatures, wh
 TF Serving and ``saved_model_cli`` list):
 
 - ``serving_default(images)``: ``images`` is a ``tf.string`` batch ``(B,)`` of encoded
-  JPEG/PNG/BMP/GIF face crops of any size, colour or gray. Each one is decoded, converted to
+  JPEG/PNG/BMP/GIF face crops of any size, colour or gray. Each one is decoded (and turned
+  upright per its EXIF orientation, for JPEG; an empty batch gives 0 rows), converted to
   gray with the ITU-R 601 luma weights that PIL's ``convert("L")`` uses, and passed through
   :func:`keras_fer.data.preprocess.tf_to_model_input` (resize to the aligned size, centre
   crop, scale to [0, 1]), so serving runs exactly the training test path. A string that is not
@@ -64,11 +65,62 @@ def check_inference_model(model: keras.Model, class_names: Sequence[str]) -> Non
         )
 
 
+def exif_orientation(encoded):
+    """EXIF orientation (1-8) of a JPEG held in a scalar ``tf.string``; 1 when it has none.
+
+    Reads the first IFD of the ``Exif`` APP1 segment (either byte order, up to 64 entries in
+    its first 4 KB) for tag 0x0112, in graph ops, so ``serving_default`` can turn camera
+    photos upright as the CLI's reader (Pillow's ``exif_transpose``) does.
+    """
+    import tensorflow as tf
+
+    window = 4096
+    parts = tf.strings.split(tf.reshape(encoded, [1]), sep="Exif\x00\x00", maxsplit=1).values
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 2), b"\xff\xd8")
+    tiff = tf.strings.substr(parts[tf.minimum(tf.size(parts) - 1, 1)], 0, window)
+    raw = tf.cast(tf.io.decode_raw(tiff, tf.uint8), tf.int32)
+    raw = tf.pad(raw, [[0, window - tf.size(raw)]])
+    little = tf.equal(raw[0], 0x49)
+
+    def u16(offset):
+        lo = tf.gather(raw, tf.clip_by_value(offset, 0, window - 1))
+        hi = tf.gather(raw, tf.clip_by_value(offset + 1, 0, window - 1))
+        return tf.where(little, lo + 256 * hi, 256 * lo + hi)
+
+    ifd = tf.where(little, u16(4) + 65536 * u16(6), 65536 * u16(4) + u16(6))
+    count = u16(ifd)
+    starts = ifd + 2 + 12 * tf.range(64)
+    found = (u16(starts) == 0x0112) & (tf.range(64) < count) & (starts + 12 <= window)
+    value = tf.reduce_max(tf.where(found, u16(starts + 8), 0))
+    usable = is_jpeg & (tf.size(parts) == 2) & (value >= 1) & (value <= 8)
+    return tf.where(usable, value, 1)
+
+
+def apply_orientation(image, orientation):
+    """Turns an ``(H, W, C)`` image upright for an EXIF orientation, as ``exif_transpose``."""
+    import tensorflow as tf
+
+    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+    branches = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),
+        lambda: tf.reverse(image, [0, 1]),
+        lambda: tf.reverse(image, [0]),
+        lambda: transpose(image),
+        lambda: tf.image.rot90(image, k=3),
+        lambda: transpose(tf.reverse(image, [0, 1])),
+        lambda: tf.image.rot90(image, k=1),
+    ]
+    return tf.switch_case(orientation - 1, branches)
+
+
 def decode_gray(encoded):
-    """One encoded image (scalar ``tf.string``) -> uint8 ``(H, W, 1)`` gray image."""
+    """One encoded image (scalar ``tf.string``) -> uint8 ``(H, W, 1)`` gray image, upright per
+    its EXIF orientation (JPEG)."""
     import tensorflow as tf
 
     image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+    image = apply_orientation(image, exif_orientation(encoded))
     channels = tf.shape(image)[-1]
 
     def luma():
@@ -118,12 +170,22 @@ def build_export_archive(
         }
 
     def serve_images(images):
-        faces = tf.map_fn(
-            lambda s: tf_to_model_input(decode_gray(s)[None])[0],
-            images,
-            fn_output_signature=tf.TensorSpec((48, 48, 1), tf.float32),
-        )
-        return classify(faces)
+        def run():
+            faces = tf.map_fn(
+                lambda s: tf_to_model_input(decode_gray(s)[None])[0],
+                images,
+                fn_output_signature=tf.TensorSpec((48, 48, 1), tf.float32),
+            )
+            return classify(faces)
+
+        def empty():  # a batch of 0 images: 0 rows (the model itself fails on it)
+            return {
+                "probabilities": tf.zeros((0, len(class_names)), tf.float32),
+                "class_id": tf.zeros((0,), tf.int64),
+                "class_name": tf.zeros((0,), tf.string),
+            }
+
+        return tf.cond(tf.size(images) > 0, run, empty)
 
     def serve_faces(faces):
         return classify(tf_to_model_input(faces))
