@@ -155,7 +155,7 @@ def test_tta_averages_flipped_predictions():
         recipe_lib.tta_views(faces, "rot")
 
 
-@pytest.mark.parametrize("backbone,params", [("resnet18_std", 11_181_384), ("edge", 781_176),
+@pytest.mark.parametrize("backbone,params", [("resnet18_std", 11_181_384), ("edge", 674_296),
                                              ("resnet12", 88_728)])
 def test_backbones_output_probabilities(backbone, params):
     model = build_expression_model(backbone, 8)
@@ -166,7 +166,7 @@ def test_backbones_output_probabilities(backbone, params):
     assert {"logits", "predictions", "dropout"} <= {layer.name for layer in model.layers}
 
 
-def test_face_resnet_trunk_is_dlibs_at_every_input_size():
+def test_face_resnet_trunk_is_dlibs_at_other_input_sizes_too():
     pytest.importorskip("face_recognition_models")
     from keras_fer.models.face_identity import dlib_resnet
 
@@ -217,3 +217,18 @@ def test_training_targets_soft_in_protocol_order_and_smoothing():
     np.testing.assert_allclose(t[1], np.eye(7)[2])
     hard = training_targets(data, recipe_lib.Recipe(soft_targets=False, label_smoothing=0.1))
     np.testing.assert_allclose(hard[0], 0.9 * np.eye(7)[4] + 0.1 / 7, atol=1e-6)
+
+
+def test_edge_int8_tflite_is_under_one_megabyte(tmp_path):
+    from keras_fer.export import tflite
+
+    faces = np.random.default_rng(0).integers(0, 256, (16, 60, 60), dtype=np.uint8)
+    path = tflite.convert(build_expression_model("edge", 8), "int8", tmp_path / "edge.tflite",
+                          representative_faces=faces)
+    assert path.stat().st_size <= 1_000_000
+
+
+def test_face_resnet_feature_is_normalised_and_reachable():
+    model = build_expression_model("face_resnet", 7, weights=None)
+    feature = keras.Model(model.input, model.get_layer("dropout").input)
+    assert model.get_layer("feature_bn") is not None and feature.output_shape == (None, 256)

@@ -51,6 +51,8 @@ class Recipe:
             SGD, 0.05 for AdamW.
         warmup_epochs: linear warm-up from 0 to ``lr``, then cosine decay to
             ``min_lr_fraction * lr`` at the end.
+        clipnorm: clip the global gradient norm to this (0 = off): a spike of the
+            pretrained, un-normalised dlib trunk cannot blow the run up.
         ema / ema_momentum: exponential moving average of the weights, used for selection,
             evaluation and the saved model.
         mixed_precision: train in ``mixed_bfloat16`` (GPU); the returned model is float32.
@@ -80,6 +82,7 @@ class Recipe:
     weight_decay: float | None = None
     warmup_epochs: float = 3.0
     min_lr_fraction: float = 0.0
+    clipnorm: float = 5.0
     ema: bool = True
     ema_momentum: float = 0.999
     mixed_precision: bool = False
@@ -134,6 +137,7 @@ def make_optimizer(recipe: Recipe, lr: float, epochs: int,
     warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total - 1)
     common = dict(learning_rate=cosine_schedule(lr, total, warmup, recipe.min_lr_fraction),
                   weight_decay=recipe.decay or None, use_ema=recipe.ema,
+                  global_clipnorm=recipe.clipnorm or None,
                   ema_momentum=recipe.ema_momentum)
     if recipe.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
