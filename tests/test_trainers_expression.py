@@ -152,10 +152,10 @@ def test_unknown_extra_key_is_a_one_line_usage_error():
 
 
 @pytest.mark.parametrize("name,variant,lr", [
-    ("expression_ferplus_face_resnet", "face_resnet", 0.02),
+    ("expression_ferplus_face_resnet", "face_resnet", 2e-4),
     ("expression_ferplus_resnet18", "resnet18_std", 0.1),
     ("expression_ferplus_edge_distill", "edge", 0.1),
-    ("expression_ckplus7_face_resnet", "face_resnet", 0.02),
+    ("expression_ckplus7_face_resnet", "face_resnet", 2e-4),
 ])
 def test_flagfiles_parse(name, variant, lr):
     with parsed_flags("expression", f"--flagfile={FLAGFILES / (name + '.flags')}",

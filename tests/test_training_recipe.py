@@ -117,8 +117,14 @@ def test_warmup_cosine_schedule_values():
     assert value(110) == pytest.approx(0.0, abs=1e-7)
     plain = recipe_lib.cosine_schedule(0.2, total_steps=100)
     assert float(_np(plain(0))) == pytest.approx(0.2)
-    opt = recipe_lib.make_optimizer(recipe_lib.Recipe(warmup_epochs=1), 0.1, 10, 10)
+    recipe = recipe_lib.Recipe(warmup_epochs=1)
+    opt = recipe_lib.make_optimizer(recipe.for_backbone("resnet18_std"), 0.1, 10, 10)
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.use_ema
+    assert float(_np(opt.learning_rate)) == 0.0  # step 0 of the warm-up
+    adamw = recipe_lib.make_optimizer(recipe.for_backbone("face_resnet"), 1e-3, 10, 10)
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == 0.05
+    with pytest.raises(ValueError, match="for_backbone"):
+        recipe_lib.make_optimizer(recipe, 0.1, 10, 10)
 
 
 def test_distillation_loss_golden_value():

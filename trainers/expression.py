@@ -9,8 +9,10 @@ chosen on validation, test-time augmentation reported beside plain accuracy.
 
 ``--variant`` is the backbone: ``face_resnet`` (dlib's face ResNet, pretrained), ``resnet18_std``
 (standard ResNet-18, 11.2M parameters), ``edge`` (<= 1 MB int8), ``resnet12`` /
-``resnet18_tfe`` (TFE-JL's small ResNets). ``--lr`` defaults to 0.1 (SGD) / 1e-3 (AdamW)
-from scratch and a fifth of that from pretrained weights (``face_resnet``, or ``init``).
+``resnet18_tfe`` (TFE-JL's small ResNets). The optimizer is AdamW for ``face_resnet`` and
+SGD-Nesterov otherwise (``--extra`` key ``optimizer``); ``--lr`` defaults to 0.1 (SGD) / 1e-3
+(AdamW) from scratch and a fifth of that from pretrained weights (``face_resnet``, or
+``init``): 2e-4 for ``face_resnet``.
 Every recipe switch is an ``--extra`` JSON key (:class:`keras_fer.training.recipe.Recipe`
 lists them with their defaults), e.g.
 ``--extra='{"mixup_alpha": 0.2, "cutmix_alpha": 0, "ema": false}'``; an unknown key is an error.
@@ -69,7 +71,7 @@ def config_from_flags() -> TrainConfig:
     config = dataclasses.replace(
         config, extra={**config.extra, **{k: v for k, v in paths.items() if v}})
     try:
-        recipe = Recipe.from_extra(config.extra)
+        recipe = Recipe.from_extra(config.extra).for_backbone(variant)
     except (TypeError, ValueError) as err:
         raise app.UsageError(str(err)) from err
     if flags.FLAGS.lr is None:

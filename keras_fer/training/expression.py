@@ -99,7 +99,7 @@ class ExpressionMethod:
             weights_file=recipe.face_weights if use_dlib else "")
 
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
-        recipe = recipe_lib.Recipe.from_extra(config.extra)
+        recipe = recipe_lib.Recipe.from_extra(config.extra).for_backbone(config.variant)
         stage_dir = fold_dir / STAGE
         stage_dir.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(config.seed + data.fold)
