@@ -33,8 +33,13 @@ def _history(model_dir: Path, fold: int = 0):
         return list(csv.DictReader(f))
 
 
-def check_run(model_dir: Path, variant: str, epochs: int, n_classes: int = 7) -> dict:
-    """results.json has the schema and recipe fields; the chosen epoch is the best on Valid."""
+def check_run(model_dir: Path, variant: str, epochs: int, n_classes: int = 7,
+              valid_tolerance: float = 1e-6) -> dict:
+    """results.json has the schema and recipe fields; the chosen epoch is the best on Valid.
+
+    ``valid_tolerance``: a bfloat16 run selects with bfloat16 predictions and reports those
+    of the float32 model it returns, which may differ on a face.
+    """
     results = json.loads((model_dir / "results.json").read_text())
     assert SCHEMA_KEYS | RECIPE_KEYS <= set(results)
     assert (results["method"], results["variant"]) == ("expression", variant)
@@ -46,7 +51,7 @@ def check_run(model_dir: Path, variant: str, epochs: int, n_classes: int = 7) ->
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     # The first epoch reaching the best validation accuracy is the one kept.
     assert fold["best_epoch"] == int(np.argmax(valid)) + 1 == results["best_epochs"][0]
-    assert fold["valid_accuracy"] == pytest.approx(max(valid))
+    assert fold["valid_accuracy"] == pytest.approx(max(valid), abs=valid_tolerance)
     for key in RECIPE_KEYS - {"best_epochs"}:
         assert 0.0 <= results[key] <= 100.0
     model = keras.saving.load_model(model_dir / "fold_0" / "inference.keras")
@@ -134,7 +139,8 @@ def test_jax_cli_with_teacher_and_mixed_precision(tf_run, tmp_path):
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "val_accuracy" in proc.stdout
-    results = check_run(model_dir, "resnet12", epochs=2)
+    # One of the 63 validation faces may change class between bfloat16 and float32.
+    results = check_run(model_dir, "resnet12", epochs=2, valid_tolerance=1.6)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["lr"] == pytest.approx(1e-3) and config["extra"]["teacher"].endswith(".keras")
     assert json.loads((model_dir / "fold_0" / "train" / "timing.json").read_text())[

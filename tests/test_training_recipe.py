@@ -237,4 +237,27 @@ def test_edge_int8_tflite_is_under_one_megabyte(tmp_path):
 def test_face_resnet_feature_is_normalised_and_reachable():
     model = build_expression_model("face_resnet", 7, weights=None)
     feature = keras.Model(model.input, model.get_layer("dropout").input)
-    assert model.get_layer("feature_bn") is not None and feature.output_shape == (None, 256)
+    assert isinstance(model.get_layer("feature_bn"), keras.layers.BatchNormalization)
+    assert feature.output_shape == (None, 256)
+
+
+def test_refresh_batch_norm_sets_moving_stats_to_clean_average():
+    from keras_fer.training.expression import refresh_batch_norm
+
+    model = build_expression_model("face_resnet", 7, input_size=104, weights=None)
+    faces = np.random.default_rng(0).integers(0, 256, (10, 60, 60), dtype=np.uint8)
+    features = keras.Model(model.input, model.get_layer("feature_bn").input)
+    f = _np(features(recipe_lib.tta_views(faces, "none")[0]))
+    bn = model.get_layer("feature_bn")
+    refresh_batch_norm(model, faces, batch_size=5)
+    # Two batches of five: the plain average of the two batch means.
+    np.testing.assert_allclose(_np(bn.moving_mean), f.mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.9
+
+
+def test_trunk_lr_multiplier_gives_dlib_layers_their_own_optimizer():
+    recipe = recipe_lib.Recipe(optimizer="adamw", trunk_lr_multiplier=0.1, warmup_epochs=0)
+    opt = recipe_lib.make_optimizer(recipe, 1e-3, 1, 10)
+    assert isinstance(opt, keras.optimizers.MultiOptimizer)
+    rates = {o.name: float(_np(o.learning_rate)) for o in opt.optimizers}
+    assert rates == pytest.approx({"head": 1e-3, "trunk": 1e-4})

@@ -47,6 +47,38 @@ def training_targets(data: FoldData, recipe: recipe_lib.Recipe) -> np.ndarray:
     return targets.astype(np.float32)
 
 
+def refresh_batch_norm(net: keras.Model, faces: np.ndarray, batch_size: int) -> None:
+    """Re-estimates every BatchNormalization's moving statistics as the plain average over
+    clean (centre-crop) ``faces`` (precise BN).
+
+    The moving statistics of training are taken on augmented batches (cutmix, erased
+    rectangles of noise) and, with EMA, for other weights than the evaluated ones. Measured
+    on CK+ with ``face_resnet``, whose 256-d feature varies little between faces: validation
+    accuracy jumped between 7% and 83% from epoch to epoch while the loss fell steadily.
+    """
+    norms = [layer for layer in _all_layers(net)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    momenta = [layer.momentum for layer in norms]
+    x = recipe_lib.tta_views(faces, "none")[0]
+    try:
+        for k, start in enumerate(range(0, len(x), batch_size)):
+            for layer in norms:
+                layer.momentum = k / (k + 1.0)  # running mean of the batch statistics
+            net(x[start:start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 class SelectOnValidation(keras.callbacks.Callback):
     """Validation accuracy of the inference model each epoch (into the logs, so history.csv
     and the progress line get it) and the best epoch's weights kept in ``stage_dir``.
@@ -57,17 +89,22 @@ class SelectOnValidation(keras.callbacks.Callback):
     """
 
     def __init__(self, net: keras.Model, faces: np.ndarray, labels: np.ndarray,
-                 stage_dir: Path, batch_size: int):
+                 stage_dir: Path, batch_size: int, bn_faces: np.ndarray | None = None):
         super().__init__()
-        self.net, self.faces, self.labels = net, faces, labels
+        self.net, self.faces, self.labels, self.bn_faces = net, faces, labels, bn_faces
         self.best_path, self.info_path = stage_dir / "best.weights.h5", stage_dir / "best.json"
         self.batch_size = batch_size
         self.best = json.loads(self.info_path.read_text()) if self.info_path.exists() else None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate))
+        optimizer = self.model.optimizer
+        # A MultiOptimizer (trunk_lr_multiplier): the rate of its default (head) optimizer.
+        optimizer = getattr(optimizer, "optimizer_map", None) and \
+            optimizer.optimizer_map.default_optimizer or optimizer
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        if self.bn_faces is not None:
+            refresh_batch_norm(self.net, self.bn_faces, self.batch_size)
         score = None
         if len(self.labels):
             probs = recipe_lib.predict_tta(self.net, self.faces, "none", self.batch_size)
@@ -153,7 +190,8 @@ class ExpressionMethod:
         if recipe.ema:
             callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         callbacks += [
-            SelectOnValidation(net, data.x_val, data.y_val, stage_dir, recipe.eval_batch_size),
+            SelectOnValidation(net, data.x_val, data.y_val, stage_dir, recipe.eval_batch_size,
+                               bn_faces=self._bn_faces(data, recipe, config.seed)),
             keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
             StageTimer(stage_dir / "timing.json", len(batches) * batches.batch_size),
         ]
@@ -161,6 +199,14 @@ class ExpressionMethod:
                     verbose=1 if sys.stdout.isatty() else 2)
         done.write_text(json.dumps({"epochs": config.epochs}))
         return net
+
+    @staticmethod
+    def _bn_faces(data: FoldData, recipe, seed: int) -> np.ndarray | None:
+        if recipe.precise_bn_faces <= 0:
+            return None
+        rng = np.random.default_rng(seed)
+        n = min(recipe.precise_bn_faces, len(data.x_train))
+        return data.x_train[np.sort(rng.permutation(len(data.x_train))[:n])]
 
     def fold_metrics(self, model: keras.Model, data: FoldData, fold_dir: Path) -> dict:
         """Validation and test accuracy (percent) without and with test-time augmentation,

@@ -55,8 +55,13 @@ class Recipe:
         warmup_epochs: linear warm-up from 0 to ``lr``, then cosine decay to
             ``min_lr_fraction * lr`` at the end.
         clipnorm: clip the global gradient norm to this (0 = off).
+        trunk_lr_multiplier: ``face_resnet``: the dlib trunk's learning rate is ``lr`` times
+            this (its own optimizer of the same kind; the rest trains at ``lr``).
         ema / ema_momentum: exponential moving average of the weights, used for selection,
             evaluation and the saved model.
+        precise_bn_faces: before each epoch's validation, BatchNormalization statistics are
+            re-estimated on this many clean training faces (0 = off; see
+            :func:`keras_fer.training.expression.refresh_batch_norm`).
         mixed_precision: train in ``mixed_bfloat16`` (GPU); the returned model is float32.
         teacher: ``.keras`` inference model (same input contract and classes) to distil
             from; ``kd_weight`` w and ``kd_temperature`` T give
@@ -85,8 +90,10 @@ class Recipe:
     warmup_epochs: float = 3.0
     min_lr_fraction: float = 0.0
     clipnorm: float = 0.0
+    trunk_lr_multiplier: float = 1.0
     ema: bool = True
     ema_momentum: float = 0.999
+    precise_bn_faces: int = 2048
     mixed_precision: bool = False
     teacher: str = ""
     kd_weight: float = 0.7
@@ -140,23 +147,38 @@ def cosine_schedule(lr: float, total_steps: int, warmup_steps: int = 0,
         warmup_steps=warmup_steps)
 
 
+# Variables of dlib's face ResNet (layers ``dlib_resnet_*``, at any nesting depth).
+TRUNK_VARIABLES = r"(?:.*/)?dlib_resnet_[^/]*/.*"
+
+
 def make_optimizer(recipe: Recipe, lr: float, epochs: int,
                    steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD-Nesterov or AdamW on the warm-up + cosine schedule, EMA as the recipe says."""
+    """SGD-Nesterov or AdamW on the warm-up + cosine schedule, EMA as the recipe says; with
+    ``trunk_lr_multiplier != 1`` a ``MultiOptimizer`` whose second optimizer (same kind, rate
+    scaled) takes :data:`TRUNK_VARIABLES`."""
     if recipe.optimizer not in ("sgd", "adamw"):
         raise ValueError(f"Resolve optimizer={recipe.optimizer!r} first (Recipe.for_backbone).")
     total = max(1, epochs * steps_per_epoch)
     warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total - 1)
-    common = dict(learning_rate=cosine_schedule(lr, total, warmup, recipe.min_lr_fraction),
-                  weight_decay=recipe.decay or None, use_ema=recipe.ema,
-                  global_clipnorm=recipe.clipnorm or None,
-                  ema_momentum=recipe.ema_momentum)
-    if recipe.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
-    else:
-        optimizer = keras.optimizers.AdamW(**common)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+
+    def make(rate: float, name: str):
+        common = dict(learning_rate=cosine_schedule(rate, total, warmup, recipe.min_lr_fraction),
+                      weight_decay=recipe.decay or None, use_ema=recipe.ema,
+                      global_clipnorm=recipe.clipnorm or None,
+                      ema_momentum=recipe.ema_momentum, name=name)
+        if recipe.optimizer == "sgd":
+            optimizer = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
+        else:
+            optimizer = keras.optimizers.AdamW(**common)
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        return optimizer
+
+    if recipe.trunk_lr_multiplier == 1.0:
+        return make(lr, recipe.optimizer)
+    optimizer_map = keras.optimizers.OptimizerMap(
+        default_optimizer=make(lr, "head"),
+        optimizer_map={TRUNK_VARIABLES: make(lr * recipe.trunk_lr_multiplier, "trunk")})
+    return keras.optimizers.MultiOptimizer(optimizer_map, name="recipe")
 
 
 def soft_cross_entropy(targets, logits):
