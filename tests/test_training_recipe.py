@@ -261,3 +261,20 @@ def test_trunk_lr_multiplier_gives_dlib_layers_their_own_optimizer():
     assert isinstance(opt, keras.optimizers.MultiOptimizer)
     rates = {o.name: float(_np(o.learning_rate)) for o in opt.optimizers}
     assert rates == pytest.approx({"head": 1e-3, "trunk": 1e-4})
+
+
+def test_training_with_trunk_lr_multiplier_logs_the_head_rate(tmp_path):
+    from keras_fer.training.expression import SelectOnValidation
+
+    recipe = recipe_lib.Recipe(optimizer="sgd", trunk_lr_multiplier=0.1, warmup_epochs=0,
+                               precise_bn_faces=0)
+    net = build_expression_model("resnet12", 7)
+    faces = np.random.default_rng(0).integers(0, 256, (8, 60, 60), dtype=np.uint8)
+    batches = recipe_lib.RecipeBatches(faces, np.eye(7, dtype=np.float32)[np.arange(8) % 7], 4)
+    trainer = recipe_lib.RecipeModel(net, recipe)
+    trainer.compile(optimizer=recipe_lib.make_optimizer(recipe, 0.05, 2, len(batches)),
+                    jit_compile=False)
+    select = SelectOnValidation(net, faces, np.arange(8) % 7, tmp_path, 8)
+    history = trainer.fit(batches, epochs=1, callbacks=[select], verbose=0)
+    assert history.history["learning_rate"][0] == pytest.approx(0.025, rel=1e-5)
+    assert (tmp_path / "best.json").exists()

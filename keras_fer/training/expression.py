@@ -100,8 +100,8 @@ class SelectOnValidation(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         optimizer = self.model.optimizer
         # A MultiOptimizer (trunk_lr_multiplier): the rate of its default (head) optimizer.
-        optimizer = getattr(optimizer, "optimizer_map", None) and \
-            optimizer.optimizer_map.default_optimizer or optimizer
+        if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+            optimizer = next(o for o in optimizer.optimizers if o.name == "head")
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         if self.bn_faces is not None:
             refresh_batch_norm(self.net, self.bn_faces, self.batch_size)
