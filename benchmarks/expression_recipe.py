@@ -1,7 +1,7 @@
 """Issue 20's recipe table: every FER+ run of ``trainers.expression`` side by side.
 
 Reads the imported GPU runs (``results/gpu/<run>/<variant>/{results,config}.json``, written by
-the import tool from the job lists ``jobs/expression_ferplus_*.txt``) and writes
+``tools/import_runs.py`` from the job lists ``tools/jobs/expression_ferplus_*.txt``) and writes
 ``results/expression_recipe.json`` and ``results/expression_recipe.md``: per run the backbone,
 input size, optimizer, epochs, the ingredient that differs from the full recipe, FER+ Valid
 (plain and with test-time flips / flips + 5 crops) and the epoch chosen on it, and FER+ Test

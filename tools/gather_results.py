@@ -1,11 +1,11 @@
 """Gathers the GPU runs' ``results.json`` into one table, with each paper's number beside ours.
 
 Reads ``benchmarks/results/gpu/<run>/<variant>/results.json`` (copied back from the GPU
-machine; see ``benchmarks/README.md`` for the jobs that made them), writes
+machine; see ``tools/README.md`` for the jobs that made them), writes
 ``benchmarks/results/gpu/summary.json`` and ``summary.md``, and replaces the table between
 the ``<!-- gpu-results -->`` markers of the top-level README:
 
-    python benchmarks/gather_results.py
+    python tools/gather_results.py
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "gpu"
-README = HERE.parent / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "gpu"
+README = REPO / "README.md"
 MARK_BEGIN, MARK_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
 SPEED_BEGIN, SPEED_END = "<!-- gpu-throughput -->", "<!-- /gpu-throughput -->"
 

@@ -9,7 +9,7 @@ arguments; per-fold jobs of the same ``--model_dir`` are aggregated at the end w
 ``--fold=-1 --aggregate_only`` (``results.json`` and the plots from the folds that finished,
 ``folds_expected`` saying how many there should be).
 
-    python3 benchmarks/gpu_run.py --jobs=jobs.txt --parallel=12 --out=$OUT/runs.tar.gz
+    python3 tools/gpu_run.py --jobs=jobs.txt --parallel=12 --out=$OUT/runs.tar.gz
 
 A job line: ``<trainer module> <args...>``, e.g.
 ``trainers.idennet --dataset=ckplus48 --variant=if --fold=3 --model_dir=runs/ck_if``.

@@ -1,4 +1,4 @@
-"""Copies what a GPU call brought back (an extracted ``runs/`` tree) into ``results/gpu/``.
+"""Copies a GPU call's extracted ``runs/`` tree into ``benchmarks/results/gpu/``.
 
 For every ``<run>/<variant>/results.json`` under ``--runs`` (a run folder holding its own
 ``results.json`` goes to ``<run>/<variant>``, the variant read from that file): the
@@ -7,7 +7,7 @@ aggregated ``results.json`` and ``config.json``, its plots, ``verification.json`
 ``timing/<stage>.json``) and fold 0's last HNG grid, plus the run's ``variants.json``.
 Nothing else (no weights, no per-epoch histories) is committed.
 
-    python benchmarks/import_runs.py --runs=/path/to/extracted/runs tfe_ckplus7 idferm_ckplus8
+    python tools/import_runs.py --runs=/path/to/extracted/runs tfe_ckplus7 idferm_ckplus8
 
 Folds of one run that came back from several calls are merged first (copy the ``fold_<k>``
 folders side by side) and re-aggregated with the trainer's ``--fold=-1 --aggregate_only``.
@@ -20,7 +20,7 @@ import json
 import shutil
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gpu"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu"
 VARIANT_FILES = ("results.json", "config.json", "confusion_matrix.png", "per_class_accuracy.png",
                  "verification.json")
 

@@ -9,8 +9,8 @@ validation and test faces stay lossless, so reported accuracy is on the original
 Built from a FER+ copy whose Train split is a JPEG mosaic (``faces.jpg``), the training faces
 are JPEG-encoded a second time: a run trained from such a pack should say so.
 
-    python benchmarks/make_pack.py --dataset=ckplus48 --protocol=ck7 --out=.devdata
-    python benchmarks/make_pack.py --dataset=fer2013 --out=.devdata
+    python tools/make_pack.py --dataset=ckplus48 --protocol=ck7 --out=.devdata
+    python tools/make_pack.py --dataset=fer2013 --out=.devdata
 """
 
 from __future__ import annotations

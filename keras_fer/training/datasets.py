@@ -349,7 +349,7 @@ def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool
     Args:
         jpeg_train: ``(size, quality)`` stores the *training* rows of a fixed split as JPEG
             at ``size`` pixels (FER+/FER2013: their native 48 px, quality 90; see
-            ``benchmarks/make_pack.py``), the only way their 28k training faces fit the GPU
+            ``tools/make_pack.py``), the only way their 28k training faces fit the GPU
             machine's 64 MiB transfer; validation and test rows stay lossless (stored at
             ``size`` too), so reported accuracy is measured on the original pixels.
     """
