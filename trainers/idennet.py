@@ -4,7 +4,7 @@ Quick start (synthetic faces, a few minutes on a laptop CPU):
 
     python -m trainers.idennet --flagfile=trainers/flagfiles/quickstart.flags
 
-CK+ 7 classes, 10 subject-disjoint folds (GPU machine: see GPU_TRAINING in the README):
+CK+ 7 classes, 10 subject-disjoint folds (on the GPU machine: tools/README.md):
 
     python -m trainers.idennet --flagfile=trainers/flagfiles/idennet_ckplus.flags --variant=if
 

@@ -5,7 +5,7 @@ Quick start (synthetic faces, one fold, small networks; a few minutes on a lapto
     python -m trainers.idferm --flagfile=trainers/flagfiles/idferm_quickstart.flags
 
 CK+ 7 classes (CK+48, neutral frames from ckplus_neutral) and 8 classes, 10 subject-disjoint
-folds (GPU machine: see GPU_TRAINING in the README):
+folds (on the GPU machine: tools/README.md):
 
     python -m trainers.idferm --flagfile=trainers/flagfiles/idferm_ckplus7.flags
     python -m trainers.idferm --flagfile=trainers/flagfiles/idferm_ckplus8.flags
