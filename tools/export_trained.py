@@ -5,7 +5,7 @@ The GPU machine trains with Keras on JAX and sends back ``inference.keras``; thi
 under TensorFlow, rebuilds the fold's (or FER+'s fixed) test split from the same data pack
 the run used, and calls :func:`keras_fer.export.export_model`:
 
-    python benchmarks/export_trained.py --model=runs/.../fold_0/inference.keras \\
+    python tools/export_trained.py --model=runs/.../fold_0/inference.keras \\
         --dataset=ferplus --data_dir=.devdata --name=idennet_ferplus
 
 Writes ``saved_models/<name>/<version>/`` (pushed only if it passes the parity check),

@@ -4,7 +4,7 @@ Copies the ``.tflite`` to ``<tflite_dir>/tflite/model_qat.tflite`` and measures 
 trained Keras model on the held-out split with the exporter's own ``parity_report``, replacing
 the ``tflite_qat`` row of ``<tflite_dir>/export_report.json`` / ``.md``:
 
-    python benchmarks/ship_qat.py --tflite=qat_models/qat_2.tflite \\
+    python tools/ship_qat.py --tflite=qat_models/qat_2.tflite \\
         --model=<run>/fold_0/inference.keras --dataset=ferplus --data_dir=.devdata \\
         --tflite_dir=saved_models/idennet_ferplus_tflite --note="QAT, 2 epochs (chosen on Valid)"
 """
