@@ -30,7 +30,7 @@ from keras_fer.models.tfe import (
 )
 from keras_fer.models.transfer import transfer_weights
 
-CONFIG = TFEConfig(num_classes=8, num_identities=10)
+CONFIG = TFEConfig(identity="deepid", num_classes=8, num_identities=10)
 
 
 def _images(n=4, seed=0):
@@ -87,7 +87,8 @@ def test_resnet_rejects_unknown_depth():
 
 @pytest.mark.parametrize("depth, params", [(12, 466240), (18, 563584)])
 def test_tfe_param_counts_and_layer_names(depth, params):
-    model = build_tfe(TFEConfig(num_classes=8, num_identities=10, resnet_depth=depth))
+    model = build_tfe(
+        TFEConfig(identity="deepid", num_classes=8, num_identities=10, resnet_depth=depth))
     assert model.count_params() == params
     assert model.get_layer("tandem_concat").output.shape == (None, 224)
     weighted = [layer.name for layer in model.layers if layer.weights]
@@ -98,9 +99,9 @@ def test_tfe_config_is_frozen_and_validated():
     with pytest.raises(dataclasses.FrozenInstanceError):
         CONFIG.num_classes = 7
     with pytest.raises(ValueError, match="resnet_depth=50"):
-        TFEConfig(num_classes=8, num_identities=10, resnet_depth=50)
+        TFEConfig(identity="deepid", num_classes=8, num_identities=10, resnet_depth=50)
     with pytest.raises(ValueError, match="dropout=1.0"):
-        TFEConfig(num_classes=8, num_identities=10, dropout=1.0)
+        TFEConfig(identity="deepid", num_classes=8, num_identities=10, dropout=1.0)
 
 
 def _assert_differential_step(model, optimizer):
@@ -123,6 +124,7 @@ def test_joint_optimizer_gives_deepid_the_smaller_rate():
     assert groups == {"deepid_sgd": 10, "resnet_sgd": 56}
 
 
+@pytest.mark.slow
 def test_fit_step_and_keras_round_trip(tmp_path):
     model = build_tfe(CONFIG)
     model.compile(optimizer=joint_optimizer(CONFIG), loss="sparse_categorical_crossentropy")
@@ -152,7 +154,7 @@ _JAX_SCRIPT = textwrap.dedent(
         return {g: [float(np.min(np.concatenate(m))), float(np.max(np.concatenate(m)))]
                 for g, m in by_group.items()}
 
-    config = TFEConfig(num_classes=8, num_identities=10)
+    config = TFEConfig(identity="deepid", num_classes=8, num_identities=10)
     model = build_tfe(config)
     model.compile(optimizer=joint_optimizer(config), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((4, 48, 48, 1), dtype=np.float32)
@@ -173,6 +175,7 @@ _JAX_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_jax_fit_step_then_load_on_tensorflow(tmp_path):
     script = tmp_path / "jax_fit.py"
     script.write_text(_JAX_SCRIPT)

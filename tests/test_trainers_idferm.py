@@ -22,6 +22,9 @@ from flag_helpers import parsed_flags
 FLAGFILES = Path(__file__).resolve().parents[1] / "trainers" / "flagfiles"
 
 TINY = {
+    # DeepID as the identity network: these tests hold its stages (the face network's are
+    # tests/test_identity_switch.py's).
+    "identity": "deepid",
     "hng_epochs": 1,
     "hng_batch_size": 32,
     "verification_pairs": 200,
@@ -151,6 +154,7 @@ def rml_run(tmp_path_factory, synthetic_ck8):
     return config, results
 
 
+@pytest.mark.slow
 def test_rml_trainer_on_synthetic_writes_results_hng_report_and_grid(rml_run):
     config, results = rml_run
     fold = _check_results(results, "rml", "synthetic")
@@ -165,12 +169,14 @@ def test_rml_trainer_on_synthetic_writes_results_hng_report_and_grid(rml_run):
     assert hng["num_test_faces"] == sum(map(sum, fold["confusion_matrix"]))
 
 
+@pytest.mark.slow
 def test_rml_inference_model_exports_as_savedmodel(rml_run):
     config, _ = rml_run
     export = Path(config.model_dir) / "export" / "savedmodel"
     assert (export / "saved_model.pb").exists()
 
 
+@pytest.mark.slow
 def test_finished_fold_is_not_retrained(rml_run, synthetic_ck8):
     config, first = rml_run
 
@@ -183,6 +189,7 @@ def test_finished_fold_is_not_retrained(rml_run, synthetic_ck8):
     assert again["folds"] == first["folds"]
 
 
+@pytest.mark.slow
 def test_baseline_trains_softmax_only_on_the_same_folds(tmp_path, synthetic_ck8, rml_run):
     _, rml = rml_run
     results = runner.train_and_evaluate(IDFERMMethod(), _config(tmp_path, "baseline"),
@@ -217,6 +224,7 @@ def test_flagfiles_give_the_protocols(tmp_path, name, dataset, protocol):
     "name, dataset, protocol, n_classes",
     [("idferm_ckplus7", "ckplus48", "ck7", 7), ("idferm_ckplus8", "ckplus_neutral", "ck8", 8)],
 )
+@pytest.mark.slow
 def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus_neutral_dir,
                                                name, dataset, protocol, n_classes):
     data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
@@ -272,6 +280,7 @@ def test_rml_pretraining_uses_adam_unless_sgd_is_asked_for(tmp_path):
             dataclasses.replace(config, extra={"rml_pretrain_optimizer": "rmsprop"}), steps=5)
 
 
+@pytest.mark.slow
 def test_aggregate_only_keeps_the_hng_identity_rates(rml_run, tmp_path):
     """Per-fold GPU jobs are gathered with --aggregate_only: the HNG rates must survive it."""
     config, _ = rml_run

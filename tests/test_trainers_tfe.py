@@ -67,6 +67,7 @@ def _check_verification(fold_dir: Path, source: str):
     return report
 
 
+@pytest.mark.slow
 def test_cli_synthetic_tfe_exports_and_resumes(tmp_path):
     model_dir = tmp_path / "tfe"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
@@ -113,6 +114,7 @@ def _tiny_synthetic(tmp_path) -> Experiment:
     return _subjects_subset(load_experiment("synthetic", tmp_path, "ck7"), 12)
 
 
+@pytest.mark.slow
 def test_baseline_trains_resnet_only(tmp_path):
     config = TrainConfig(method="tfe", variant="baseline", model_dir=str(tmp_path / "b"), lr=0.16,
                          pretrain_lr=0.16, **TINY)
@@ -165,6 +167,7 @@ def _ckplus_subset(dataset: str, data_root: Path, protocol: str) -> Experiment:
      ("tfe_ckplus8", "ckplus_neutral", "ck8", 8, "tfe"),
      ("tfe_ckplus8", "ckplus_neutral", "ck8", 8, "baseline")],
 )
+@pytest.mark.slow
 def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, name, dataset,
                                                protocol, n_classes, variant):
     data_root = request.getfixturevalue(f"{dataset}_dir").parents[1]
@@ -174,6 +177,9 @@ def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, name, 
                        f"--model_dir={model_dir}", f"--variant={variant}", "--fold=0",
                        "--pretrain_epochs=1", "--epochs=1", *export):
         config = trainer.config_from_flags()
+    # DeepID as the identity network (the flagfile's default is dlib's face network, whose
+    # tandem tests/test_identity_switch.py runs): these assertions hold DeepID's stages.
+    config = dataclasses.replace(config, extra={**config.extra, "identity": "deepid"})
     # The flagfile's protocol (10 folds) on 16 subjects, so that it stays a tiny run.
     trainer.run(config, experiment=_ckplus_subset(dataset, data_root, protocol))
     _check_results(model_dir, variant, dataset, protocol, n_classes)
