@@ -42,6 +42,7 @@ def test_tiled_astronaut_every_face(detector, rows, cols):
     assert (found, false) == (rows * cols, 0)
 
 
+@pytest.mark.slow
 def test_composed_orl_group_photo(detector, orl_dir):
     from bench_group_faces import group_photos
 

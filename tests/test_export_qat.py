@@ -104,6 +104,7 @@ def test_rebuilds_the_idennet_inference_model(train_data):
     np.testing.assert_allclose(twin(x).numpy(), inference(x).numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_prune_reaches_target_sparsity(train_data):
     faces, labels = train_data
     pruned = qat.prune(qat.rebuild_tf_keras(_dense_net_like()), faces, labels, 0.5, epochs=1)
@@ -114,6 +115,7 @@ def test_prune_reaches_target_sparsity(train_data):
         qat.prune(pruned, faces, labels, 1.5)
 
 
+@pytest.mark.slow
 def test_qat_export_runs_with_litert_as_int8(train_data, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

@@ -158,6 +158,7 @@ def test_exif_rotation_and_sixteen_bit_match_the_upright_face(server, faces):
     )
 
 
+@pytest.mark.slow
 def test_keras_fer_serve_command(faces):
     script = Path(sys.executable).with_name("keras-fer")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "keras_fer.cli"]

@@ -194,6 +194,7 @@ def test_rest_client_against_loopback_server(model_and_dir, faces):
     assert url == "http://h:8501/v1/models/fer/versions/3:predict"
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(model_and_dir):
     _, sm_dir = model_and_dir
     cli = Path(sys.executable).with_name("saved_model_cli")

@@ -53,6 +53,7 @@ def variants(tmp_path_factory, data):
     return model, paths
 
 
+@pytest.mark.slow
 def test_every_variant_runs_and_matches_keras(variants, data):
     model, paths = variants
     faces, _ = data
@@ -71,6 +72,7 @@ def test_every_variant_runs_and_matches_keras(variants, data):
     assert LiteRTClassifier(paths["int8"]).input_dtype == np.float32
 
 
+@pytest.mark.slow
 def test_large_inputs_run_in_slices_with_the_same_output(variants, data, monkeypatch):
     from keras_fer.export import tflite
 
@@ -84,6 +86,7 @@ def test_large_inputs_run_in_slices_with_the_same_output(variants, data, monkeyp
     assert sliced._batch <= 3  # the interpreter never held more than one slice
 
 
+@pytest.mark.slow
 def test_quantised_variants_are_smaller(variants):
     _, paths = variants
     size = {v: p.stat().st_size for v, p in paths.items()}
@@ -101,6 +104,7 @@ def test_int8_needs_representative_faces_and_unknown_variant_fails(tmp_path):
         as_model_input(np.zeros((2, 60, 60), np.float32))
 
 
+@pytest.mark.slow
 def test_parity_report_json_and_markdown(variants, data, tmp_path):
     model, paths = variants
     faces, labels = data
@@ -127,6 +131,7 @@ def test_parse_formats():
         parse_formats("savedmodel,tflite_int3")
 
 
+@pytest.mark.slow
 def test_export_model_writes_variants_report_and_pushes(data, tmp_path):
     faces, labels = data
     model = _model(1)

@@ -92,6 +92,7 @@ def dlib_descriptors(chips) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 def test_parity_with_dlib_on_real_faces(model, chips, dlib_descriptors):
     lines, worst_cos, worst_abs = [], 1.0, 0.0
     for name, x in chips.items():
@@ -149,6 +150,7 @@ def test_weights_cache_round_trip(model, chips, cache_dir, monkeypatch):
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_jax_backend_gives_the_same_embeddings(model, chips, tmp_path):
     x = np.concatenate([c[:2] for c in chips.values()])
     np.save(tmp_path / "chips.npy", x)

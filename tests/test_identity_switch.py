@@ -75,6 +75,7 @@ def test_far_threshold_and_same_expression_pairs():
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.slow
 def test_idferm_face_identity_trains_on_both_backends(tmp_path, backend):
     code = (
         "import sys, json, dataclasses; sys.path.insert(0, 'tests');"

@@ -82,6 +82,7 @@ def test_class_names_flag():
         parse_class_names(" , ")
 
 
+@pytest.mark.slow
 def test_photo_with_annotation(models, astronaut, tmp_path):
     saved, _ = models
     photo = tmp_path / "astronaut.jpg"
@@ -137,6 +138,7 @@ def test_folder_with_corrupt_files(models, astronaut, orl_dir, tmp_path):
     assert Image.open(annotated / "orl_s1.png").size == (92, 112)
 
 
+@pytest.mark.slow
 def test_video_every_second_frame(models, astronaut, tmp_path):
     saved, _ = models
     video = tmp_path / "clip.avi"

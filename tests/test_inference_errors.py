@@ -103,6 +103,7 @@ def test_missing_input_and_model(photo, tmp_path):
     assert proc.returncode == 2 and "Model not found" in _one_line(proc.stderr)
 
 
+@pytest.mark.slow
 def test_corrupt_tflite_and_truncated_savedmodel_name_the_file(photo, tmp_path):
     not_tflite = tmp_path / "garbage.tflite"
     not_tflite.write_bytes(b"\x00" * 100)

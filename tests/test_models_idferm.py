@@ -381,6 +381,7 @@ def jax_results():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_hng_jax_step_updates_all_three_networks(jax_results):
     assert jax_results["backend"] == "jax"
     logs, change = jax_results["hng"]
@@ -388,6 +389,7 @@ def test_hng_jax_step_updates_all_three_networks(jax_results):
     assert change["encoder"] > 0 and change["decoder"] > 0 and change["discriminator"] > 0
 
 
+@pytest.mark.slow
 def test_hng_symmetry_and_adversarial_losses_do_not_reach_the_encoder_jax(jax_results):
     logs, change = jax_results["isolated"]
     assert logs["symmetry_loss"] > 0 and logs["adversarial_loss"] > 0
@@ -395,6 +397,7 @@ def test_hng_symmetry_and_adversarial_losses_do_not_reach_the_encoder_jax(jax_re
     assert change["decoder"] > 0 and change["discriminator"] > 0
 
 
+@pytest.mark.slow
 def test_rml_jax_fit_step(jax_results):
     logs = jax_results["rml"]
     assert np.isfinite(logs["loss"]) and logs["rml_loss"] > 0

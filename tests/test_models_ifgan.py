@@ -259,10 +259,12 @@ def _check_train_report(report: dict, backend: str) -> None:
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow backend test")
+@pytest.mark.slow
 def test_train_step_tensorflow():
     _check_train_report(train_two_steps(), "tensorflow")
 
 
+@pytest.mark.slow
 def test_train_step_jax_in_subprocess_and_export_loads_here(tmp_path):
     """The GPU workflow: train on JAX, bring the .keras back, load it on this backend."""
     pytest.importorskip("jax")

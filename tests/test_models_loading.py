@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import keras
+import pytest
 
 from keras_fer.layers.attention import SelfAttention2D
 
@@ -17,6 +18,7 @@ def _fresh_python(code: str) -> subprocess.CompletedProcess:
                                "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
+@pytest.mark.slow
 def test_load_model_registers_the_custom_layers_first(tmp_path):
     inputs = keras.Input((8, 8, 16))
     model = keras.Model(inputs, SelfAttention2D(name="attention")(inputs))

@@ -23,6 +23,8 @@ from keras_fer.pipeline import artifacts
 from keras_fer.pipeline.example_gen import read_statistics
 from keras_fer.pipeline.pipeline import COMPONENTS, PipelineConfig, build_components, run_pipeline
 
+pytestmark = pytest.mark.slow
+
 TRAINER_FLAGS = ("--variant=original", "--depth=16", "--pretrain_epochs=1", "--epochs=1",
                  "--batch_size=32")
 SYNTHETIC = {"n_subjects": 10, "images_per_class": 1, "classes": "ck7"}

@@ -161,6 +161,7 @@ _KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_finishes_without_corruption(tmp_path):
     root, started = tmp_path / "root", tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(root), str(started)])

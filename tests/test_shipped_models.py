@@ -13,6 +13,8 @@ from keras_fer.data import readers
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8
 from keras_fer.inference.predictor import Predictor
 
+pytestmark = pytest.mark.slow
+
 SERVING = Path(__file__).resolve().parents[1] / "saved_models"
 SHIPPED = sorted(p.name for p in SERVING.iterdir()
                  if p.is_dir() and any(v.name.isdigit() for v in p.iterdir()))

@@ -83,6 +83,7 @@ def tf_run(tmp_path_factory):
     return Path(config.model_dir), tmp_path
 
 
+@pytest.mark.slow
 def test_tf_run_writes_recipe_results_and_selects_on_valid(tf_run):
     model_dir, _ = tf_run
     check_run(model_dir, "resnet12", epochs=3)
@@ -92,6 +93,7 @@ def test_tf_run_writes_recipe_results_and_selects_on_valid(tf_run):
     assert timing["backend"] == "tensorflow" and timing["epochs"] == 3
 
 
+@pytest.mark.slow
 def test_tf_distillation_into_edge_and_init_by_name(tf_run):
     model_dir, tmp_path = tf_run
     teacher = str(model_dir / "fold_0" / "inference.keras")
@@ -109,6 +111,7 @@ def test_tf_distillation_into_edge_and_init_by_name(tf_run):
     assert report.shape_mismatch == ["logits"] and not report.not_in_source[1:]
 
 
+@pytest.mark.slow
 def test_tf_run_resumes_finished_training(tf_run):
     model_dir, tmp_path = tf_run
     from keras_fer.training.expression import ExpressionMethod
@@ -126,6 +129,7 @@ def test_tf_run_resumes_finished_training(tf_run):
         (model_dir / "fold_0" / "result.old").replace(model_dir / "fold_0" / "result.json")
 
 
+@pytest.mark.slow
 def test_jax_cli_with_teacher_and_mixed_precision(tf_run, tmp_path):
     teacher_dir, _ = tf_run
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2",
@@ -176,6 +180,7 @@ def test_flagfiles_parse(name, variant, lr):
         assert (config.dataset, config.protocol, config.val_fraction) == ("ckplus48", "ck7", 0.1)
 
 
+@pytest.mark.slow
 def test_ferplus_with_limit(ferplus_dir, tmp_path):
     config = _config(tmp_path, "ferplus", dataset="ferplus", protocol="ferplus8", epochs=1,
                      batch_size=64, limit=200, data_dir=str(ferplus_dir.parents[1]),

@@ -71,6 +71,7 @@ def if_run(tmp_path_factory):
     return model_dir, proc
 
 
+@pytest.mark.slow
 def test_if_results_schema_and_subject_disjoint_folds(if_run):
     model_dir, proc = if_run
     results = _check_results(model_dir, "if", "synthetic", 7)
@@ -80,6 +81,7 @@ def test_if_results_schema_and_subject_disjoint_folds(if_run):
     assert "idennet/if synthetic ck7:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_if_config_written_before_training(if_run):
     model_dir, _ = if_run
     config = json.loads((model_dir / "config.json").read_text())
@@ -94,6 +96,7 @@ def test_if_config_written_before_training(if_run):
     assert (model_dir / "config.json").stat().st_mtime <= first_stage_file
 
 
+@pytest.mark.slow
 def test_if_heatmaps_png(if_run):
     model_dir, _ = if_run
     from PIL import Image
@@ -102,6 +105,7 @@ def test_if_heatmaps_png(if_run):
         assert im.format == "PNG" and im.size[1] > 300  # 7 class rows
 
 
+@pytest.mark.slow
 def test_identity_fraction_half_uses_identity_labels_of_some_subjects(if_run):
     model_dir, _ = if_run
     history = (model_dir / "fold_0" / "finetune" / "history.csv").read_text().splitlines()
@@ -110,6 +114,7 @@ def test_identity_fraction_half_uses_identity_labels_of_some_subjects(if_run):
     assert float(last[header.index("id_loss")]) > 0.0
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_fold(if_run):
     model_dir, _ = if_run
     before = json.loads((model_dir / "results.json").read_text())
@@ -124,6 +129,7 @@ def test_resume_skips_finished_fold(if_run):
     assert after["folds"] == before["folds"]
 
 
+@pytest.mark.slow
 def test_flagfile_with_command_line_override(tmp_path):
     model_dir = tmp_path / "run"
     flagfile = tmp_path / "test.flags"
@@ -147,6 +153,7 @@ def test_flagfile_with_command_line_override(tmp_path):
     assert not (model_dir / "fold_0" / "pretrain_identity").exists()
 
 
+@pytest.mark.slow
 def test_variants_side_by_side_share_pretraining_and_aggregate(tmp_path):
     _train(*TINY, "--dataset=synthetic", f"--data_dir={tmp_path}", "--variants=original,f",
            f"--model_dir={tmp_path}")
@@ -172,6 +179,7 @@ def test_variants_side_by_side_share_pretraining_and_aggregate(tmp_path):
     assert not (tmp_path / "f" / "fold_1").exists()
 
 
+@pytest.mark.slow
 def test_f_on_ckplus48(ckplus48_dir, tmp_path):
     _train(*TINY, "--dataset=ckplus48", f"--data_dir={ckplus48_dir.parents[1]}",
            "--variant=f", "--nouse_orl", f"--model_dir={tmp_path}")
@@ -181,6 +189,7 @@ def test_f_on_ckplus48(ckplus48_dir, tmp_path):
     assert (tmp_path / "fold_0" / "pretrain_identity" / "final.weights.h5").exists()
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_devices_jax(tmp_path):
     # Two CPU devices stand in for two GPUs; the global batch of 128 splits 64 + 64.
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2",

@@ -99,6 +99,7 @@ def _training_fold_average(model_dir: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", ["ifgan", "noattention"])
+@pytest.mark.slow
 def test_cli_gan_variants(runs, variant):
     model_dir = _finished(runs, variant)
     _check_results(model_dir, variant)
@@ -117,6 +118,7 @@ def test_cli_gan_variants(runs, variant):
     assert bool(attention) == (variant == "ifgan")
 
 
+@pytest.mark.slow
 def test_cli_ifgan_exports_savedmodel(runs):
     model_dir = _finished(runs, "ifgan")
     saved = model_dir / "export" / "savedmodel"
@@ -125,6 +127,7 @@ def test_cli_ifgan_exports_savedmodel(runs):
     assert "savedmodel" in json.dumps(report)
 
 
+@pytest.mark.slow
 def test_cli_baseline_is_the_plain_classifier(runs):
     model_dir = _finished(runs, "baseline")
     _check_results(model_dir, "baseline")
@@ -172,6 +175,7 @@ def ckplus_subset(ckplus48_dir):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.slow
 def test_ckplus_flagfile_runs_from_the_trainer(ckplus_subset, tmp_path, variant):
     root, exp = ckplus_subset
     with parsed_flags("ifgan", f"--flagfile={FLAGFILES / 'ifgan_ckplus'}.flags", f"--data_dir={root}",

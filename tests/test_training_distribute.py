@@ -167,6 +167,7 @@ def test_tf_config_chief(monkeypatch, tf_config, chief):
     assert distribute.tf_config_is_chief(tf_config) is chief
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_trains_like_one_device():
     out = _run(_MIRRORED, _env(KERAS_BACKEND="tensorflow"))
     assert out["devices"] == 2 and out["num_replicas"] == 2
@@ -175,6 +176,7 @@ def test_mirrored_on_two_logical_cpus_trains_like_one_device():
     _assert_same_training(out["single"], out["mirrored"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_multi_worker_two_local_processes_agree_with_one_device():
     ports = ",".join(str(p) for p in _free_ports(2))
     script = textwrap.dedent(_WORKER)
@@ -197,6 +199,7 @@ def test_multi_worker_two_local_processes_agree_with_one_device():
     _assert_same_training(chief["single"], chief, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_on_two_host_devices_trains_like_one_device():
     out = _run(_DATA_PARALLEL, _env(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                                     XLA_FLAGS="--xla_force_host_platform_device_count=2"))

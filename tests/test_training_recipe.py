@@ -225,6 +225,7 @@ def test_training_targets_soft_in_protocol_order_and_smoothing():
     np.testing.assert_allclose(hard[0], 0.9 * np.eye(7)[4] + 0.1 / 7, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_edge_int8_tflite_is_under_one_megabyte(tmp_path):
     from keras_fer.export import tflite
 
@@ -263,6 +264,7 @@ def test_trunk_lr_multiplier_gives_dlib_layers_their_own_optimizer():
     assert rates == pytest.approx({"head": 1e-3, "trunk": 1e-4})
 
 
+@pytest.mark.slow
 def test_training_with_trunk_lr_multiplier_logs_the_head_rate(tmp_path):
     from keras_fer.training.expression import SelectOnValidation
 
