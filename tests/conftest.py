@@ -20,7 +20,7 @@ def _need(*parts):
     if not path.exists():
         msg = (
             f"real data not found at {path}: set FER_DATA_DIR to the folder holding "
-            "ckplus48/, ckplus_neutral/, ferplus/ and orl_faces/ (see README, 'Data')."
+            "ckplus48/, ckplus_neutral/, ferplus/ and orl_faces/ (see docs/data.md)."
         )
         if os.environ.get("FER_REQUIRE_DATA") == "1":
             pytest.fail(msg, pytrace=False)

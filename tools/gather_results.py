@@ -3,7 +3,8 @@
 Reads ``benchmarks/results/gpu/<run>/<variant>/results.json`` (copied back from the GPU
 machine; see ``tools/README.md`` for the jobs that made them), writes
 ``benchmarks/results/gpu/summary.json`` and ``summary.md``, and replaces the table between
-the ``<!-- gpu-results -->`` markers of the top-level README:
+the ``<!-- gpu-results -->`` markers of ``docs/results.md`` (and the throughput table
+between ``<!-- gpu-throughput -->``):
 
     python tools/gather_results.py
 """
@@ -17,7 +18,7 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "gpu"
-README = REPO / "README.md"
+RESULTS_DOC = REPO / "docs" / "results.md"
 MARK_BEGIN, MARK_END = "<!-- gpu-results -->", "<!-- /gpu-results -->"
 SPEED_BEGIN, SPEED_END = "<!-- gpu-throughput -->", "<!-- /gpu-throughput -->"
 
@@ -147,7 +148,7 @@ def collect(root: Path = RESULTS) -> List[Dict]:
 
 
 def markdown(rows: List[Dict]) -> str:
-    """The README table: ours (mean ± std over folds) beside the paper's figure."""
+    """The results table: ours (mean ± std over folds) beside the paper's figure."""
     lines = [
         "| method / variant | data (protocol) | ours, % | folds | paper, % | ours - paper | run |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
@@ -209,22 +210,22 @@ def throughput_markdown(rows: List[Dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(table: str, readme: Path = README, begin: str = MARK_BEGIN,
-                  end: str = MARK_END) -> bool:
-    """Replaces the text between the markers; ``False`` when the README has no markers."""
-    text = readme.read_text()
+def update_doc(table: str, doc: Path = RESULTS_DOC, begin: str = MARK_BEGIN,
+               end: str = MARK_END) -> bool:
+    """Replaces the text between the markers; ``False`` when the document has no markers."""
+    text = doc.read_text()
     if begin not in text or end not in text:
         return False
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{table}{end}{tail}")
+    doc.write_text(f"{head}{begin}\n{table}{end}{tail}")
     return True
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(RESULTS))
-    parser.add_argument("--no_readme", action="store_true", help="do not touch README.md")
+    parser.add_argument("--no_readme", action="store_true", help="do not touch docs/results.md")
     args = parser.parse_args(argv)
     root = Path(args.root)
     rows = collect(root)
@@ -234,8 +235,8 @@ def main(argv=None) -> None:
     table = markdown(rows)
     (root / "summary.md").write_text(table)
     print(table)
-    if not args.no_readme and not update_readme(table):
-        print(f"README.md has no {MARK_BEGIN} ... {MARK_END} markers: table not inserted")
+    if not args.no_readme and not update_doc(table):
+        print(f"{RESULTS_DOC} has no {MARK_BEGIN} ... {MARK_END} markers: table not inserted")
     speed = throughput(root)
     if speed:
         (root / "throughput.json").write_text(json.dumps(speed, indent=1) + "\n")
@@ -243,7 +244,7 @@ def main(argv=None) -> None:
         (root / "throughput.md").write_text(speed_table)
         print(speed_table)
         if not args.no_readme:
-            update_readme(speed_table, begin=SPEED_BEGIN, end=SPEED_END)
+            update_doc(speed_table, begin=SPEED_BEGIN, end=SPEED_END)
 
 
 if __name__ == "__main__":

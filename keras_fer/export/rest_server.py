@@ -18,7 +18,7 @@
 It serves the newest version of a TF Serving model base (or one SavedModel folder as version
 1), replays ``assets.extra/tf_serving_warmup_requests`` before it accepts connections, and
 binds to ``127.0.0.1`` unless told otherwise. It is meant for local use and for testing
-client code end to end; production serving is TF Serving itself (see the README).
+client code end to end; production serving is TF Serving itself (see docs/deployment.md).
 """
 
 from __future__ import annotations
