@@ -1,6 +1,7 @@
 """Every repository path, module and ``python -m`` entry point the docs name exists.
 
-Scanned: README.md and docs/*.md. What counts as a reference, by rule:
+Scanned: README.md, docs/*.md and the READMEs of benchmarks/, tools/ and pretrained/. What
+counts as a reference, by rule:
 
 - a repository path: a token of an inline code span, or a link target, whose first component
   is a top-level entry of the repository (``keras_fer/...``, ``tools/gpu_run.py``,
@@ -24,7 +25,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+        *(REPO / folder / "README.md" for folder in ("benchmarks", "tools", "pretrained"))]
 TOP = {p.name for p in REPO.iterdir() if not p.name.startswith(".") or p.name == ".ci"}
 TOP -= {"runs", ".devdata", "keras_fer.egg-info"}
 PACKAGES = {"keras_fer", "trainers", "benchmarks", "tools"}
@@ -52,7 +54,12 @@ def _expand_braces(token: str) -> list[str]:
 
 def _clean(token: str) -> str:
     token = token.split("=", 1)[1] if token.startswith("-") and "=" in token else token
-    token = token.strip("'\"()[],;")
+    for _ in range(3):  # --extra='{"key": "path"}': quotes and unbalanced braces around a path
+        token = token.strip("'\"()[],;")
+        if token.endswith("}") and token.count("}") > token.count("{"):
+            token = token[:-1]
+        if token.startswith("{") and token.count("{") > token.count("}"):
+            token = token[1:]
     token = re.sub(r":\d+(-\d+)?$", "", token)  # file.py:12
     return token.rstrip(".:")
 
@@ -176,12 +183,14 @@ def test_rules_on_examples(tmp_path, monkeypatch):
         "`tools/gpu_run.py --jobs=tools/jobs/<x>.txt` `runs/<run>/results.json` "
         "`benchmarks/results/gpu/summary.{json,md}` `trainers/idennet.py:7` "
         "[a](https://example.com) `keras_fer.nothere` `keras_fer.export` `fer_peer.py`\n"
+        "`--extra='{\"init\": \"pretrained/README.md\"}'`\n"
         "```\npython -m trainers.nothere\npython -m trainers.<method>\n"
         "python tools/nothere.py --out=runs/x\n```\n"
     )
     refs = {str(p.relative_to(REPO)) for _, p in _path_refs(doc) if p.is_relative_to(REPO)}
     assert refs == {"tools/gpu_run.py", "benchmarks/results/gpu/summary.json", "tools/nothere.py",
-                    "benchmarks/results/gpu/summary.md", "trainers/idennet.py"}
+                    "benchmarks/results/gpu/summary.md", "trainers/idennet.py",
+                    "pretrained/README.md"}
     assert [n for _, n in _dotted_refs(doc)] == ["keras_fer.nothere", "keras_fer.export"]
     assert _dotted_problem("keras_fer.nothere") is not None
     assert _dotted_problem("keras_fer.export") is None
