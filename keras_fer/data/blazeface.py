@@ -22,7 +22,7 @@ from keras_fer.data.face_detector import (
     DEFAULT_MARGINS,
     Detection,
     _as_uint8_image,
-    default_model_path,
+    checked_detector_args,
 )
 
 # Per input size: (strides, anchors per cell for each stride). Short range (128 px): strides
@@ -98,16 +98,7 @@ class LiteRTFaceDetector:
     ):
         from ai_edge_litert.interpreter import Interpreter
 
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(
-                "min_detection_confidence must be in [0, 1]. "
-                f"Received: min_detection_confidence={min_detection_confidence}"
-            )
-        if not margins or any(m < 0 for m in margins):
-            raise ValueError(f"margins must be non-empty and >= 0. Received: margins={margins}")
-        model_path = Path(model_path) if model_path is not None else default_model_path()
-        if not model_path.is_file():
-            raise FileNotFoundError(f"Face detection model not found: {model_path}")
+        model_path = checked_detector_args(min_detection_confidence, margins, model_path)
         self._interpreter = Interpreter(str(model_path), num_threads=num_threads)
         self._interpreter.allocate_tensors()
         (inp,) = self._interpreter.get_input_details()

@@ -64,6 +64,23 @@ def default_model_path() -> Path:
     return Path(str(resources.files("keras_fer") / "assets" / "face_detection_short_range.tflite"))
 
 
+def checked_detector_args(min_detection_confidence: float, margins: Sequence[float],
+                          model_path: Optional[str | Path]) -> Path:
+    """Validates a detector's settings (MediaPipe's or LiteRT's); returns the model's path
+    (the shipped short-range model when ``model_path`` is ``None``)."""
+    if not 0.0 <= min_detection_confidence <= 1.0:
+        raise ValueError(
+            "min_detection_confidence must be in [0, 1]. "
+            f"Received: min_detection_confidence={min_detection_confidence}"
+        )
+    if not margins or any(m < 0 for m in margins):
+        raise ValueError(f"margins must be non-empty and >= 0. Received: margins={margins}")
+    model_path = Path(model_path) if model_path is not None else default_model_path()
+    if not model_path.is_file():
+        raise FileNotFoundError(f"Face detection model not found: {model_path}")
+    return model_path
+
+
 @dataclasses.dataclass(frozen=True)
 class Detection:
     """One face found by :class:`FaceDetector`, in original image pixels.
@@ -124,16 +141,7 @@ class FaceDetector:
         margins: Sequence[float] = DEFAULT_MARGINS,
         model_path: Optional[str | Path] = None,
     ):
-        if not 0.0 <= min_detection_confidence <= 1.0:
-            raise ValueError(
-                "min_detection_confidence must be in [0, 1]. "
-                f"Received: min_detection_confidence={min_detection_confidence}"
-            )
-        if not margins or any(m < 0 for m in margins):
-            raise ValueError(f"margins must be non-empty and >= 0. Received: margins={margins}")
-        model_path = Path(model_path) if model_path is not None else default_model_path()
-        if not model_path.is_file():
-            raise FileNotFoundError(f"Face detection model not found: {model_path}")
+        model_path = checked_detector_args(min_detection_confidence, margins, model_path)
         import_mediapipe()
         from mediapipe.tasks.python.core.base_options import BaseOptions
         from mediapipe.tasks.python.vision import FaceDetector as MpFaceDetector
