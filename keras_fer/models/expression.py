@@ -30,6 +30,7 @@ import keras
 from keras import layers
 
 from keras_fer.data.preprocess import INPUT_SIZE
+from keras_fer.models.face_embedding import FaceNetInput
 
 BACKBONES = ("face_resnet", "resnet18_std", "edge", "resnet12", "resnet18_tfe")
 FACE_RESNET_SIZE = 150
@@ -176,9 +177,7 @@ def build_expression_model(
     if backbone == "face_resnet":
         if not 64 <= input_size <= 512:
             raise ValueError(f"input_size must be in [64, 512]. Received: input_size={input_size}")
-        x = layers.Rescaling(255.0, name="to_255")(image)
-        x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
-        x = layers.Concatenate(name="to_rgb")([x, x, x])
+        x = FaceNetInput(input_size, name="to_face_input")(image)
         feature = face_resnet_trunk(weights, input_size, weights_file)(x)
         # dlib's features share a large offset (mean 1.17, spread 0.13 over faces, measured on
         # CK+): without this normalisation (or with a LayerNormalization) training collapsed
