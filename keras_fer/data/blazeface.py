@@ -23,6 +23,7 @@ from keras_fer.data.face_detector import (
     Detection,
     _as_uint8_image,
     checked_detector_args,
+    margin_canvas,
 )
 
 # Per input size: (strides, anchors per cell for each stride). Short range (128 px): strides
@@ -128,13 +129,7 @@ class LiteRTFaceDetector:
         if self._interpreter is None:
             raise RuntimeError("This LiteRTFaceDetector was closed; create a new one.")
         h, w = image.shape[:2]
-        side = int(round(max(h, w) * (1.0 + 2.0 * margin)))
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas = cv2.copyMakeBorder(
-            image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
-        )
-        if canvas.ndim == 2:
-            canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+        canvas, side, top, left = margin_canvas(image, margin)
         size = self.input_size
         tensor = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_LINEAR)
         tensor = tensor.astype(np.float32)[None] / 127.5 - 1.0

@@ -81,6 +81,24 @@ def checked_detector_args(min_detection_confidence: float, margins: Sequence[flo
     return model_path
 
 
+def margin_canvas(image: np.ndarray, margin: float) -> Tuple[np.ndarray, int, int, int]:
+    """``image`` centred on a square RGB canvas ``margin`` x its longer side wider on each
+    side, borders replicated (BlazeFace finds faces that fill the frame this way).
+
+    Returns:
+        ``(canvas, side, top, left)``: the canvas, its side and the image's offset in it.
+    """
+    h, w = image.shape[:2]
+    side = int(round(max(h, w) * (1.0 + 2.0 * margin)))
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas = cv2.copyMakeBorder(
+        image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
+    )
+    if canvas.ndim == 2:
+        canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+    return canvas, side, top, left
+
+
 @dataclasses.dataclass(frozen=True)
 class Detection:
     """One face found by :class:`FaceDetector`, in original image pixels.
@@ -180,14 +198,8 @@ class FaceDetector:
         if self._detector is None:
             raise RuntimeError("This FaceDetector was closed; create a new one.")
         h, w = image.shape[:2]
-        side = int(round(max(h, w) * (1.0 + 2.0 * margin)))
-        top, left = (side - h) // 2, (side - w) // 2
-        canvas = cv2.copyMakeBorder(
-            image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
-        )
-        if canvas.ndim == 2:
-            # The model's graph takes RGB only: a GRAY8 mp.Image fails inside MediaPipe.
-            canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+        # The model's graph takes RGB only: a GRAY8 mp.Image fails inside MediaPipe.
+        canvas, side, top, left = margin_canvas(image, margin)
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(canvas))
         result = self._detector.detect(mp_image)
         detections = []
