@@ -102,7 +102,7 @@ def load_tests(root: Path) -> Dict[str, TestSet]:
 
     ck = readers.read_ckplus48(root / "ckplus48" / "CK+48")
     ck8 = readers.read_ckplus_neutral(root / "ckplus_neutral" / "CK+")
-    # As the CK+ 8-class protocol (keras_fer.training.datasets): peak frames and the first
+    # As the CK+ 8-class protocol (keras_fer.data.experiments): peak frames and the first
     # frames of labelled sequences only (the copy also holds unlabelled sequences' first frames).
     labelled = set(ck8.sequence[ck8.frame_role == "peak"].tolist())
     ck8 = ck8.subset(np.flatnonzero(

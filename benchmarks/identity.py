@@ -98,7 +98,7 @@ def load_sets(root: Path) -> Dict[str, tuple]:
     verified ORL at 80.7% (AUC 0.897); aligned, at 94-98% (measured 2026-11-29). CK+48 is
     already cropped."""
     from keras_fer.data import faces, readers
-    from keras_fer.training.datasets import fold_indices, load_experiment
+    from keras_fer.data.experiments import fold_indices, load_experiment
 
     orl = faces.align_records(readers.read_identity_folder(root / "orl_faces"), progress=False)
     exp = load_experiment("ckplus48", root, "ck7", use_orl=False)

@@ -32,7 +32,7 @@ from typing import Dict, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_claim  # noqa: E402  (sets KERAS_BACKEND before Keras is imported)
 
-from keras_fer.training.datasets import load_experiment  # noqa: E402
+from keras_fer.data.experiments import load_experiment  # noqa: E402
 
 
 def plot(doc: Dict, path: Path) -> Path:

@@ -37,7 +37,7 @@ import numpy as np
 def _parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pack", default=".devdata/ckplus48_ck7.npz",
-                        help="experiment pack (keras_fer.training.datasets.save_pack)")
+                        help="experiment pack (keras_fer.data.packs.save_pack)")
     parser.add_argument("--out", default="", help="JSON path (default $OUT/scaling.json)")
     parser.add_argument("--gpus", default="1,2", help="device counts to compare")
     parser.add_argument("--depth", type=int, default=40)
@@ -139,7 +139,8 @@ def _accuracy(args) -> dict:
     from keras_fer.data.preprocess import to_model_input
     from keras_fer.models import idennet
     from keras_fer.training import distribute
-    from keras_fer.training.datasets import fold_indices, load_pack, make_fold
+    from keras_fer.data.experiments import fold_indices, make_fold
+    from keras_fer.data.packs import load_pack
     from keras_fer.training.optim import make_sgd
 
     _check_devices(args.num_devices)

@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 
 from keras_fer.training import runner  # noqa: E402
 from keras_fer.training.config import TrainConfig  # noqa: E402
-from keras_fer.training.datasets import Experiment, load_experiment  # noqa: E402
+from keras_fer.data.experiments import Experiment, load_experiment  # noqa: E402
 from keras_fer.training.idennet import (  # noqa: E402
     SHARED_STAGES,
     IDEnNetMethod,

@@ -53,7 +53,7 @@ def main() -> dict:
     from keras_fer.export import tflite
     from keras_fer.export.savedmodel import export_savedmodel
     from keras_fer.models import tfe
-    from keras_fer.training.datasets import load_experiment
+    from keras_fer.data.experiments import load_experiment
 
     exp = load_experiment("ckplus48", data_dir(), "ck7", use_orl=False)
     calib = exp.faces[np.random.default_rng(0).choice(len(exp.faces), 200, replace=False)]

@@ -135,14 +135,14 @@ def test_paper_figure_follows_the_idennet_depth():
 
 def test_fer2013_pack_keeps_test_faces_lossless_and_jpegs_training_faces(
         tmp_path, fer2013_recovered_csv):
-    from keras_fer.training import datasets
+    from keras_fer.data import experiments
 
     make_pack = _load("make_pack")
     root = fer2013_recovered_csv.parents[1]
     path = make_pack.make_pack("fer2013", tmp_path, data_dir=str(root), limit=40, use_orl=False)
     assert path == tmp_path / "fer2013_fer2013_limit40_noorl.npz"
-    packed = datasets.load_experiment("fer2013", tmp_path, limit=40, use_orl=False)
-    direct = datasets.load_experiment("fer2013", root, limit=40, use_orl=False)
+    packed = experiments.load_experiment("fer2013", tmp_path, limit=40, use_orl=False)
+    direct = experiments.load_experiment("fer2013", root, limit=40, use_orl=False)
     train, valid, test = direct.fixed_split
     for got, want in zip(packed.fixed_split, direct.fixed_split):
         np.testing.assert_array_equal(got, want)

@@ -80,9 +80,9 @@ def test_idferm_face_identity_trains_on_both_backends(tmp_path, backend):
     code = (
         "import sys, json, dataclasses; sys.path.insert(0, 'tests');"
         "from test_trainers_idferm import _few_subjects, _config;"
-        "from keras_fer.training import datasets, runner;"
+        "from keras_fer.data import experiments; from keras_fer.training import runner;"
         "from keras_fer.training.idferm import IDFERMMethod;"
-        f"exp = _few_subjects(datasets.load_experiment('synthetic', r'{tmp_path}/d', 'ck8'), 8);"
+        f"exp = _few_subjects(experiments.load_experiment('synthetic', r'{tmp_path}/d', 'ck8'), 8);"
         f"cfg = _config(r'{tmp_path}/m');"
         "runner.train_and_evaluate(IDFERMMethod(), cfg, experiment=exp)"
     )

@@ -16,7 +16,7 @@ from keras_fer.data.synthetic import make_synthetic
 from keras_fer.export.savedmodel import export_savedmodel
 from keras_fer.pipeline import transform
 from keras_fer.pipeline.trainer import FnArgs, build_experiment
-from keras_fer.training.datasets import load_pack, save_pack
+from keras_fer.data.packs import load_pack, save_pack
 
 PIXELS = preprocess.INPUT_SIZE * preprocess.INPUT_SIZE
 

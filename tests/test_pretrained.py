@@ -138,7 +138,7 @@ def test_ferplus_backbone_recognises_ferplus_test_faces(name, ferplus_dir):
     """The committed weights classify real FER+ Test faces about as well as their run said
     (71-79% on all 3,545 faces; 8 classes, chance is about 12.5%, the majority class ~35%)."""
     from keras_fer.data.preprocess import to_model_input
-    from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+    from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 
     exp = load_experiment("ferplus", ferplus_dir.parent.parent, "ferplus8", limit=200)
     data = make_fold(exp, 0, fold_indices(exp, 1, 0, 0.0)[0])

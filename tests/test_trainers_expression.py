@@ -16,7 +16,7 @@ import pytest
 from absl import app
 
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import Experiment, load_experiment
+from keras_fer.data.experiments import Experiment, load_experiment
 from trainers import expression as trainer
 from flag_helpers import parsed_flags
 

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fer.training import datasets, runner
+from keras_fer.data import experiments, packs
+from keras_fer.training import runner
 from keras_fer.training import idferm as idferm_training
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
@@ -38,11 +39,11 @@ RESULT_KEYS = {"method", "variant", "dataset", "protocol", "classes", "folds", "
 FOLD_KEYS = {"fold", "accuracy", "train_subjects", "test_subjects", "confusion_matrix"}
 
 
-def _few_subjects(exp: datasets.Experiment, n: int) -> datasets.Experiment:
+def _few_subjects(exp: experiments.Experiment, n: int) -> experiments.Experiment:
     keep = sorted(set(exp.subjects.tolist()))[:n]
     rows = np.isin(exp.subjects, keep)
     neutral = np.isin(exp.neutral_subjects, keep)
-    return datasets.Experiment(
+    return experiments.Experiment(
         name=exp.name, protocol=exp.protocol, class_names=exp.class_names,
         faces=exp.faces[rows], labels=exp.labels[rows], subjects=exp.subjects[rows],
         neutral_faces=exp.neutral_faces[neutral], neutral_subjects=exp.neutral_subjects[neutral])
@@ -50,7 +51,7 @@ def _few_subjects(exp: datasets.Experiment, n: int) -> datasets.Experiment:
 
 @pytest.fixture(scope="module")
 def synthetic_ck8(tmp_path_factory):
-    exp = datasets.load_experiment("synthetic", tmp_path_factory.mktemp("data"), "ck8")
+    exp = experiments.load_experiment("synthetic", tmp_path_factory.mktemp("data"), "ck8")
     return _few_subjects(exp, 8)
 
 
@@ -78,16 +79,16 @@ def _check_results(results, variant, dataset):
 
 def test_folds_carry_subjects_and_only_training_neutrals(tmp_path, synthetic_ck8):
     # ck7 synthetic has no neutral class: neutral frames come from the same generator.
-    exp = datasets.load_experiment("synthetic", tmp_path, "ck7")
+    exp = experiments.load_experiment("synthetic", tmp_path, "ck7")
     assert "neutral" not in exp.class_names
     assert set(exp.neutral_subjects.tolist()) == set(exp.subjects.tolist())
-    path = datasets.save_pack(exp, tmp_path / "packs")
-    back = datasets.load_pack(path)
+    path = packs.save_pack(exp, tmp_path / "packs")
+    back = packs.load_pack(path)
     np.testing.assert_array_equal(back.neutral_faces, exp.neutral_faces)
     np.testing.assert_array_equal(back.neutral_subjects, exp.neutral_subjects)
 
-    idx = datasets.fold_indices(synthetic_ck8, 4, 0, 0.1)[0]
-    fold = datasets.make_fold(synthetic_ck8, 0, idx)
+    idx = experiments.fold_indices(synthetic_ck8, 4, 0, 0.1)[0]
+    fold = experiments.make_fold(synthetic_ck8, 0, idx)
     assert len(fold.subj_train) == len(fold.x_train) and len(fold.subj_test) == len(fold.x_test)
     assert set(fold.subj_test.tolist()) == set(fold.test_subjects)
     assert set(fold.neutral_subjects.tolist()) == set(fold.train_subjects)
@@ -233,7 +234,7 @@ def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus
                        "--pretrain_epochs=1", "--batch_size=64", "--use_orl=false",
                        f"--extra={json.dumps(TINY)}"):
         config = trainer.config_from_flags()
-    exp = datasets.load_experiment(dataset, data_root, protocol, use_orl=False)
+    exp = experiments.load_experiment(dataset, data_root, protocol, use_orl=False)
     # CK+48's neutral frames come from ckplus_neutral (same subjects and sequences).
     assert len(exp.neutral_faces) and set(exp.neutral_subjects) <= set(exp.subjects)
     # The flagfile's protocol (10 folds) on 12 subjects, so that it stays a tiny run.

@@ -21,7 +21,7 @@ from keras_fer.data.preprocess import to_model_input
 from keras_fer.models.ifgan import average_identity_targets
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 from keras_fer.training.ifgan import IFGANMethod, one_face_per_subject
 from trainers import ifgan as trainer
 from flag_helpers import parsed_flags

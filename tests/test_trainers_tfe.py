@@ -20,7 +20,7 @@ import pytest
 
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import Experiment, FoldData, load_experiment
+from keras_fer.data.experiments import Experiment, FoldData, load_experiment
 from keras_fer.training.tfe import TFEMethod, split_identities, verification_rate
 from trainers import tfe as trainer
 from flag_helpers import parsed_flags

@@ -10,7 +10,7 @@ import pytest
 from keras_fer.data import device_augment as da
 from keras_fer.models.expression import BACKBONES, build_expression_model
 from keras_fer.training import recipe as recipe_lib
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 from keras_fer.training.expression import training_targets
 
 

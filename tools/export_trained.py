@@ -66,7 +66,7 @@ def main(argv=None) -> None:
 
     from keras_fer.export import export_model
     from keras_fer.models.loading import load_model
-    from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+    from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 
     model = load_model(args.model)
     exp = load_experiment(args.dataset, args.data_dir, args.protocol, seed=args.seed)

@@ -2,7 +2,7 @@
 
 The GPU image has no TensorFlow and the raw image folders are too large to carry, so each
 dataset travels as one ``.npz`` of aligned faces, labels, subjects, splits and ORL identities
-(``keras_fer.training.datasets.save_pack``); the trainers read it instead of the dataset when
+(``keras_fer.data.packs.save_pack``); the trainers read it instead of the dataset when
 ``--data_dir`` holds it. FER+ and FER2013 store their ~28k training faces as JPEG (quality 90:
 43 MB, the most that fits the device's 64 MiB working tree beside the code and a CK+ pack);
 validation and test faces stay lossless, so reported accuracy is on the original pixels.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_fer.training import datasets
+from keras_fer.data import experiments, packs, registry
 
 
 def make_pack(dataset: str, out: str | Path, protocol: str = "", data_dir: str = "",
@@ -26,17 +26,17 @@ def make_pack(dataset: str, out: str | Path, protocol: str = "", data_dir: str =
     """Reads ``dataset`` and writes its pack into ``out``; returns the pack's path."""
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100; got {jpeg_quality}.")
-    fixed = dataset in datasets.FIXED_SPLIT_DATASETS
+    fixed = registry.get(dataset).fixed_split
     # Fixed-split packs store their native 48-pixel faces (the loader resizes them to 60).
-    exp = datasets.load_experiment(dataset, data_dir, protocol, use_orl=use_orl, limit=limit,
-                                   **({"face_size": 48} if fixed else {}))
-    return datasets.save_pack(exp, out, limit=limit, use_orl=use_orl,
-                              jpeg_train=(48, jpeg_quality) if fixed else None)
+    exp = experiments.load_experiment(dataset, data_dir, protocol, use_orl=use_orl, limit=limit,
+                                      **({"face_size": 48} if fixed else {}))
+    return packs.save_pack(exp, out, limit=limit, use_orl=use_orl,
+                           jpeg_train=(48, jpeg_quality) if fixed else None)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=datasets.DATASETS)
+    parser.add_argument("--dataset", required=True, choices=registry.DATASETS)
     parser.add_argument("--protocol", default="", help="class subset (default: the dataset's)")
     parser.add_argument("--data_dir", default="", help="dataset root (default: $FER_DATA_DIR)")
     parser.add_argument("--out", default=".devdata")

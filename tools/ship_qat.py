@@ -36,7 +36,7 @@ def main(argv=None) -> None:
 
     from keras_fer.export.report import parity_report, write_report
     from keras_fer.models.loading import load_model
-    from keras_fer.training.datasets import fold_indices, load_experiment, make_fold
+    from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 
     tflite_dir = Path(args.tflite_dir)
     report_path = tflite_dir / "export_report.json"

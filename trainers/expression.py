@@ -45,7 +45,7 @@ _INIT = flags.DEFINE_string("init", "", "Start from this .keras model by layer n
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
-    from keras_fer.training.datasets import Experiment
+    from keras_fer.data.experiments import Experiment
 
 
 def config_from_flags() -> TrainConfig:

@@ -59,7 +59,7 @@ def main(argv):
         if not _VARIANTS.value:
             common.aggregate_only(config)
             return
-        from keras_fer.training.datasets import experiment_for
+        from keras_fer.data.experiments import experiment_for
 
         root, exp = config.model_dir, experiment_for(config)
         write_comparison(Path(root), {

@@ -38,7 +38,7 @@ from trainers import common  # noqa: F401  (defines the shared flags)
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
-    from keras_fer.training.datasets import Experiment
+    from keras_fer.data.experiments import Experiment
 
 FER_DATASETS = ("ferplus", "fer2013")
 

@@ -95,14 +95,18 @@ def _flagfile_hashes(flags: Tuple[str, ...]) -> Dict[str, str]:
 
 
 def _trainer_dataset(config: PipelineConfig) -> str:
-    from keras_fer.pipeline.trainer import TRAINER_DATASET
+    """The trainers' ``--dataset`` (which picks the default protocol and labels
+    ``results.json``) of the ExampleGen format, from the one dataset registry."""
+    from keras_fer.data import registry
 
-    if config.dataset_format not in TRAINER_DATASET:
+    dataset = registry.dataset_for_format(config.dataset_format)
+    if dataset is None:
+        supported = sorted(f for d in registry.REGISTRY.values() for f in d.formats)
         raise ValueError(
             f"The trainers have no --dataset for dataset_format={config.dataset_format!r}. "
-            f"Supported: {sorted(TRAINER_DATASET)}"
+            f"Supported: {supported}"
         )
-    return TRAINER_DATASET[config.dataset_format]
+    return dataset
 
 
 def build_components(config: PipelineConfig) -> List[Component]:

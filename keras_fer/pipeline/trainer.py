@@ -1,7 +1,7 @@
 """Trainer: ``run_fn(fn_args)``, the TFX trainer contract, backed by the project's trainers.
 
 ``run_fn`` turns the ExampleGen splits into an experiment pack (the format
-:func:`keras_fer.training.datasets.load_experiment` reads before any dataset), decoding every
+:func:`keras_fer.data.experiments.load_experiment` reads before any dataset), decoding every
 crop through the Transform artifact, and then runs ``python -m trainers.<method>`` on it:
 the very command line a user types, with ``--data_dir`` pointing at the pack. Training,
 evaluation, checkpoints, resume and export are therefore the CLI's own code, and the two
@@ -33,16 +33,6 @@ from keras_fer.data import splits, tfrecords
 from keras_fer.pipeline.transform import TRANSFORM_DIR, TransformGraph
 
 METHODS = ("idennet", "tfe", "idferm", "ifgan")
-# ExampleGen dataset formats -> the trainers' --dataset names (which pick the default
-# protocol and label results.json).
-TRAINER_DATASET = {
-    "synthetic": "synthetic",
-    "ckplus48": "ckplus48",
-    "ckplus_neutral": "ckplus_neutral",
-    "ferplus": "ferplus",
-    "fer2013_csv": "fer2013",
-    "fer2013_recovered": "fer2013",
-}
 SERVING_MODEL = "serving_model"
 MODEL_RUN = "model_run"
 
@@ -71,8 +61,9 @@ class FnArgs:
 
 
 def build_experiment(fn_args: FnArgs):
-    """The :class:`~keras_fer.training.datasets.Experiment` of the ExampleGen splits."""
-    from keras_fer.training.datasets import DEFAULT_PROTOCOL, Experiment
+    """The :class:`~keras_fer.data.experiments.Experiment` of the ExampleGen splits."""
+    from keras_fer.data.experiments import Experiment
+    from keras_fer.data.registry import DEFAULT_PROTOCOL
 
     cfg = fn_args.custom_config
     dataset = str(cfg["dataset"])
@@ -157,7 +148,7 @@ def run_fn(fn_args: FnArgs) -> Dict[str, object]:
     Raises:
         subprocess.CalledProcessError: the trainer exited with an error.
     """
-    from keras_fer.training.datasets import pack_name, save_pack
+    from keras_fer.data.packs import pack_name, save_pack
 
     run_dir = Path(fn_args.model_run_dir)
     data_dir = run_dir / "data"

@@ -26,7 +26,7 @@ from keras_fer.data import labels as labels_lib
 from keras_fer.models.expression import BACKBONES, build_expression_model
 from keras_fer.training import recipe as recipe_lib
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 from keras_fer.training.stages import StageTimer
 
 STAGE = "train"

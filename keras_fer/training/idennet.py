@@ -38,7 +38,7 @@ from keras_fer.models import face_embedding, idennet
 from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.training import distill, runner
-from keras_fer.training.datasets import Experiment, FoldData, experiment_for, fold_indices
+from keras_fer.data.experiments import Experiment, FoldData, experiment_for, fold_indices
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
 

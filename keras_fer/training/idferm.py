@@ -60,7 +60,7 @@ from keras_fer.models.deepid import build_deepid
 from keras_fer.models.resnet import RESNET_BLOCKS, build_resnet
 from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 from keras_fer.models.face_embedding import check_extra
 from keras_fer.training import idferm_identity
 from keras_fer.training.hng_step import HNGModel

@@ -29,7 +29,7 @@ from keras_fer.data import preprocess
 from keras_fer.evaluation import verification
 from keras_fer.losses.hng import identity_preservation_rate
 from keras_fer.models import face_embedding
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 
 IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
 PERCEPTUALS = ("expression", face_embedding.FACE_RESNET)

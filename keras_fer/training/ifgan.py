@@ -34,7 +34,7 @@ from keras_fer.models import ifgan
 from keras_fer.models.loading import load_model
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.ifgan_identity import REPORT as IDENTITY_REPORT, identity_freeness
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("ifgan", "noattention", "baseline")

@@ -20,7 +20,7 @@ import numpy as np
 from keras_fer.data import preprocess
 from keras_fer.evaluation import metrics
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import (
+from keras_fer.data.experiments import (
     Experiment,
     FoldData,
     experiment_for,

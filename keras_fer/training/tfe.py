@@ -48,7 +48,7 @@ from keras_fer.models.resnet import build_resnet
 from keras_fer.models.transfer import init_from, transfer_weights
 from keras_fer.training import distill
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.datasets import FoldData
+from keras_fer.data.experiments import FoldData
 from keras_fer.training.optim import make_sgd, step_schedule
 from keras_fer.training.stages import fit_stage
 

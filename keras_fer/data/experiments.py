@@ -3,6 +3,8 @@
 Everything a trainer needs for one protocol: aligned ``60x60`` uint8 faces, protocol
 labels, subject ids, and the list of folds. Images are held in memory (the datasets are
 small: CK+48 is 981 faces, FER+ 35k), which is also how the GPU runs feed ``model.fit``.
+Which datasets exist, where they lie and their default protocols is
+:mod:`keras_fer.data.registry`; packed experiments are :mod:`keras_fer.data.packs`.
 """
 
 from __future__ import annotations
@@ -15,20 +17,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from keras_fer.data import labels as labels_lib
-from keras_fer.data import preprocess, splits
+from keras_fer.data import preprocess, registry, splits
 from keras_fer.data.paths import data_dir as default_data_dir
 from keras_fer.data.records import RecordTable
-
-DATASETS = ("synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013")
-# Datasets with a fixed train / valid / test split (the only ones ``limit`` can shorten).
-FIXED_SPLIT_DATASETS = ("ferplus", "fer2013")
-DEFAULT_PROTOCOL = {
-    "synthetic": "ck7",
-    "ckplus48": "ck7",
-    "ckplus_neutral": "ck8",
-    "ferplus": "ferplus8",
-    "fer2013": "fer2013",
-}
+from keras_fer.data.registry import FIXED_SPLIT_DATASETS
 
 
 @dataclasses.dataclass
@@ -122,7 +114,7 @@ def _neutral_frames(dataset: str, table: RecordTable, root: Path, class_names, s
     from keras_fer.data import readers
 
     if dataset == "ckplus48":
-        folder = root / "ckplus_neutral" / "CK+"
+        folder = root.joinpath(*registry.get("ckplus_neutral").paths)
         if not folder.exists():
             return None, None
         source = readers.read_ckplus_neutral(folder)
@@ -147,9 +139,9 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
     """Reads a dataset, keeps the protocol's classes and aligns faces to 60x60.
 
     Args:
-        dataset: one of :data:`DATASETS`.
+        dataset: a name of :data:`keras_fer.data.registry.DATASETS`.
         data_dir: root holding ``ckplus48/``, ``ferplus/``... (default ``$FER_DATA_DIR``).
-        protocol: class subset; default per dataset (:data:`DEFAULT_PROTOCOL`).
+        protocol: class subset; default per dataset (the registry's ``protocol``).
         use_orl: add ORL identities (``orl_faces/``) as identity-only pretraining data.
         limit: keep at most this many images per split (FER+, FER2013) for quick runs;
             0 = all. Other datasets refuse it.
@@ -157,42 +149,36 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
         face_size: side of the returned faces; only packs built with ``jpeg_train`` use
             another size than the aligned 60 (they store the native pixels).
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r}. Known: {DATASETS}")
-    if limit and dataset not in FIXED_SPLIT_DATASETS:
+    spec = registry.get(dataset)
+    if limit and not spec.fixed_split:
         # CK+ is read whole (folds are split by subject): a silent full run would surprise.
         raise ValueError(f"limit={limit} works on the split datasets "
                          f"({', '.join(FIXED_SPLIT_DATASETS)}) only; {dataset!r} is read whole. "
                          "Use --folds/--fold for a shorter CK+ run.")
-    protocol = protocol or DEFAULT_PROTOCOL[dataset]
+    protocol = protocol or spec.protocol
     class_names = labels_lib.protocol_classes(protocol)
     root = Path(data_dir) if data_dir else default_data_dir()
-    packed = root / pack_name(dataset, protocol, limit, use_orl)
+    from keras_fer.data import packs  # packs imports this module (Experiment)
+
+    packed = root / packs.pack_name(dataset, protocol, limit, use_orl)
     if packed.exists():
-        return load_pack(packed)
+        return packs.load_pack(packed)
     from keras_fer.data import readers
 
     fixed = None
-    if dataset == "synthetic":
+    if spec.reader == "synthetic":
         from keras_fer.data.synthetic import make_synthetic
 
         table = make_synthetic(classes=class_names, seed=seed)
-    elif dataset == "ckplus48":
-        table = readers.read_ckplus48(root / "ckplus48" / "CK+48")
-    elif dataset == "ckplus_neutral":
-        table = readers.read_ckplus_neutral(root / "ckplus_neutral" / "CK+")
+    else:
+        kwargs = {"limit": limit or None} if spec.fixed_split else {}
+        table = readers.READERS[spec.reader](*(root / p for p in spec.paths), **kwargs)
+    if dataset == "ckplus_neutral":
         # The CK+ 8-class protocol adds each labelled sequence's first (neutral) frame; the
         # copy also holds first frames of unlabelled sequences, which would flood "neutral".
         labelled = set(table.sequence[table.frame_role == "peak"].tolist())
         table = table.subset(np.flatnonzero(
             (table.frame_role == "peak") | np.isin(table.sequence, list(labelled))))
-    elif dataset == "ferplus":
-        table = readers.read_ferplus(root / "ferplus" / "data", limit=limit or None)
-    else:
-        table = readers.read_fer2013_recovered(
-            root / "ferplus" / "fer2013_original_labels_recovered.csv", root / "ferplus" / "data",
-            limit=limit or None,
-        )
     _report_skipped(table)
     neutral_faces, neutral_subjects = _neutral_frames(dataset, table, root, class_names, seed)
 
@@ -307,102 +293,3 @@ def make_fold(exp: Experiment, fold: int, idx, identity_fraction: float = 1.0,
         neutral_faces=neutral_faces,
         neutral_subjects=neutral_subjects,
     )
-
-
-def pack_name(dataset: str, protocol: str, limit: int = 0, use_orl: bool = True) -> str:
-    """File name of a packed experiment (see :func:`save_pack`)."""
-    return f"{dataset}_{protocol}{f'_limit{limit}' if limit else ''}{'' if use_orl else '_noorl'}.npz"
-
-
-def _jpeg_faces(faces: np.ndarray, size: int, quality: int) -> dict:
-    from io import BytesIO
-
-    from PIL import Image
-
-    blobs = []
-    for face in preprocess.resize_uint8(faces, size):
-        buf = BytesIO()
-        Image.fromarray(face).save(buf, format="JPEG", quality=quality)
-        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
-    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    return {"faces_jpeg": np.concatenate(blobs), "faces_jpeg_offsets": offsets}
-
-
-def _unjpeg_faces(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    from io import BytesIO
-
-    from PIL import Image
-
-    faces = [np.asarray(Image.open(BytesIO(data[a:b].tobytes())).convert("L"))
-             for a, b in zip(offsets[:-1], offsets[1:])]
-    return preprocess.resize_uint8(np.stack(faces), preprocess.ALIGNED_SIZE)
-
-
-def save_pack(exp: Experiment, folder: str | Path, limit: int = 0, use_orl: bool = True,
-              jpeg_train: tuple[int, int] | None = None) -> Path:
-    """Writes an experiment as one compressed ``.npz`` (aligned faces, labels, splits).
-
-    Packs are how the GPU machine gets data: it has no TensorFlow and the raw image folders
-    are too large to carry, so ``--data_dir`` may point at a folder of packs instead, and
-    :func:`load_experiment` then reads the pack without touching the readers.
-
-    Args:
-        jpeg_train: ``(size, quality)`` stores the *training* rows of a fixed split as JPEG
-            at ``size`` pixels (FER+/FER2013: their native 48 px, quality 90; see
-            ``tools/make_pack.py``), the only way their 28k training faces fit the GPU
-            machine's 64 MiB transfer; validation and test rows stay lossless (stored at
-            ``size`` too), so reported accuracy is measured on the original pixels.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / pack_name(exp.name, exp.protocol, limit, use_orl)
-    arrays = {k: v for k, v in dataclasses.asdict(exp).items()
-              if v is not None and k not in ("fixed_split", "class_names", "name", "protocol")}
-    if jpeg_train is not None:
-        if exp.fixed_split is None:
-            raise ValueError("jpeg_train needs a dataset with a fixed train split (FER+).")
-        train = exp.fixed_split[0]
-        arrays.update(_jpeg_faces(exp.faces[train], *jpeg_train))
-        lossless = np.setdiff1d(np.arange(len(exp.faces)), train)
-        # Stored at the native size too (build the experiment with face_size=size): the
-        # resize to 60 at load is the one load_experiment does, so these rows load
-        # bit-identical to a direct read of the dataset.
-        arrays["faces"] = preprocess.resize_uint8(exp.faces[lossless], jpeg_train[0])
-        arrays["faces_lossless_idx"] = lossless
-    if exp.fixed_split is not None:
-        for name, idx in zip(("train", "valid", "test"), exp.fixed_split):
-            arrays[f"split_{name}"] = idx
-    np.savez_compressed(path, name=exp.name, protocol=exp.protocol,
-                        class_names=np.array(exp.class_names), **arrays)
-    return path
-
-
-def load_pack(path: str | Path) -> Experiment:
-    """Reads an experiment written by :func:`save_pack`."""
-    with np.load(path, allow_pickle=False) as z:
-        get = lambda k: z[k] if k in z.files else None  # noqa: E731
-        fixed = None
-        if "split_train" in z.files:
-            fixed = (z["split_train"], z["split_valid"], z["split_test"])
-        faces = z["faces"]
-        if "faces_jpeg" in z.files:
-            side = preprocess.ALIGNED_SIZE
-            full = np.zeros((len(z["labels"]), side, side), dtype=np.uint8)
-            full[z["faces_lossless_idx"]] = preprocess.resize_uint8(faces,
-                                                                     preprocess.ALIGNED_SIZE)
-            full[fixed[0]] = _unjpeg_faces(z["faces_jpeg"], z["faces_jpeg_offsets"])
-            faces = full
-        return Experiment(
-            name=str(z["name"]),
-            protocol=str(z["protocol"]),
-            class_names=tuple(str(c) for c in z["class_names"]),
-            faces=faces,
-            labels=z["labels"],
-            subjects=z["subjects"],
-            soft_labels=get("soft_labels"),
-            fixed_split=fixed,
-            identity_faces=get("identity_faces"),
-            identity_subjects=get("identity_subjects"),
-            neutral_faces=get("neutral_faces"),
-            neutral_subjects=get("neutral_subjects"),
-        )
