@@ -1,10 +1,13 @@
-"""Resumable training stages: completion marker, reload, and recovery from a broken save."""
+"""Resumable training stages: completion marker, reload, recovery from a broken save, one
+history row per epoch across a kill, atomic saves."""
 
+import csv
 import json
 
 import keras
 import numpy as np
 
+from keras_fer.training import stages
 from keras_fer.training.stages import fit_stage
 
 
@@ -74,3 +77,47 @@ def test_stage_writes_its_timing(tmp_path):
     assert examples_per_epoch(FaceBatches(faces, np.zeros(10), batch_size=4)) == 10
     assert examples_per_epoch(FaceBatches(faces, np.zeros(10), batch_size=4,
                                           drop_remainder=True)) == 8
+
+
+def _clf():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(16, 3)).astype("float32"), rng.integers(0, 2, 16)
+
+
+def _epochs(path):
+    with open(path, newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_finished_stage_leaves_history_final_weights_and_no_backup(tmp_path):
+    x, y = _data()
+    stages.fit_stage(_clf(), tmp_path, x, 3, verbose=0, y=y, batch_size=8)
+    assert _epochs(tmp_path / "history.csv") == [0, 1, 2]
+    assert (tmp_path / "final.weights.h5").is_file()
+    assert not (tmp_path / "backup").exists()
+    assert json.loads((tmp_path / "timing.json").read_text())["epochs"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # A finished stage only loads its weights.
+    assert stages.fit_stage(_clf(), tmp_path, x, 3, verbose=0, y=y) is None
+
+
+def test_resume_drops_history_rows_after_the_backup(tmp_path):
+    """A kill after epoch 2's history row but before its backup: epoch 2 is trained again
+    and appears once."""
+    x, y = _data()
+    model = _clf()
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[stages.HistoryCSV(tmp_path / "history.csv"),
+                         stages.Backup(str(tmp_path / "backup"))])
+    with open(tmp_path / "history.csv", "a") as handle:  # epoch 2's row, its backup lost
+        handle.write("2,0.5\n")
+    assert _epochs(tmp_path / "history.csv") == [0, 1, 2]
+    stages.fit_stage(_clf(), tmp_path, x, 4, verbose=0, y=y, batch_size=8)
+    assert _epochs(tmp_path / "history.csv") == [0, 1, 2, 3]

@@ -16,10 +16,15 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Lays out ``fig``, writes it to ``path`` (parent folders created) and closes it."""
+    """Lays out ``fig``, writes it to ``path`` atomically (parent folders created) and
+    closes it."""
+    from keras_fer.io_atomic import atomic_path
+
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png")
+    finally:
+        pyplot().close(fig)
     return path

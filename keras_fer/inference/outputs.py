@@ -8,11 +8,13 @@ interrupted write leaves the previous file as it was (or no file at all).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Union
+
+from keras_fer import io_atomic
+from keras_fer.io_atomic import atomic_path
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -77,46 +79,12 @@ def prepare_folder(path: PathLike, what: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
-
-    On any exception (``KeyboardInterrupt`` included) the temporary file is removed and
-    ``path`` is left untouched.
-
-    Args:
-        path: the final file.
-        suffix: the temporary file's suffix (default ``path``'s own), for writers that pick
-            the format from it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
-    )
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        # mkstemp makes the file private (0600); the result gets the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
+_umask = io_atomic.current_umask
 
 
 def write_text(path: PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+    """Writes ``text`` to ``path`` atomically (see :func:`keras_fer.io_atomic.atomic_path`)."""
+    return io_atomic.write_text(path, text)
 
 
 def save_image(image, path: PathLike) -> Path:

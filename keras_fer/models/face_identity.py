@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
+from keras_fer import io_atomic
 from keras_fer.models.dlib_dat import DlibNetwork, read_dlib_network
 
 INPUT_SIZE = 150
@@ -294,23 +294,16 @@ def dlib_resnet(weights: str | None = "dlib") -> keras.Model:
 
 
 def _write_atomically(model: keras.Model, path: Path) -> None:
-    """Saves the weights to a temporary file beside ``path``, then renames it into place.
+    """Saves the weights atomically (:mod:`keras_fer.io_atomic`).
 
     A cache that cannot be written (read-only home) is skipped: the weights are already in
     the model and the next call converts the file again.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".weights.h5")
-        os.close(handle)
+        with io_atomic.atomic_path(path) as tmp:
+            model.save_weights(tmp, overwrite=True)
     except OSError:
         return
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def to_face_input(gray_faces: np.ndarray) -> np.ndarray:

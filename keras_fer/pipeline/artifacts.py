@@ -15,10 +15,11 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, Mapping
+
+from keras_fer import io_atomic
 
 METADATA_FILE = "metadata.json"
 TMP_PREFIX = ".tmp-"
@@ -142,9 +143,5 @@ def read_metadata(uri: str | Path) -> Dict[str, object] | None:
 
 
 def write_json_atomic(path: str | Path, document: object) -> Path:
-    """Writes JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    tmp.write_text(json.dumps(document, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Writes JSON to ``path`` atomically (:func:`keras_fer.io_atomic.write_json`)."""
+    return io_atomic.write_json(path, document, indent=1, sort_keys=True, default=str)

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data import preprocess
 from keras_fer.data.augment import FaceBatches
 from keras_fer.models.face_embedding import EMBEDDING_DIM, face_embedding_model
@@ -39,18 +38,6 @@ TEACHER_BATCH = 256
 def _faces_key(faces: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest()[:16]
     return f"{len(faces)}_{digest}"
-
-
-def _save_atomically(array: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npy")
-    os.close(handle)
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def teacher_embeddings(faces: np.ndarray, cache_dir: str | Path, name: str,
@@ -75,7 +62,7 @@ def teacher_embeddings(faces: np.ndarray, cache_dir: str | Path, name: str,
     if len(faces):
         out = np.asarray(teacher.predict(preprocess.to_model_input(faces),
                                          batch_size=TEACHER_BATCH, verbose=0), np.float32)
-    _save_atomically(out, path)
+    io_atomic.save_npy(path, out)
     return out
 
 

@@ -1,24 +1,31 @@
 """Resumable training stages.
 
 A stage is one ``model.fit`` (pretraining a stream, fine-tuning, ...) in its own folder:
-``history.csv`` (appended across restarts), TensorBoard logs (TensorFlow backend),
+``history.csv`` (one row per finished epoch, across restarts), TensorBoard logs (TensorFlow backend),
 ``backup/`` for mid-stage resume (Keras ``BackupAndRestore``: a killed run restarts at
 the last finished epoch), ``timing.json`` (epoch times, compile overhead, examples per
 second) and ``final.weights.h5`` once the stage is complete, after which re-running the
-stage only loads the weights.
+stage only loads the weights. Every file is written atomically (:mod:`keras_fer.io_atomic`):
+a run killed at any moment resumes from the last complete epoch, and ``history.csv`` never
+holds a row twice.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_fer import io_atomic
 
 
 def examples_per_epoch(data) -> int | None:
@@ -53,7 +60,7 @@ class StageTimer(keras.callbacks.Callback):
         if not self.seconds:
             return
         median = float(np.median(self.seconds))
-        self.path.write_text(json.dumps({
+        io_atomic.write_json(self.path, {
             "backend": keras.backend.backend(),
             "epochs": len(self.seconds),
             "epoch_seconds": [round(s, 3) for s in self.seconds],
@@ -62,15 +69,62 @@ class StageTimer(keras.callbacks.Callback):
             "examples_per_epoch": self.examples,
             "examples_per_second": (self.examples / median
                                     if self.examples and median > 0 else None),
-        }, indent=1))
+        })
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv`` as Keras' ``CSVLogger`` writes it (``epoch`` 0-based, then the logs'
+    keys sorted), rewritten atomically after every epoch.
+
+    A resumed ``fit`` drops the rows of the epochs it trains again (those after the backup
+    it resumed from), so a row is never there twice, whatever the moment of a kill.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path, self.rows, self.keys = Path(path), None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is not None:
+            return
+        self.rows, self.keys = [], None
+        if self.path.is_file():
+            with open(self.path, newline="") as handle:
+                reader = csv.DictReader(handle)
+                self.keys = [k for k in (reader.fieldnames or []) if k != "epoch"] or None
+                self.rows = [row for row in reader if int(row["epoch"]) < epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if self.keys is None:
+            self.keys = sorted(logs)
+        self.rows.append({"epoch": epoch, **{k: logs.get(k, "NA") for k in self.keys}})
+        text = io.StringIO()
+        writer = csv.DictWriter(text, ["epoch", *self.keys], lineterminator="\n",
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        io_atomic.write_text(self.path, text.getvalue())
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` whose backup (weights and epoch) is replaced as one folder,
+    so a kill mid-save leaves the previous epoch's backup whole; kept after ``fit`` (the
+    stage removes it once its ``final.weights.h5`` is in place)."""
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, delete_checkpoint=False)
+
+    def _save_model(self):
+        with io_atomic.atomic_dir(self.backup_dir) as tmp:
+            self.model.save_weights(os.path.join(tmp, "latest.weights.h5"))
+            io_atomic.write_json(os.path.join(tmp, "training_metadata.json"),
+                                 {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 def stage_callbacks(stage_dir: Path):
-    """CSV history, mid-stage backup and (TensorFlow backend) TensorBoard callbacks."""
-    callbacks = [
-        keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(str(stage_dir / "backup")),
-    ]
+    """History, mid-stage backup and (TensorFlow backend) TensorBoard callbacks."""
+    callbacks = [HistoryCSV(stage_dir / "history.csv"), Backup(str(stage_dir / "backup"))]
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(stage_dir / "tensorboard")))
     return callbacks
@@ -100,6 +154,7 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
         logging.info("stage %s already complete: loading %s", stage_dir.name, final)
         try:
             model.load_weights(str(final))
+            shutil.rmtree(stage_dir / "backup", ignore_errors=True)
             return None
         except (OSError, ValueError) as err:
             # Written by a run killed mid-save before saves were atomic: train the stage again
@@ -114,9 +169,8 @@ def fit_stage(model: keras.Model, stage_dir: str | Path, data, epochs: int,
                         callbacks=stage_callbacks(stage_dir) + list(callbacks)
                         + [StageTimer(stage_dir / "timing.json", examples_per_epoch(data))],
                         verbose=verbose, **fit_kwargs)
-    # Written beside and renamed, so a kill mid-save never leaves a half-written "complete"
-    # stage behind.
-    partial = stage_dir / "final.partial.weights.h5"
-    model.save_weights(str(partial))
-    os.replace(partial, final)
+    # Atomic, so a kill mid-save never leaves a half-written "complete" stage behind.
+    with io_atomic.atomic_path(final) as tmp:
+        model.save_weights(str(tmp))
+    shutil.rmtree(stage_dir / "backup", ignore_errors=True)
     return history
