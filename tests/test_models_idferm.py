@@ -25,7 +25,7 @@ from keras_fer.losses.hng import (
     symmetry_loss,
 )
 from keras_fer.models import idferm
-from keras_fer.training.hng_step import HNGModel
+from keras_fer.models.hng_step import HNGModel
 
 FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY_HNG = idferm.HNGConfig(

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from keras_fer.data import device_augment as da
+from keras_fer.losses import distillation
 from keras_fer.models.expression import BACKBONES, build_expression_model
+from keras_fer.models.expression_step import RecipeModel
 from keras_fer.training import recipe as recipe_lib
 from keras_fer.data.experiments import FoldData
 from keras_fer.training.expression import training_targets
@@ -141,9 +143,9 @@ def test_distillation_loss_golden_value():
     pt = np.exp(log_softmax(teacher[0] / t))
     kl = np.sum(pt * (np.log(pt) - log_softmax(student[0] / t)))
     expected = (1 - w) * ce + w * t * t * kl
-    got = float(_np(recipe_lib.distillation_loss(targets, student, teacher, w, t)))
+    got = float(_np(distillation.distillation_loss(targets, student, teacher, w, t)))
     assert got == pytest.approx(expected, rel=1e-5)
-    assert float(_np(recipe_lib.soft_cross_entropy(targets, student))) == pytest.approx(ce)
+    assert float(_np(distillation.soft_cross_entropy(targets, student))) == pytest.approx(ce)
 
 
 def test_tta_averages_flipped_predictions():
@@ -273,7 +275,7 @@ def test_training_with_trunk_lr_multiplier_logs_the_head_rate(tmp_path):
     net = build_expression_model("resnet12", 7)
     faces = np.random.default_rng(0).integers(0, 256, (8, 60, 60), dtype=np.uint8)
     batches = recipe_lib.RecipeBatches(faces, np.eye(7, dtype=np.float32)[np.arange(8) % 7], 4)
-    trainer = recipe_lib.RecipeModel(net, recipe)
+    trainer = RecipeModel(net, recipe)
     trainer.compile(optimizer=recipe_lib.make_optimizer(recipe, 0.05, 2, len(batches)),
                     jit_compile=False)
     select = SelectOnValidation(net, faces, np.arange(8) % 7, tmp_path, 8)

@@ -63,7 +63,7 @@ class HNGGridCallback(keras.callbacks.Callback):
     """Writes ``<out_dir>/epoch_<k>.png`` (:func:`plot_hng_grid`) after every epoch.
 
     The model being fitted must map a batch of faces to generated faces when called
-    (``training.hng_step.HNGModel`` does).
+    (``models.hng_step.HNGModel`` does).
 
     Args:
         inputs: ``(N, S, S, 1)`` float faces in ``[0, 1]`` at the generator's input size.

@@ -8,7 +8,7 @@ Two parts:
   project's aligned crops are 60x60, so HNG inputs are the aligned crops resized to 64
   (:func:`to_hng_input`) and generated faces go back to the project's model input by resizing
   to 60 and taking the usual 48x48 centre crop (:func:`hng_to_model_input`).
-  The training wrapper (losses, optimizers, train steps) is ``training.hng_step.HNGModel``.
+  The training wrapper (losses, optimizers, train steps) is ``models.hng_step.HNGModel``.
 - **RML** (radial metric learning) network: inception-style conv groups (1x1, 3x3, 5x5 in
   parallel), an expression-classification (EC) branch with softmax and a metric-learning (ML)
   branch joined to it by a connecting layer (``concat([FC2-2, FC2-3]) -> linear``, paper

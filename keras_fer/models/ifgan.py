@@ -34,7 +34,7 @@ from keras_fer.losses.gan import discriminator_loss, generator_adversarial_loss,
 from keras_fer.losses.island import IslandLoss
 from keras_fer.models.patchgan import PatchGANConfig, build_patchgan
 from keras_fer.models.unet import UNetConfig, build_unet_generator
-from keras_fer.training.gan_steps import MultiOptimizerModel
+from keras_fer.models.gan_steps import MultiOptimizerModel
 
 LOG_NAMES = (
     "g_loss", "d_loss", "e_loss", "adv_loss", "l1_loss", "ce_loss", "island_loss", "accuracy"

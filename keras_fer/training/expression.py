@@ -2,7 +2,7 @@
 
 ``fit_fold`` builds :func:`keras_fer.models.expression.build_expression_model` (backbone =
 ``config.variant``), optionally starts it from ``init`` and a frozen ``teacher``, and trains
-:class:`keras_fer.training.recipe.RecipeModel` on the fold's training faces in
+:class:`keras_fer.models.expression_step.RecipeModel` on the fold's training faces in
 ``fold_dir/train``: ``history.csv`` (loss, learning_rate, val_accuracy per epoch),
 ``backup/`` (resume mid-run), ``timing.json``, ``best.weights.h5`` + ``best.json`` (the
 epoch with the best validation accuracy, with the EMA weights when EMA is on; the last epoch
@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_fer.data import labels as labels_lib
 from keras_fer.models.expression import BACKBONES, build_expression_model
+from keras_fer.models.expression_step import RecipeModel
 from keras_fer.training import recipe as recipe_lib
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
@@ -178,7 +179,7 @@ class ExpressionMethod:
                                  f"classes, the data {data.num_classes}.")
         batches = recipe_lib.RecipeBatches(data.x_train, training_targets(data, recipe),
                                            config.batch_size, seed=config.seed + data.fold)
-        trainer = recipe_lib.RecipeModel(net, recipe, teacher, seed=config.seed + data.fold)
+        trainer = RecipeModel(net, recipe, teacher, seed=config.seed + data.fold)
         trainer(batches[0][0])  # built before fit, as BackupAndRestore wants
         trainer.compile(
             optimizer=recipe_lib.make_optimizer(recipe, config.lr, config.epochs, len(batches)),

@@ -11,7 +11,7 @@ Variant ``rml`` trains, in each fold and each stage in its own resumable folder:
    loss through a ResNet expression classifier trained on the fold's training faces
    (``extra perceptual="expression"``, the default) or the face network's late conv
    features (``"face_resnet"``): see :mod:`keras_fer.training.idferm_identity`.
-2. ``hng``: the encoder-decoder GAN (``training.hng_step.HNGModel``) on pairs (expressive
+2. ``hng``: the encoder-decoder GAN (``models.hng_step.HNGModel``) on pairs (expressive
    training face, real neutral face of the same subject). Only training subjects' neutral
    frames are used; each epoch draws one of the subject's neutral frames per face and flips
    both faces of a pair together. A grid of validation faces / generated / real neutral
@@ -63,7 +63,7 @@ from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
 from keras_fer.models.face_embedding import check_extra
 from keras_fer.training import idferm_identity
-from keras_fer.training.hng_step import HNGModel
+from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_identity import generate_neutral, identity_preservation
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage

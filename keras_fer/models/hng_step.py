@@ -8,7 +8,7 @@ Algorithm 1::
     Dec <- L_feat + w1 L_id + w2 L_pixel + w3 L_sym + w4 L_GAN_Dec
     Dis <- L_GAN_Dis
 
-Each optimizer gets the gradient of its own loss only (``training.gan_steps`` takes one
+Each optimizer gets the gradient of its own loss only (``models.gan_steps`` takes one
 forward pass and pulls back one loss per variable group), so the symmetry and adversarial
 terms never reach the encoder while the decoder sees everything. The per-backend
 ``train_step`` (TensorFlow ``GradientTape``, JAX stateless) comes from
@@ -27,7 +27,7 @@ import keras
 from keras_fer.losses.gan import discriminator_loss, generator_adversarial_loss, l1_loss
 from keras_fer.losses.hng import identity_loss, perceptual_loss, symmetry_loss
 from keras_fer.models.idferm import hng_to_model_input
-from keras_fer.training.gan_steps import MultiOptimizerModel
+from keras_fer.models.gan_steps import MultiOptimizerModel
 
 LOG_NAMES = (
     "encoder_loss",
