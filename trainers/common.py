@@ -30,7 +30,11 @@ _PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of each p
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Batch size.")
 _LR = flags.DEFINE_float("lr", None, "Learning rate of the main stage (default: the paper's).")
 _PRETRAIN_LR = flags.DEFINE_float("pretrain_lr", None, "Learning rate of pretraining stages.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed for folds, initialisation and augmentation.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation and augmentation, and for the "
+                             "folds unless --fold_seed is given.")
+_FOLD_SEED = flags.DEFINE_integer("fold_seed", -1, "Seed for the subject-disjoint folds; -1 = "
+                                  "--seed. Keep it fixed to run several --seed values over the "
+                                  "same folds (paired comparisons).")
 _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Share of training subjects held out "
                                    "for validation (subject-disjoint); 0 = none, as in the papers' protocols.")
 _EXPORT = flags.DEFINE_string("export", "", "Comma-separated export formats: savedmodel, "
@@ -70,6 +74,7 @@ def train_config(method: str, default_variant: str, default_lr: float,
         lr=_LR.value if _LR.value is not None else default_lr,
         pretrain_lr=_PRETRAIN_LR.value if _PRETRAIN_LR.value is not None else default_pretrain_lr,
         seed=_SEED.value,
+        fold_seed=_FOLD_SEED.value,
         val_fraction=_VAL_FRACTION.value,
         use_orl=_USE_ORL.value,
         export=parse_export(_EXPORT.value),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from keras_fer import io_atomic
 from keras_fer.export import parse_formats
 
 
@@ -33,6 +34,10 @@ class TrainConfig:
         epochs: fine-tuning / main-stage epochs; ``pretrain_epochs`` for pretraining stages.
         distribution: ``none``, ``data_parallel`` (JAX), ``mirrored`` or ``multi_worker``
             (TensorFlow): see :mod:`keras_fer.training.distribute`; ``batch_size`` is global.
+        seed: seeds initialisation and augmentation, and the folds unless ``fold_seed``.
+        fold_seed: seeds the subject-disjoint folds (and each fold's validation subjects);
+            ``-1`` = ``seed``. Fixed across seeds, it runs several seeds over the same folds,
+            so that a method and its baseline can be compared fold by fold.
         accuracy is reported in percent everywhere.
     """
 
@@ -51,6 +56,7 @@ class TrainConfig:
     lr: float = 0.01
     pretrain_lr: float = 0.1
     seed: int = 0
+    fold_seed: int = -1
     val_fraction: float = 0.1
     identity_fraction: float = 1.0
     use_orl: bool = True
@@ -60,11 +66,13 @@ class TrainConfig:
     distribution: str = "none"
     extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    @property
+    def split_seed(self) -> int:
+        """The seed of the folds: ``fold_seed``, or ``seed`` when it is ``-1``."""
+        return self.seed if self.fold_seed < 0 else self.fold_seed
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def write(self, model_dir: str | Path) -> Path:
-        path = Path(model_dir) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        return io_atomic.write_text(Path(model_dir) / "config.json", self.to_json() + "\n")

@@ -230,7 +230,7 @@ def train_variants(config: TrainConfig, variants: Sequence[str],
     root = Path(config.model_dir)
     root.mkdir(parents=True, exist_ok=True)
     exp = experiment or experiment_for(config)
-    n_folds = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
+    n_folds = len(fold_indices(exp, config.folds, config.split_seed, config.val_fraction))
     folds = range(n_folds) if config.fold < 0 else [config.fold]
     configs = {v: dataclasses.replace(config, variant=v, model_dir=str(root / v))
                for v in variants}

@@ -4,7 +4,12 @@
 trains each fold through the method's ``fit_fold`` (resuming finished folds and
 interrupted stages), evaluates on the fold's test subjects, and writes ``results.json``
 (the project-wide schema, accuracy in percent), ``confusion_matrix.png`` and
-``per_class_accuracy.png``, then exports the last fold's inference model if asked.
+``per_class_accuracy.png``, then exports the last fold's inference model if asked, and
+calls the method's post-run summary (``after_run``).
+
+The run directory is owned (:mod:`keras_fer.training.rundir`: a lock, and a rerun of another
+configuration refused unless ``overwrite``) and everything in it is written atomically
+(:mod:`keras_fer.io_atomic`), so a run killed at any point is finished by running it again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Callable, Dict, Optional, Protocol
 
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data import preprocess
 from keras_fer.evaluation import metrics
 from keras_fer.training.config import TrainConfig
@@ -27,6 +33,7 @@ from keras_fer.data.experiments import (
     fold_indices,
     make_fold,
 )
+from keras_fer.training import rundir
 from keras_fer.training.distribute import distribution_scope
 
 
@@ -39,8 +46,13 @@ OPTIONAL_FOLD_FIGURES = (
 
 
 class Method(Protocol):
-    """What a method plugs into the runner (optionally also ``fold_metrics(model, data,
-    fold_dir) -> dict``: extra figures for the fold's ``result.json``)."""
+    """What a method plugs into the runner.
+
+    Optionally also ``fold_metrics(model, data, fold_dir) -> dict`` (extra figures for the
+    fold's ``result.json``) and ``after_run(config) -> dict | None``: the post-run summary
+    (method-specific figures added to ``results.json`` and printed), called after training
+    and after ``--aggregate_only``; it returns the updated results document, or ``None``.
+    """
 
     name: str
 
@@ -97,7 +109,7 @@ def write_results(config: TrainConfig, exp: Experiment, fold_results, folds_expe
     results["wall_seconds"] = round(wall_seconds, 1)
     # Summed over folds, across processes and restarts (``wall_seconds`` is this call's).
     results["train_seconds"] = round(sum(f.get("train_seconds", 0.0) for f in fold_results), 1)
-    (model_dir / "results.json").write_text(json.dumps(results, indent=1))
+    io_atomic.write_json(model_dir / "results.json", results)
     if not fold_results:
         return results
     cm = np.sum([np.array(f["confusion_matrix"]) for f in fold_results], axis=0)
@@ -111,7 +123,13 @@ def write_results(config: TrainConfig, exp: Experiment, fold_results, folds_expe
     return results
 
 
-def aggregate(config: TrainConfig, experiment: Optional[Experiment] = None) -> Dict:
+def _after_run(method, config: TrainConfig, results: Dict) -> Dict:
+    hook = getattr(method, "after_run", None)
+    return (hook(config) or results) if hook is not None else results
+
+
+def aggregate(config: TrainConfig, experiment: Optional[Experiment] = None,
+              method: Optional[Method] = None) -> Dict:
     """``results.json`` and plots from the folds finished so far, training nothing.
 
     For runs whose folds trained in separate processes (one ``--fold`` each) or were cut
@@ -120,39 +138,62 @@ def aggregate(config: TrainConfig, experiment: Optional[Experiment] = None) -> D
     """
     model_dir = Path(config.model_dir)
     exp = experiment or experiment_for(config)
-    folds_expected = len(fold_indices(exp, config.folds, config.seed, config.val_fraction))
+    folds_expected = len(fold_indices(exp, config.folds, config.split_seed, config.val_fraction))
     chosen = range(folds_expected) if config.fold < 0 else [config.fold]
     fold_results = [json.loads((model_dir / f"fold_{k}" / "result.json").read_text())
                     for k in chosen if (model_dir / f"fold_{k}" / "result.json").exists()]
     if not fold_results:
-        raise FileNotFoundError(f"No finished fold (fold_<k>/result.json) in {model_dir}.")
+        raise rundir.RunDirError(f"No finished fold (fold_<k>/result.json) in {model_dir}; "
+                                 "train first, then --aggregate_only.")
     start = time.time()
-    results = write_results(config, exp, fold_results, len(chosen), time.time() - start)
-    print(f"{config.method}/{config.variant} {config.dataset} {exp.protocol}: "
-          f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}% over "
-          f"{len(fold_results)}/{len(chosen)} fold(s) -> {model_dir}", flush=True)
-    return results
+    with rundir.locked(model_dir):
+        results = write_results(config, exp, fold_results, len(chosen), time.time() - start)
+        print(f"{config.method}/{config.variant} {config.dataset} {exp.protocol}: "
+              f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}% over "
+              f"{len(fold_results)}/{len(chosen)} fold(s) -> {model_dir}", flush=True)
+        return _after_run(method, config, results)
 
 
 def train_and_evaluate(method: Method, config: TrainConfig,
                        experiment: Optional[Experiment] = None,
-                       after_fold: Optional[Callable] = None) -> Dict:
+                       after_fold: Optional[Callable] = None, overwrite: bool = False) -> Dict:
     """Runs the protocol of ``config`` for ``method``; returns the results document.
 
     Finished folds (``fold_<k>/result.json``) are not re-run, so a crashed run restarted
-    with the same ``--model_dir`` picks up where it stopped.
+    with the same ``--model_dir`` picks up where it stopped. The dataset is loaded, and the
+    folder checked against its ``config.json`` (``overwrite`` empties it instead), before
+    ``config.json`` is written.
+
+    Raises:
+        rundir.RunDirError: the folder is a file, in use, or holds another configuration.
     """
     model_dir = Path(config.model_dir)
     if config.distribution != "none" and not getattr(method, "supports_distribution", False):
         raise ValueError(f"--distribution={config.distribution} is supported by IDEnNet's "
                          f"trainer only; {method.name} trains on one device.")
-    config.write(model_dir)
-    start = time.time()
-    exp = experiment or experiment_for(config)
-    all_idx = fold_indices(exp, config.folds, config.seed, config.val_fraction)
+    created = not model_dir.exists()
+    with rundir.locked(model_dir):
+        try:
+            rundir.prepare(config, overwrite)
+            start = time.time()
+            exp = experiment or experiment_for(config)
+            all_idx = fold_indices(exp, config.folds, config.split_seed, config.val_fraction)
+            if config.fold >= len(all_idx):
+                raise ValueError(f"--fold={config.fold} but the protocol has {len(all_idx)} "
+                                 "fold(s).")
+        except BaseException:
+            if created:
+                rundir.remove_if_only_lock(model_dir)
+            raise
+        config.write(model_dir)
+        results = _run_folds(method, config, exp, all_idx, after_fold, start)
+        return _after_run(method, config, results)
+
+
+def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
+               after_fold: Optional[Callable], start: float) -> Dict:
+    model_dir = Path(config.model_dir)
     chosen = range(len(all_idx)) if config.fold < 0 else [config.fold]
-    if config.fold >= len(all_idx):
-        raise ValueError(f"--fold={config.fold} but the protocol has {len(all_idx)} fold(s).")
 
     fold_results, model, data = [], None, None
     for k in chosen:
@@ -163,7 +204,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
             fold_results.append(json.loads(done.read_text()))
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
-        data = make_fold(exp, k, all_idx[k], config.identity_fraction, config.seed)
+        data = make_fold(exp, k, all_idx[k], config.identity_fraction, config.split_seed)
         print(f"[{config.method}/{config.variant}] fold {k + 1}/{len(all_idx)}: "
               f"train {len(data.y_train)} val {len(data.y_val)} test {len(data.y_test)} faces, "
               f"{len(data.test_subjects)} test subjects", flush=True)
@@ -180,8 +221,9 @@ def train_and_evaluate(method: Method, config: TrainConfig,
             result.update(method.fold_metrics(model, data, fold_dir))
         # Training time of this fold in this process (a resumed fold counts only the rest).
         result["train_seconds"] = round(time.time() - fold_start, 1)
-        model.save(fold_dir / "inference.keras")
-        done.write_text(json.dumps(result, indent=1))
+        with io_atomic.atomic_path(fold_dir / "inference.keras") as tmp:
+            model.save(tmp)
+        io_atomic.write_json(done, result)
         fold_results.append(result)
         if after_fold is not None:
             after_fold(model, data, fold_dir)
@@ -195,7 +237,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
 
             last = chosen[-1] if isinstance(chosen, list) else len(all_idx) - 1
             model = keras.saving.load_model(model_dir / f"fold_{last}" / "inference.keras")
-            data = make_fold(exp, last, all_idx[last], config.identity_fraction, config.seed)
+            data = make_fold(exp, last, all_idx[last], config.identity_fraction, config.split_seed)
         export_fold_model(model, data, config)
     print(f"{config.method}/{config.variant} {config.dataset} {exp.protocol}: "
           f"{results['mean_accuracy']:.2f} ± {results['std_accuracy']:.2f}% over "
@@ -205,14 +247,28 @@ def train_and_evaluate(method: Method, config: TrainConfig,
 
 
 def export_fold_model(model, data: FoldData, config: TrainConfig) -> Dict:
-    """Exports an inference model in ``config.export`` formats under ``<model_dir>/export``."""
+    """Exports an inference model in ``config.export`` formats under ``<model_dir>/export``.
+
+    The export is written to a temporary folder that replaces ``export/`` once complete: a
+    killed export leaves the previous one (or none), and a finished run re-exports.
+    """
+    import dataclasses
+
+    out = Path(config.model_dir) / "export"
+    with io_atomic.atomic_dir(out) as tmp:
+        result = _export(model, data, config, tmp)
+    return dataclasses.replace(result, artifacts={
+        name: out / Path(path).relative_to(tmp) for name, path in result.artifacts.items()})
+
+
+def _export(model, data: FoldData, config: TrainConfig, out_dir: Path):
     from keras_fer.export import export_model
 
     return export_model(
         model,
         class_names=list(data.class_names),
         formats=config.export,
-        out_dir=Path(config.model_dir) / "export",
+        out_dir=out_dir,
         representative_faces=data.x_train[:200],
         eval_faces=data.x_test,
         eval_labels=data.y_test,
