@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from keras_fer.layers.attention import SelfAttention2D
@@ -34,3 +36,29 @@ def test_load_model_registers_the_custom_layers_first(tmp_path):
     """)
     assert ours.returncode == 0, ours.stderr[-2000:]
     assert ours.stdout.strip().endswith("SelfAttention2D")
+
+
+SHIPPED_RESNET18 = (Path(__file__).resolve().parents[1] / "saved_models"
+                    / "expression_ferplus_resnet18" / "1")
+
+
+@pytest.mark.slow
+def test_weights_from_savedmodel_rebuild_the_shipped_model(ckplus48_dir):
+    """The shipped FER+ ResNet-18 has no .keras: rebuilt from its SavedModel's variables it
+    gives the SavedModel's probabilities on real CK+ faces; another architecture is refused."""
+    from keras_fer.data import readers
+    from keras_fer.data.preprocess import to_model_input
+    from keras_fer.inference.predictor import Predictor
+    from keras_fer.models.expression import build_expression_model
+    from keras_fer.models.loading import weights_from_savedmodel
+
+    table = readers.read_ckplus48(ckplus48_dir, size=60)
+    faces = np.asarray(table.images)[::97][:10]
+    model = build_expression_model("resnet18_std", 8, weights=None)
+    assert weights_from_savedmodel(model, SHIPPED_RESNET18) == len(model.weights) == 102
+    with Predictor(SHIPPED_RESNET18) as served:
+        expected = served.classify(faces)
+    np.testing.assert_allclose(model.predict(to_model_input(faces), verbose=0), expected,
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="not exported from a model like 'expression_edge'"):
+        weights_from_savedmodel(build_expression_model("edge", 8), SHIPPED_RESNET18)

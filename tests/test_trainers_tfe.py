@@ -250,3 +250,41 @@ def test_verification_rate_is_perfect_for_separable_features():
     assert report["verification_rate"] == 100.0
     assert report["threshold_accuracy"] == 100.0
     assert sorted(report["threshold_identities"] + report["test_identities"]) == list(range(6))
+
+
+@pytest.mark.slow
+def test_resnet18_std_emotion_backbone_starts_from_its_init_over_fixed_folds(tmp_path):
+    """``emotion_backbone=resnet18_std`` with ``resnet_init`` (an expression model of that
+    backbone, as tools/keras_from_savedmodel.py rebuilds the shipped FER+ one): with no
+    pretraining epochs, the tandem model's ResNet-18 layers start with exactly the init's
+    weights; two seeds with one ``fold_seed`` test the same subjects, another fold seed not."""
+    from keras_fer.models.expression import build_expression_model
+
+    init = build_expression_model("resnet18_std", 8, weights=None)
+    init_path = tmp_path / "init.keras"
+    init.save(init_path)
+    exp = _tiny_synthetic(tmp_path)
+    extra = {"identity": "deepid", "emotion_backbone": "resnet18_std",
+             "resnet_init": str(init_path), "deepid_epochs": 1}
+    seen = {}
+    captured = {}
+
+    class Capture(TFEMethod):
+        def pretrain_resnet(self, config, data, fold_dir):
+            resnet = super().pretrain_resnet(config, data, fold_dir)
+            captured[config.seed] = resnet.get_layer("resnet18_std_s4b2_2_conv").get_weights()[0]
+            return resnet
+
+    for seed, fold_seed in ((0, 5), (1, 5), (2, -1)):
+        config = TrainConfig(method="tfe", variant="tfe", model_dir=str(tmp_path / f"s{seed}"),
+                             lr=0.01, pretrain_lr=0.01, seed=seed, fold_seed=fold_seed,
+                             extra=extra, **{**TINY, "pretrain_epochs": 0})
+        results = runner.train_and_evaluate(Capture(), config, experiment=exp)
+        seen[seed] = results["folds"][0]["test_subjects"]
+    np.testing.assert_array_equal(
+        captured[0], init.get_layer("resnet18_std_s4b2_2_conv").get_weights()[0])
+    assert seen[0] == seen[1]
+    assert seen[2] != seen[0]
+    model = keras.saving.load_model(tmp_path / "s0" / "fold_0" / "inference.keras")
+    assert model.get_layer("tandem_concat").output.shape == (None, 160 + 512)
+    assert model.output.shape == (None, 7)

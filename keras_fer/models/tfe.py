@@ -33,6 +33,12 @@ Training follows the paper in three steps:
    standard ``fit`` works unchanged on TensorFlow and JAX, and ``LearningRateScheduler``
    steps each sub-optimizer's rate.
 
+The emotion network (``TFEConfig.emotion``) is the paper's ResNet (``resnet``: ResNet12/18 with a
+64-d feature) or ``resnet18_std``: the standard ResNet-18 of :mod:`keras_fer.models.expression`
+(512-d feature), the backbone of the shipped FER+ model, so that the tandem model can start
+from it (issue 20: every method from the new backbones). Its layers are named
+``resnet18_std_*``, as in the expression model, so its weights transfer by name.
+
 The tandem FC layers are not specified by the paper; the project uses one hidden ReLU
 layer of 256 units with dropout 0.5 by default (``TFEConfig.hidden_units``).
 """
@@ -53,6 +59,7 @@ RESNET_PREFIX = "resnet"
 TANDEM_PREFIX = "tandem"
 
 IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
+EMOTIONS = ("resnet", "resnet18_std")
 # Variables of the identity network, whichever it is: DeepID's or dlib's layers.
 IDENTITY_VARIABLES = f"(?:.*/)?(?:{DEEPID_PREFIX}|{face_embedding.FACE_PREFIX})_[^/]*/.*"
 
@@ -77,6 +84,7 @@ class TFEConfig:
         momentum: SGD momentum of both groups.
         name: Name of the tandem model.
         identity: ``"face_resnet"`` (dlib's face network) or ``"deepid"``.
+        emotion: ``"resnet"`` (ResNet12/18 of ``resnet_depth``) or ``"resnet18_std"``.
     """
 
     num_classes: int
@@ -91,9 +99,13 @@ class TFEConfig:
     momentum: float = 0.9
     name: str = "tfe"
     identity: str = face_embedding.FACE_RESNET
+    emotion: str = "resnet"
 
     def __post_init__(self) -> None:
         face_embedding.check_identity(self.identity, IDENTITIES, "TFE-JL")
+        if self.emotion not in EMOTIONS:
+            raise ValueError(f"TFE-JL's emotion network is one of {EMOTIONS}. Received: "
+                             f"emotion={self.emotion!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2. Received: num_classes={self.num_classes}")
         if self.identity == face_embedding.DEEPID and self.num_identities < 2:
@@ -125,10 +137,30 @@ def build_tfe_pretraining_models(config: TFEConfig) -> tuple[keras.Model, keras.
         ``(deepid, resnet)``.
     """
     deepid = build_deepid(config.num_identities, config.input_shape, name=DEEPID_PREFIX)
-    resnet = build_resnet(
-        config.resnet_depth, config.num_classes, config.input_shape, name=RESNET_PREFIX
-    )
-    return deepid, resnet
+    return deepid, build_emotion_classifier(config)
+
+
+def apply_emotion_backbone(image: keras.KerasTensor, config: TFEConfig) -> keras.KerasTensor:
+    """The emotion network's pooled feature (64-d ResNet12/18 or 512-d ResNet-18 std)."""
+    if config.emotion == "resnet18_std":
+        from keras_fer.models.expression import apply_resnet18_std
+
+        return apply_resnet18_std(image)
+    return apply_resnet_backbone(image, config.resnet_depth, name=RESNET_PREFIX)
+
+
+def build_emotion_classifier(config: TFEConfig) -> keras.Model:
+    """The emotion network alone with a softmax: the pretraining model and the baseline.
+
+    Its layer names match the tandem model's (its head excepted).
+    """
+    if config.emotion == "resnet18_std":
+        from keras_fer.models.expression import build_expression_model
+
+        return build_expression_model("resnet18_std", config.num_classes, weights=None,
+                                      name=RESNET_PREFIX)
+    return build_resnet(config.resnet_depth, config.num_classes, config.input_shape,
+                        name=RESNET_PREFIX)
 
 
 def build_tfe(config: TFEConfig, face_weights: str | None = "dlib") -> keras.Model:
@@ -155,7 +187,7 @@ def build_tfe(config: TFEConfig, face_weights: str | None = "dlib") -> keras.Mod
         prefix = DEEPID_PREFIX
     identity = layers.Identity(name="identity_feature")(identity)
     identity = layers.Dropout(config.identity_dropout, name=f"{prefix}_dropout")(identity)
-    emotion = apply_resnet_backbone(image, config.resnet_depth, name=RESNET_PREFIX)
+    emotion = apply_emotion_backbone(image, config)
     identity = layers.BatchNormalization(name=f"{TANDEM_PREFIX}_identity_bn")(identity)
     emotion = layers.BatchNormalization(name=f"{TANDEM_PREFIX}_emotion_bn")(emotion)
     x = layers.Concatenate(name=f"{TANDEM_PREFIX}_concat")([identity, emotion])

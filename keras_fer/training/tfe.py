@@ -44,7 +44,6 @@ from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation import verification
 from keras_fer.models import face_embedding, tfe
 from keras_fer.models.deepid import build_deepid, deepid_feature_model
-from keras_fer.models.resnet import build_resnet
 from keras_fer.models.transfer import init_from, transfer_weights
 from keras_fer.training import distill
 from keras_fer.training.config import TrainConfig
@@ -61,7 +60,7 @@ DEFAULT_VERIFICATION_PAIRS = 1000
 MIN_HELD_OUT = 4
 EXTRA_KEYS = ("identity", "deepid_lr", "deepid_pretrain_lr", "deepid_epochs", "hidden_units",
               "dropout", "weight_decay", "verification_fraction", "verification_pairs",
-              "resnet_init", "distill_epochs", "distill_lr", "distill_ferplus_dir")
+              "resnet_init", "emotion_backbone", "distill_epochs", "distill_lr", "distill_ferplus_dir")
 
 
 def _steps(config: TrainConfig, n: int) -> int:
@@ -165,7 +164,8 @@ class TFEMethod:
     0.01), ``deepid_pretrain_lr`` (0.01), ``deepid_epochs`` (default
     ``pretrain_epochs``), ``hidden_units`` (tandem FC widths, ``[256]``), ``dropout`` (0.5),
     ``weight_decay`` (pretraining, 1e-4), ``verification_fraction`` (0.2),
-    ``verification_pairs`` (1000 per half).
+    ``verification_pairs`` (1000 per half), ``emotion_backbone`` (``"resnet"``, the paper's
+    ResNet of ``--depth``, or ``"resnet18_std"``, the shipped FER+ model's backbone).
     """
 
     name = "tfe"
@@ -189,6 +189,7 @@ class TFEMethod:
             dropout=extra.get("dropout", 0.5),
             resnet_lr=config.lr,
             deepid_lr=extra.get("deepid_lr", DEFAULT_DEEPID_LR),
+            emotion=extra.get("emotion_backbone", "resnet"),
         )
 
     def pretrain_deepid(self, config: TrainConfig, data: FoldData, fold_dir: Path):
@@ -260,17 +261,22 @@ class TFEMethod:
               f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
               f"{source} subjects", flush=True)
 
-    @staticmethod
-    def build_resnet(config: TrainConfig, data: FoldData) -> keras.Model:
-        """The ResNet emotion classifier, from ``extra resnet_init`` when given (e.g. the
-        ``inference.keras`` of a FER+ baseline run at the same depth; its head is skipped)."""
-        resnet = build_resnet(config.depth, data.num_classes, name=tfe.RESNET_PREFIX)
+    def build_resnet(self, config: TrainConfig, data: FoldData) -> keras.Model:
+        """The emotion classifier (``extra emotion_backbone``: TFE's ResNet of ``--depth``, or
+        ``resnet18_std``), from ``extra resnet_init`` when given (e.g. the ``inference.keras``
+        of a FER+ baseline run at the same depth, or the FER+ ResNet-18 rebuilt by
+        ``tools/keras_from_savedmodel.py``; its head is skipped)."""
+        resnet = tfe.build_emotion_classifier(self.model_config(config, data, 2))
         init_from(resnet, config.extra.get("resnet_init"), "ResNet")
         return resnet
 
     def pretrain_resnet(self, config: TrainConfig, data: FoldData, fold_dir: Path):
-        """Stage 1b: the ResNet emotion classifier on the fold's expression data."""
+        """Stage 1b: the ResNet emotion classifier on the fold's expression data (skipped with
+        ``--pretrain_epochs=0``)."""
         resnet = self.build_resnet(config, data)
+        if config.pretrain_epochs == 0:
+            # Straight from ``resnet_init``: both variants then start from the same weights.
+            return resnet
         resnet.compile(optimizer=_pretrain_sgd(config, config.pretrain_lr,
                                                config.pretrain_epochs, len(data.y_train)),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
