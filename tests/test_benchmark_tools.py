@@ -155,3 +155,47 @@ def test_fer2013_pack_keeps_test_faces_lossless_and_jpegs_training_faces(
     assert 0 < diff.mean() < 4
     with pytest.raises(ValueError, match="1..100"):
         make_pack.make_pack("fer2013", tmp_path, data_dir=str(root), jpeg_quality=0)
+
+
+def _seeded_run(root, run, folder, method, variant, seed, accuracies):
+    out = root / run / folder
+    out.mkdir(parents=True)
+    folds = [{"fold": k, "accuracy": a, "test_subjects": [k]} for k, a in enumerate(accuracies)]
+    (out / "results.json").write_text(json.dumps({
+        "method": method, "variant": variant, "dataset": "ckplus48", "protocol": "ck7",
+        "mean_accuracy": float(np.mean(accuracies)), "std_accuracy": float(np.std(accuracies)),
+        "folds": folds, "folds_expected": len(folds)}))
+    (out / "config.json").write_text(json.dumps({"seed": seed, "fold_seed": 0, "depth": 18}))
+
+
+def test_seeds_pool_and_the_paired_difference_has_golden_values(tmp_path):
+    base = {0: [90.0, 80.0, 70.0], 1: [92.0, 81.0, 70.0]}
+    ours = {0: [91.0, 83.0, 70.0], 1: [95.0, 80.0, 74.0]}
+    for seed in (0, 1):
+        _seeded_run(tmp_path, "r", f"baseline_s{seed}", "tfe", "baseline", seed, base[seed])
+        _seeded_run(tmp_path, "r", f"tfe_s{seed}", "tfe", "tfe", seed, ours[seed])
+    rows = {r["variant"]: r for r in gather_results.collect(tmp_path)}
+    assert rows["tfe"]["seeds"] == [0, 1] and rows["tfe"]["folds"] == 3
+    pooled = ours[0] + ours[1]
+    assert rows["tfe"]["mean_accuracy"] == round(np.mean(pooled), 2)
+    assert rows["tfe"]["std_accuracy"] == round(np.std(pooled), 2)
+    diff = np.array(pooled) - np.array(base[0] + base[1])  # 1, 3, 0, 3, -1, 4
+    pair = rows["tfe"]["paired_difference"]
+    assert pair == {"mean": round(diff.mean(), 2), "std": round(diff.std(), 2), "n": 6,
+                    "wins": 4, "losses": 1}
+    # Wilcoxon on the 5 non-zero differences 1, 3, 3, -1, 4: ranks 1.5, 3.5, 3.5, 1.5, 5,
+    # negative sum 1.5; scipy's exact/normal p for this sample:
+    from scipy import stats
+    assert rows["tfe"]["p_value"] == round(float(stats.wilcoxon([1, 3, 3, -1, 4]).pvalue), 4)
+    assert 0.05 < rows["tfe"]["p_value"] < 0.5
+    assert rows["baseline"]["paired_difference"] is None
+    table = gather_results.markdown(list(rows.values()))
+    assert "3/3 x 2" in table and f"{diff.mean():+.2f}" in table and "4/1 of 6" in table
+
+
+def test_import_keeps_seed_folders_apart(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        _seeded_run(runs, "r", f"tfe_s{seed}", "tfe", "tfe", seed, [90.0])
+    written = import_runs.import_run(runs / "r", tmp_path / "results")
+    assert sorted(p.name for p in written) == ["tfe_s0", "tfe_s1"]

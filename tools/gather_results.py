@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "gpu"
 RESULTS_DOC = REPO / "docs" / "results.md"
@@ -119,47 +121,118 @@ SETTINGS = {
 }
 
 
+# Each method's own baseline: the variant its gain is measured against, fold by fold.
+BASELINE = {"tfe": "baseline", "idferm": "baseline", "ifgan": "baseline", "idennet": "original"}
+
+
+def _seed_of(variant_dir: Path) -> int:
+    config = variant_dir / "config.json"
+    return json.loads(config.read_text()).get("seed", 0) if config.exists() else 0
+
+
 def collect(root: Path = RESULTS) -> List[Dict]:
-    """One row per ``<run>/<variant>/results.json`` under ``root``."""
-    rows = []
+    """One row per ``(run, variant)`` under ``root``.
+
+    A variant trained with several ``--seed`` values over the same folds (``--fold_seed``)
+    has one folder per seed (``<run>/<variant>_s<seed>/results.json``, the seed read from its
+    ``config.json``); its row pools the fold accuracies of every seed (``seeds`` lists them).
+    Every variant with its method's baseline (:data:`BASELINE`) in the same run also gets the
+    paired per-fold difference (:func:`paired_difference`).
+    """
+    groups: Dict[tuple, List] = {}
     for path in sorted(root.glob("*/*/results.json")):
         doc = json.loads(path.read_text())
-        run = path.parent.parent.name
         config = path.parent / "config.json"
         depth = json.loads(config.read_text()).get("depth") if config.exists() else None
+        key = (path.parent.parent.name, doc["variant"])
+        groups.setdefault(key, []).append((_seed_of(path.parent), depth, doc))
+    rows = []
+    for (run, variant), entries in groups.items():
+        seed, depth, doc = entries[0]
+        accuracies = [f["accuracy"] for _, _, d in entries for f in d["folds"]]
+        mean = float(np.mean(accuracies))
         paper = paper_figure(doc, depth)
-        rows.append({
+        row = {
             "run": run,
             "method": doc["method"],
-            "variant": doc["variant"],
+            "variant": variant,
             "dataset": doc["dataset"],
             "protocol": doc["protocol"],
-            "mean_accuracy": round(doc["mean_accuracy"], 2),
-            "std_accuracy": round(doc["std_accuracy"], 2),
+            "mean_accuracy": round(mean, 2),
+            "std_accuracy": round(float(np.std(accuracies)), 2),
             "folds": len(doc["folds"]),
             "folds_expected": doc.get("folds_expected", len(doc["folds"])),
+            "seeds": sorted(s for s, _, _ in entries),
             "paper": paper,
-            "gap_to_paper": None if paper is None else round(doc["mean_accuracy"] - paper, 2),
+            "gap_to_paper": None if paper is None else round(mean - paper, 2),
             "settings": SETTINGS.get(run, ""),
-        })
+            "paired_difference": None,
+            "p_value": None,
+        }
+        baseline = BASELINE.get(doc["method"])
+        if variant != baseline and (run, baseline) in groups:
+            row.update(paired_difference(entries, groups[(run, baseline)]))
+        rows.append(row)
     order = {"original": 0, "i": 1, "f": 2, "if": 3, "baseline": 0, "tfe": 1, "ifgan": 1}
     rows.sort(key=lambda r: (r["method"], r["dataset"], r["run"], order.get(r["variant"], 9)))
     return rows
 
 
+def paired_difference(method: List, baseline: List) -> Dict:
+    """Method minus baseline on the (seed, fold) pairs both trained, and a Wilcoxon test.
+
+    Both sides must have trained on the same folds (same fold seed, same fold index): each
+    pair shares its test subjects, so the difference removes the folds' difficulty. The test
+    is scipy's two-sided Wilcoxon signed-rank test on the pairs (ties at zero dropped, its
+    default); with fewer than 6 non-zero differences no p-value below 0.05 is possible and
+    ``p_value`` is still reported.
+
+    Returns:
+        ``{"paired_difference": {"mean", "std", "n", "wins", "losses"}, "p_value", "test"}``
+        (accuracy points), or ``{}`` when the two share no (seed, fold) pair.
+    """
+    from scipy import stats
+
+    def by_pair(entries):
+        return {(seed, f["fold"], tuple(f.get("test_subjects", ()))): f["accuracy"]
+                for seed, _, doc in entries for f in doc["folds"]}
+
+    ours, theirs = by_pair(method), by_pair(baseline)
+    common = sorted(set(ours) & set(theirs))
+    if not common:
+        return {}
+    diff = np.array([ours[k] - theirs[k] for k in common])
+    nonzero = diff[diff != 0]
+    p_value = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
+    return {"paired_difference": {"mean": round(float(diff.mean()), 2),
+                                  "std": round(float(diff.std()), 2), "n": len(common),
+                                  "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum())},
+            "p_value": round(p_value, 4), "test": "wilcoxon_signed_rank"}
+
+
 def markdown(rows: List[Dict]) -> str:
     """The results table: ours (mean ± std over folds) beside the paper's figure."""
     lines = [
-        "| method / variant | data (protocol) | ours, % | folds | paper, % | ours - paper | run |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| method / variant | data (protocol) | ours, % | folds x seeds | vs own baseline, paired "
+        "(p) | paper, % | ours - paper | run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         paper = "-" if r["paper"] is None else f"{r['paper']:.2f}"
         gap = "-" if r["gap_to_paper"] is None else f"{r['gap_to_paper']:+.2f}"
         folds = f"{r['folds']}/{r['folds_expected']}"
+        if len(r.get("seeds", [0])) > 1:
+            folds += f" x {len(r['seeds'])}"
+        pair = r.get("paired_difference")
+        vs = ("-" if not pair else f"{pair['mean']:+.2f} ± {pair['std']:.2f} "
+              f"({pair['wins']}/{pair['losses']} of {pair['n']}, p {r['p_value']:.3f})")
         lines.append(f"| {r['method']} / {r['variant']} | {r['dataset']} ({r['protocol']}) | "
-                     f"{r['mean_accuracy']:.2f} ± {r['std_accuracy']:.2f} | {folds} | {paper} | "
-                     f"{gap} | `{r['run']}` |")
+                     f"{r['mean_accuracy']:.2f} ± {r['std_accuracy']:.2f} | {folds} | {vs} | "
+                     f"{paper} | {gap} | `{r['run']}` |")
+    lines.append("")
+    lines.append("Paired: the variant minus its method's baseline on the same (seed, fold) pairs, "
+                 "mean ± std, pairs won/lost of all, and the two-sided Wilcoxon signed-rank "
+                 "test's p-value.")
     lines.append("")
     lines += [f"- `{run}`: {text}" for run, text in SETTINGS.items()
               if any(r["run"] == run for r in rows)]

@@ -39,8 +39,11 @@ def import_run(run_dir: Path, dest_root: Path = RESULTS) -> list[Path]:
                                 "aggregated (--fold=-1 --aggregate_only)?")
     written = []
     for src in variants:
-        variant = json.loads((src / "results.json").read_text())["variant"]
-        dest = dest_root / run_dir.name / variant
+        # A run folder's own results go to <run>/<variant>; a sub-folder keeps its name
+        # (the variant, or <variant>_s<seed> for one of several seeds over the same folds).
+        name = (json.loads((src / "results.json").read_text())["variant"] if src == run_dir
+                else src.name)
+        dest = dest_root / run_dir.name / name
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
