@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keras_fer.export.rest_server import ServedModel, serve_in_thread  # noqa: E402
+from keras_fer.inference.rest_server import ServedModel, serve_in_thread  # noqa: E402
 from keras_fer.export.serving import predict_url, rest_request  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 SUBCOMMANDS = {
     "predict": "keras_fer.inference.cli",
-    "serve": "keras_fer.export.rest_server",
+    "serve": "keras_fer.inference.rest_server",
 }
 
 

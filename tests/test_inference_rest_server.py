@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from keras_fer.export.rest_server import ServedModel, serve_in_thread
+from keras_fer.inference.rest_server import ServedModel, serve_in_thread
 from keras_fer.export.serving import RestError, predict_rest, predict_url
 
 REPO = Path(__file__).resolve().parents[1]
