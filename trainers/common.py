@@ -11,9 +11,11 @@ import os
 
 from absl import flags
 
+from keras_fer.data import registry
+
 _DATASET = flags.DEFINE_enum(
-    "dataset", "synthetic", ["synthetic", "ckplus48", "ckplus_neutral", "ferplus", "fer2013"],
-    "Dataset to train and evaluate on.")
+    "dataset", "synthetic", list(registry.DATASETS),
+    "Dataset to train and evaluate on (keras_fer.data.registry).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", "", "Folder holding ckplus48/, ckplus_neutral/, ferplus/, orl_faces/ "
     "(default: $FER_DATA_DIR or ../shared/data).")
