@@ -80,3 +80,23 @@ def test_idferm_rml_init_starts_the_conv_groups_and_ec_branch_from_a_baseline(tm
     # The ML branch is not in a baseline: it starts fresh; the 7-class head too.
     assert any(layer.name.startswith("rml_ml_") for layer in network.layers if layer.weights)
     assert network.get_layer("rml_probabilities").get_weights()[0].shape[-1] == 7
+
+
+def test_tfe_resnet_init_never_copies_the_head_even_with_eight_classes(tmp_path):
+    """FER+'s 8 classes and CK+ 8's have the same shape but not the same meaning: the FER+
+    head must not become the CK+ 8 baseline's head (both emotion backbones)."""
+    from keras_fer.models.expression import build_expression_model
+
+    eight = SimpleNamespace(num_classes=8)
+    for backbone, head, source in (
+            ("resnet", "resnet_predictions", build_resnet(12, 8, name="resnet")),
+            ("resnet18_std", "logits", build_expression_model("resnet18_std", 8, weights=None))):
+        config = TrainConfig(method="tfe", depth=12, model_dir=str(tmp_path),
+                             extra={"resnet_init": _saved(source, tmp_path),
+                                    "emotion_backbone": backbone, "identity": "deepid"})
+        resnet = TFEMethod.build_resnet(config, eight)
+        assert resnet.get_layer(head).get_weights()[0].shape == \
+            source.get_layer(head).get_weights()[0].shape
+        assert not _equal(resnet.get_layer(head), source.get_layer(head)), backbone
+        body = [layer for layer in resnet.layers if layer.weights and layer.name != head]
+        assert all(_equal(layer, source.get_layer(layer.name)) for layer in body), backbone

@@ -64,7 +64,8 @@ def _layers_with_weights(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 
 def transfer_weights(
-    source: keras.Model, destination: keras.Model, skip_mismatched: bool = True
+    source: keras.Model, destination: keras.Model, skip_mismatched: bool = True,
+    skip: tuple[str, ...] = (),
 ) -> TransferReport:
     """Copies all weights (trainable and not, e.g. BN statistics) of same-named layers.
 
@@ -74,6 +75,8 @@ def transfer_weights(
         skip_mismatched: Leave same-named layers whose weight shapes differ untouched and
             list them in the report (e.g. a classifier head pretrained on another number of
             classes); False raises instead, for transfers that must match exactly.
+        skip: destination layers never copied into, e.g. a classifier head whose classes
+            differ in meaning though not in number (FER+ 8 vs CK+ 8).
 
     Returns:
         A :class:`TransferReport`.
@@ -86,7 +89,7 @@ def transfer_weights(
     dst_layers = _layers_with_weights(destination)
     copied, mismatched = [], []
     for name, dst_layer in dst_layers.items():
-        if name not in src_layers:
+        if name not in src_layers or name in skip:
             continue
         values = src_layers[name].get_weights()
         src_shapes = [tuple(v.shape) for v in values]
@@ -109,7 +112,8 @@ def transfer_weights(
     )
 
 
-def init_from(destination: keras.Model, path: str | None, what: str) -> TransferReport | None:
+def init_from(destination: keras.Model, path: str | None, what: str,
+              skip: tuple[str, ...] = ()) -> TransferReport | None:
     """Initialises ``destination`` from the ``.keras`` model at ``path`` by layer name.
 
     How every trainer starts a network from pretrained weights (``--extra`` keys such as
@@ -121,6 +125,7 @@ def init_from(destination: keras.Model, path: str | None, what: str) -> Transfer
         destination: The freshly built model; modified in place.
         path: The pretrained ``.keras`` file; ``None`` or ``""`` does nothing.
         what: What is initialised, for the log line (e.g. ``"ResNet"``).
+        skip: destination layers left as built (see :func:`transfer_weights`).
 
     Returns:
         The :class:`TransferReport`, or ``None`` without a path.
@@ -133,7 +138,7 @@ def init_from(destination: keras.Model, path: str | None, what: str) -> Transfer
         return None
     from keras_fer.models.loading import load_model
 
-    report = transfer_weights(load_model(path), destination)
+    report = transfer_weights(load_model(path), destination, skip=skip)
     if not report.copied:
         raise ValueError(
             f"No layer of {path} matches the {what} ({destination.name!r}): {report}. "

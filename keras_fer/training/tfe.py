@@ -39,6 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data.augment import FaceBatches
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation import verification
@@ -171,6 +172,18 @@ class TFEMethod:
     name = "tfe"
 
     @staticmethod
+    def after_run(config: TrainConfig) -> None:
+        """Post-run summary: the identity network's verification rates (``verification.json``,
+        printed); ``results.json`` is unchanged."""
+        summary = summarise_verification(config.model_dir)
+        if summary is not None:
+            network = {"deepid": "DeepID", "face_resnet": "Face network"}[
+                summary["folds"][0].get("network", "deepid")]
+            print(f"{network} verification rate: {summary['mean_verification_rate']:.2f} ± "
+                  f"{summary['std_verification_rate']:.2f}% over {len(summary['folds'])} "
+                  "fold(s)", flush=True)
+
+    @staticmethod
     def identity(config: TrainConfig) -> str:
         """The run's identity network, after checking every ``--extra`` key."""
         face_embedding.check_extra(config.extra, EXTRA_KEYS, "TFE-JL")
@@ -261,13 +274,17 @@ class TFEMethod:
               f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
               f"{source} subjects", flush=True)
 
-    def build_resnet(self, config: TrainConfig, data: FoldData) -> keras.Model:
+    @staticmethod
+    def build_resnet(config: TrainConfig, data: FoldData) -> keras.Model:
         """The emotion classifier (``extra emotion_backbone``: TFE's ResNet of ``--depth``, or
         ``resnet18_std``), from ``extra resnet_init`` when given (e.g. the ``inference.keras``
         of a FER+ baseline run at the same depth, or the FER+ ResNet-18 rebuilt by
         ``tools/keras_from_savedmodel.py``; its head is skipped)."""
-        resnet = tfe.build_emotion_classifier(self.model_config(config, data, 2))
-        init_from(resnet, config.extra.get("resnet_init"), "ResNet")
+        resnet = tfe.build_emotion_classifier(TFEMethod().model_config(config, data, 2))
+        # The head never comes along: FER+'s 8 classes are not CK+'s 8 (same shape).
+        head = "logits" if config.extra.get("emotion_backbone") == "resnet18_std" else (
+            f"{tfe.RESNET_PREFIX}_predictions")
+        init_from(resnet, config.extra.get("resnet_init"), "ResNet", skip=(head,))
         return resnet
 
     def pretrain_resnet(self, config: TrainConfig, data: FoldData, fold_dir: Path):
@@ -349,5 +366,5 @@ def summarise_verification(model_dir: str | Path) -> dict | None:
     rates = np.array([f["verification_rate"] for f in folds])
     summary = {"folds": folds, "mean_verification_rate": float(rates.mean()),
                "std_verification_rate": float(rates.std())}
-    (model_dir / "verification.json").write_text(json.dumps(summary, indent=1))
+    io_atomic.write_json(model_dir / "verification.json", summary)
     return summary
