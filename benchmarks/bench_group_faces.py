@@ -130,9 +130,7 @@ def main(argv=None) -> int:
         "group, min_face=48, MediaPipe backend": lambda: GroupFaceDetector(
             conf, min_face=48, backend="mediapipe"),
         "group, min_face=32": lambda: GroupFaceDetector(conf, min_face=32),
-        "group, min_face=32, MediaPipe backend": lambda: GroupFaceDetector(
-            conf, min_face=32, backend="mediapipe"),
-        "group, min_face=24": lambda: GroupFaceDetector(conf, min_face=24),
+        "group, min_face=40": lambda: GroupFaceDetector(conf, min_face=40),
     }
     results = {"min_confidence": conf, "cpu_threads": os.cpu_count(), "methods": {}}
     for name, make in methods.items():

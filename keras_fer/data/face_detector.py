@@ -81,9 +81,16 @@ def checked_detector_args(min_detection_confidence: float, margins: Sequence[flo
     return model_path
 
 
-def margin_canvas(image: np.ndarray, margin: float) -> Tuple[np.ndarray, int, int, int]:
-    """``image`` centred on a square RGB canvas ``margin`` x its longer side wider on each
-    side, borders replicated (BlazeFace finds faces that fill the frame this way).
+def margin_canvas(
+    image: np.ndarray, margin: float, rgb: bool = True
+) -> Tuple[np.ndarray, int, int, int]:
+    """``image`` centred on a square canvas ``margin`` x its longer side wider on each side,
+    borders replicated (BlazeFace finds faces that fill the frame this way). A square image
+    with no margin is returned as is (no copy).
+
+    Args:
+        rgb: convert a gray canvas to RGB (MediaPipe takes RGB only); with ``False`` a gray
+            image stays gray (the LiteRT detector resizes one channel, then repeats it).
 
     Returns:
         ``(canvas, side, top, left)``: the canvas, its side and the image's offset in it.
@@ -91,10 +98,13 @@ def margin_canvas(image: np.ndarray, margin: float) -> Tuple[np.ndarray, int, in
     h, w = image.shape[:2]
     side = int(round(max(h, w) * (1.0 + 2.0 * margin)))
     top, left = (side - h) // 2, (side - w) // 2
-    canvas = cv2.copyMakeBorder(
-        image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
-    )
-    if canvas.ndim == 2:
+    if side == h == w:
+        canvas = image
+    else:
+        canvas = cv2.copyMakeBorder(
+            image, top, side - h - top, left, side - w - left, cv2.BORDER_REPLICATE
+        )
+    if rgb and canvas.ndim == 2:
         canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
     return canvas, side, top, left
 

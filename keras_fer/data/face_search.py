@@ -4,18 +4,22 @@
 
 - the short-range model (128x128 input) on the whole image, for faces close to the camera,
   including tight crops that fill the frame (with its padded retry, see ``FaceDetector``);
-- when the photo is too large for the short range to reach ``min_face`` (over 341 px at the
-  default), the full-range model (192x192 input, faces up to ~5 m) on the whole image, then on a
-  pyramid of overlapping square tiles (each half the side of the previous level, stride half a
-  tile, so every face up to half a tile lies wholly inside one tile) until faces of
-  ``min_face`` pixels are large enough for the model.
+- when the photo is larger than ``TILE_RATIO * min_face`` (240 px at the default), the
+  full-range model (192x192 input, faces up to ~5 m) on the whole image, then the short-range
+  model on a pyramid of overlapping square tiles (:func:`tile_sides`: the smallest
+  ``TILE_RATIO * min_face``, each level twice the previous; stride half a tile, so every face
+  up to half a tile lies wholly inside one tile).
 
-The full-range model finds faces down to about 13 px in its 192 px input (measured on the
-astronaut photo scaled down: 13 px found, 9 px missed), so :data:`MODEL_MIN_FACE` = 16 px
-keeps a margin: a whole-image pass covers faces >= ``long_side * 16 / 192``. With the default
-``min_face=48`` (the models' input side: smaller faces are upscaled) a photo up to 341 px
-needs the short-range pass only, up to 576 px one pass per model; a 1536 px group photo adds 9
-tiles; ``min_face=32`` adds 9 + 49.
+BlazeFace finds a face reliably only when the face is at least about a fifth of the window it
+looks at, whatever its pixel size in the model input: on composed group photos (real ORL and
+CK+ faces pasted on a texture) a face in a window 2-4x its side scored 0.7-0.9, in a window 6x
+its side 0.2-0.8, 8x and more mostly nothing. Hence :data:`TILE_RATIO` = 5: tiles of side
+``s`` cover faces from ``s / 5`` to ``s / 2``, the whole-image passes faces from
+``long_side / 5``. The short-range model scores these windows higher than the full-range one
+and costs a third (1.1 vs 3.5 ms). Tile detections must score >= 0.75 and be >= 3/4 of
+``min_face``. With the default ``min_face=48``: photos up to 240 px get one short-range pass
+(ORL, CK+, FER crops), a 512 px photo adds the full-range pass and 16 tiles, a 1600x1200
+photo 6 + 24 + 117 tiles.
 Overlapping detections are merged by score (a box mostly inside a better one is dropped).
 """
 
@@ -30,21 +34,17 @@ import numpy as np
 from keras_fer.data.face_detector import Detection, FaceDetector, _as_uint8_image
 
 FULL_RANGE_MODEL = "face_detection_full_range_sparse.tflite"
-MODEL_INPUT = 192
-MODEL_MIN_FACE = 16
-# The short-range model (128 px input) finds faces down to ~14 px of its input (astronaut
-# scaled: 17.5 px found, 12.5 missed); with a margin, photos whose long side maps min_face to
-# >= 18 px need no full-range pass at all (up to 341 px at min_face=48: ORL, CK+, FER crops).
-SHORT_INPUT = 128
-SHORT_MIN_FACE = 18
 DEFAULT_MIN_FACE = 48
 # "litert": the models run by keras_fer.data.blazeface (no MediaPipe); "mediapipe": through
 # the MediaPipe Tasks FaceDetector.
 BACKENDS = ("litert", "mediapipe")
 # Tiles look at many small windows, so their detections must be larger and surer than those
-# of the whole-image passes: on 14 face-free photos (stars, gravel, text) every false tile
-# detection scored < 0.72 or was smaller than 3/4 of min_face, every composed face >= 0.68.
-_TILE_CONFIDENCE = 0.65
+# of the whole-image passes: on 14 face-free photos (stars, gravel, text) the short-range
+# tiles' false detections scored <= 0.70 (hubble_deep_field) at min_face 48; the composed
+# faces' tile detections scored 0.8-0.9.
+_TILE_CONFIDENCE = 0.75
+# A face is found reliably when it is at least 1 / TILE_RATIO of the window (module doc).
+TILE_RATIO = 5.0
 _TILE_MIN_SIZE = 0.75
 # Two boxes are one face when this much of the smaller lies inside the larger.
 _OVERLAP = 0.5
@@ -83,6 +83,24 @@ def tile_origins(length: int, side: int) -> List[int]:
     return starts + [length - side]
 
 
+def tile_sides(long_side: int, min_face: int, ratio: Optional[float] = None) -> List[int]:
+    """Tile sides of the pyramid, smallest first: ``ratio * min_face``, doubled until a level
+    reaches the faces the whole-image passes find (``long_side / ratio`` and up).
+
+    BlazeFace finds a face reliably when it is at least ``1 / ratio`` of the window it looks
+    at (see the module doc); tiles of side ``s`` with stride ``s / 2`` hold every face of
+    ``s / ratio`` to ``s / 2`` wholly inside one tile, so for ``ratio >= 4`` the levels leave
+    no gap. A photo no larger than ``ratio * min_face`` needs no tiles.
+    """
+    ratio = TILE_RATIO if ratio is None else float(ratio)
+    side = int(round(ratio * min_face))
+    sides: List[int] = []
+    while side < long_side and (not sides or sides[-1] / 2 < long_side / ratio):
+        sides.append(side)
+        side *= 2
+    return sides
+
+
 def _shift(det: Detection, dx: int, dy: int, width: int, height: int) -> Detection:
     x, y, w, h = det.box
     x0, y0 = min(x + dx, width), min(y + dy, height)
@@ -99,8 +117,9 @@ class GroupFaceDetector:
 
     Args:
         min_detection_confidence: score threshold in [0, 1] for both models.
-        min_face: smallest face side, in image pixels, that the tiling must reach; smaller
-            faces may still be found. Larger values mean fewer tiles (faster).
+        min_face: smallest face side, in image pixels, that must be found (the smallest tiles
+            are ``TILE_RATIO * min_face``); smaller faces may still be found. Larger values
+            mean fewer tiles (faster).
         backend: ``"litert"`` (default; :mod:`keras_fer.data.blazeface`, no MediaPipe) or
             ``"mediapipe"`` (the Tasks ``FaceDetector``).
     """
@@ -131,6 +150,7 @@ class GroupFaceDetector:
         except BaseException:
             self.short.close()
             raise
+        self.tiler = self.short
 
     def detect(
         self, image: np.ndarray, margins: Optional[Sequence[float]] = None
@@ -142,17 +162,16 @@ class GroupFaceDetector:
         h, w = image.shape[:2]
         found = self.short.detect(image)
         side = max(h, w)
-        if side * SHORT_MIN_FACE / SHORT_INPUT <= self.min_face:
+        if side <= TILE_RATIO * self.min_face:
             return merge_detections(found)  # small photo: the short range covers min_face
         found += self.full.detect(image)
-        while side * MODEL_MIN_FACE / MODEL_INPUT > self.min_face and side >= 2 * MODEL_INPUT // 3:
-            side //= 2
-            for y in tile_origins(h, side):
-                for x in tile_origins(w, side):
-                    tile = image[y : y + side, x : x + side]
+        for tile_side in tile_sides(side, self.min_face):
+            for y in tile_origins(h, tile_side):
+                for x in tile_origins(w, tile_side):
+                    tile = image[y : y + tile_side, x : x + tile_side]
                     found += [
                         _shift(d, x, y, w, h)
-                        for d in self.full.detect(tile)
+                        for d in self.tiler.detect(tile, margins=(0.0,))
                         if d.score >= self.tile_confidence
                         and min(d.box[2:]) >= _TILE_MIN_SIZE * self.min_face
                     ]
