@@ -24,7 +24,6 @@ subjects and ORL only). The teacher's embeddings are cached in ``<model_dir>/tea
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 from pathlib import Path
@@ -33,11 +32,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data.augment import FaceBatches
 from keras_fer.models import face_embedding, idennet
 from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
-from keras_fer.training import distill, runner
+from keras_fer.training import distill, rundir, runner
 from keras_fer.data.experiments import Experiment, FoldData, experiment_for, fold_indices
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
@@ -139,7 +139,7 @@ class IDEnNetMethod:
             student, faces, targets, fold_dir / "distill_identity", epochs,
             config.batch_size, extra.get("distill_lr", config.pretrain_lr), config.seed + 7)
         report["sources"] = counts
-        (fold_dir / "distill.json").write_text(json.dumps(report, indent=1))
+        io_atomic.write_json(fold_dir / "distill.json", report)
         print(f"[idennet] fold {data.fold}: identity stream distilled from the face network "
               f"on {report['faces']} faces {counts}: mean cosine {report['final_cosine']:.3f}",
               flush=True)
@@ -215,26 +215,37 @@ def share_pretraining(work_dir: Path, model_dir: Path, fold: int,
 
 def train_variants(config: TrainConfig, variants: Sequence[str],
                    after_fold: Optional[Callable] = None,
-                   experiment: Optional[Experiment] = None) -> Dict[str, Dict]:
+                   experiment: Optional[Experiment] = None,
+                   overwrite: bool = False) -> Dict[str, Dict]:
     """Trains several variants on the same folds, pretraining each fold's streams once.
 
     Each variant runs in ``<model_dir>/<variant>`` (its own ``results.json``); within a fold
     the first variant pretrains the emotion stream (and, if it fuses, the identity stream)
     and the others reuse those weights, so the comparison isolates what the identity parts
     add and the pretraining is paid once. ``<model_dir>/variants.json`` puts the variants
-    side by side. Resumable like a single run.
+    side by side. Resumable like a single run; ``<model_dir>`` is locked for the whole run,
+    and ``overwrite`` empties each variant's folder first.
 
     Returns:
         ``{variant: results document}``.
     """
     root = Path(config.model_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with rundir.locked(root, config.fold):
+        return _train_variants(config, variants, after_fold, experiment, overwrite)
+
+
+def _train_variants(config, variants, after_fold, experiment, overwrite) -> Dict[str, Dict]:
+    root = Path(config.model_dir)
     exp = experiment or experiment_for(config)
     n_folds = len(fold_indices(exp, config.folds, config.split_seed, config.val_fraction))
     folds = range(n_folds) if config.fold < 0 else [config.fold]
     configs = {v: dataclasses.replace(config, variant=v, model_dir=str(root / v))
                for v in variants}
     method = IDEnNetMethod()
+    if overwrite:
+        for cfg in configs.values():
+            with rundir.locked(cfg.model_dir):
+                rundir.prepare(cfg, overwrite=True)
     for k in folds:
         for v, cfg in configs.items():
             copied = share_pretraining(root, Path(cfg.model_dir), k)
@@ -254,7 +265,7 @@ def write_comparison(root: Path, results: Dict[str, Dict]) -> Path:
                "folds": {f["fold"]: f["accuracy"] for f in r["folds"]}}
            for v, r in results.items()}
     path = root / "variants.json"
-    path.write_text(json.dumps(doc, indent=1))
+    io_atomic.write_json(path, doc)
     print("  ".join(f"{v}: {d['mean_accuracy']:.2f} ± {d['std_accuracy']:.2f}%"
                     for v, d in doc.items()), flush=True)
     return path

@@ -46,9 +46,44 @@ def _holder(lock: Path) -> str:
             f"(since {info.get('started', '?')})")
 
 
+def _fold_lock(fold: int) -> str:
+    return f"{LOCK_FILE}_fold_{fold}"
+
+
 @contextlib.contextmanager
-def locked(model_dir: str | Path) -> Iterator[Path]:
-    """Holds ``<model_dir>/.lock`` for the ``with`` block (the folder is created).
+def _flock(path: Path, exclusive: bool, model_dir: Path) -> Iterator[None]:
+    try:
+        handle = open(path, "a+")
+    except OSError as err:
+        raise RunDirError(f"--model_dir={model_dir}: cannot write there "
+                          f"({err.strerror or err}); choose another folder.") from err
+    try:
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"--model_dir={model_dir} is in use by {_holder(path)}; wait "
+                "for that run to finish or choose another --model_dir.") from None
+        if exclusive:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+@contextlib.contextmanager
+def locked(model_dir: str | Path, fold: int = -1) -> Iterator[Path]:
+    """Holds the run directory for the ``with`` block (the folder is created).
+
+    A run of every fold (``fold=-1``) holds ``<model_dir>/.lock`` alone. A run of one fold
+    (``--fold=k``: the GPU machine trains a protocol as one process per fold, side by side in
+    one folder) shares ``.lock`` with the other single-fold runs and holds
+    ``.lock_fold_<k>`` alone: two processes on one fold, or a whole run beside a single-fold
+    one, stop at once with one line naming the holder.
 
     Raises:
         RunDirError: ``model_dir`` is a file, cannot be created, or another live process
@@ -60,25 +95,17 @@ def locked(model_dir: str | Path) -> Iterator[Path]:
                           "previous run's).")
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(model_dir / LOCK_FILE, "a+")
     except OSError as err:
         raise RunDirError(f"--model_dir={model_dir}: cannot write there "
                           f"({err.strerror or err}); choose another folder.") from err
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(
-                f"--model_dir={model_dir} is in use by {_holder(model_dir / LOCK_FILE)}; wait "
-                "for that run to finish or choose another --model_dir.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        handle.flush()
+    if fold < 0:
+        with _flock(model_dir / LOCK_FILE, True, model_dir):
+            yield model_dir
+        return
+    # A whole run names itself in .lock; single-fold runs name themselves in their fold's.
+    with _flock(model_dir / LOCK_FILE, False, model_dir), \
+            _flock(model_dir / _fold_lock(fold), True, model_dir):
         yield model_dir
-    finally:
-        handle.close()  # releases the lock
 
 
 def differences(config: TrainConfig, previous: Dict) -> List[str]:
@@ -106,7 +133,7 @@ def prepare(config: TrainConfig, overwrite: bool = False) -> None:
     if overwrite:
         if path.exists():
             for entry in model_dir.iterdir():
-                if entry.name == LOCK_FILE:
+                if entry.name.startswith(LOCK_FILE):
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
@@ -132,6 +159,6 @@ def remove_if_only_lock(model_dir: str | Path) -> None:
     """Removes a folder this run created and left empty but for its lock (an early error)."""
     model_dir = Path(model_dir)
     with contextlib.suppress(OSError):
-        if {p.name for p in model_dir.iterdir()} <= {LOCK_FILE}:
+        if all(p.name.startswith(LOCK_FILE) for p in model_dir.iterdir()):
             shutil.rmtree(model_dir)
 

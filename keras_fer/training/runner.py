@@ -172,7 +172,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
         raise ValueError(f"--distribution={config.distribution} is supported by IDEnNet's "
                          f"trainer only; {method.name} trains on one device.")
     created = not model_dir.exists()
-    with rundir.locked(model_dir):
+    with rundir.locked(model_dir, config.fold):
         try:
             rundir.prepare(config, overwrite)
             start = time.time()
