@@ -30,12 +30,23 @@ PathLike = Union[str, os.PathLike]
 CRASH_ENV = "KERAS_FER_CRASH_AT"
 
 
+_crash_counts: dict = {}
+
+
 def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL when ``$KERAS_FER_CRASH_AT`` names this point.
+    """Kills this process with SIGKILL when ``$KERAS_FER_CRASH_AT`` names this point
+    (``<name>``: its first time; ``<name>#<n>``: its n-th time in this process).
 
     For crash tests only: the process dies as under ``kill -9`` (no cleanup, no ``finally``).
     """
-    if os.environ.get(CRASH_ENV) == name:
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or not wanted.startswith(name):
+        return
+    target, _, nth = wanted.partition("#")
+    if target != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

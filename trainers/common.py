@@ -1,15 +1,19 @@
 """Flags shared by every trainer (the project-wide trainer contract).
 
 Every trainer accepts ``--flagfile=...`` (built into absl); any flag given on the command
-line after it overrides the flagfile's value.
+line after it overrides the flagfile's value. Every setting is checked before anything is
+written (:func:`keras_fer.training.settings.validate`); a user mistake (a bad flag value, an
+unknown ``--extra`` key, a wrong ``--data_dir``, a ``--model_dir`` in use or holding another
+configuration) ends the run with one line on stderr and exit status 2, the traceback only
+with ``--verbose``. Each trainer's ``main`` is :func:`trainer_main`.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 
-from absl import flags
+from absl import app, flags
 
 from keras_fer.data import registry
 
@@ -50,6 +54,11 @@ _DISTRIBUTION = flags.DEFINE_enum(
     "distribution", "none", ["none", "data_parallel", "mirrored", "multi_worker"],
     "Data parallelism (IDEnNet): data_parallel (JAX, all local GPUs), mirrored (TensorFlow, "
     "local GPUs), multi_worker (TensorFlow, cluster from TF_CONFIG). --batch_size is global.")
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Start over: delete what --model_dir holds (a previous run of another "
+    "configuration) before training. Without it, a rerun with the same settings resumes.")
+VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print the full traceback "
+                            "instead of one line.")
 AGGREGATE_ONLY = flags.DEFINE_bool(
     "aggregate_only", False, "Train nothing: write results.json and the plots from the folds "
     "already finished in --model_dir (e.g. after one process per --fold).")
@@ -57,8 +66,18 @@ AGGREGATE_ONLY = flags.DEFINE_bool(
 
 def train_config(method: str, default_variant: str, default_lr: float,
                  default_pretrain_lr: float, **overrides):
-    """Builds the frozen :class:`TrainConfig` from the parsed shared flags."""
+    """Builds the frozen :class:`TrainConfig` from the parsed shared flags.
+
+    Raises:
+        keras_fer.training.settings.ConfigError: malformed ``--extra`` or ``--export``.
+    """
+    from keras_fer.training import settings
     from keras_fer.training.config import TrainConfig, parse_export
+
+    try:
+        export = parse_export(_EXPORT.value)
+    except ValueError as err:
+        raise settings.ConfigError(f"--export={_EXPORT.value}: {err}") from None
 
     values = dict(
         method=method,
@@ -79,20 +98,83 @@ def train_config(method: str, default_variant: str, default_lr: float,
         fold_seed=_FOLD_SEED.value,
         val_fraction=_VAL_FRACTION.value,
         use_orl=_USE_ORL.value,
-        export=parse_export(_EXPORT.value),
+        export=export,
         limit=_LIMIT.value,
         distribution=_DISTRIBUTION.value,
-        extra=json.loads(_EXTRA.value),
+        extra=settings.parse_extra(_EXTRA.value),
     )
     values.update(overrides)
     return TrainConfig(**values)
 
 
-def aggregate_only(config) -> bool:
-    """With ``--aggregate_only``, writes ``results.json`` from finished folds and says so."""
-    if not AGGREGATE_ONLY.value:
-        return False
-    from keras_fer.training import runner
+def train(method, config, experiment=None, after_fold=None) -> dict:
+    """Checks ``config`` (its data folder only when ``experiment`` is not given), then trains
+    and evaluates ``method`` (``--overwrite`` starts over); returns the results document."""
+    from keras_fer.training import runner, settings
 
-    runner.aggregate(config)
-    return True
+    settings.validate(config, check_data=experiment is None)
+    overwrite = OVERWRITE.value if flags.FLAGS.is_parsed() else False
+    return runner.train_and_evaluate(method, config, experiment=experiment,
+                                     after_fold=after_fold, overwrite=overwrite)
+
+
+def aggregate(method, config) -> dict:
+    """``--aggregate_only``: ``results.json`` and the method's summary from finished folds."""
+    from keras_fer.training import runner, settings
+
+    settings.validate(config)
+    return runner.aggregate(config, method=method)
+
+
+def trainer_main(config_from_flags, make_method, after_fold_for=None):
+    """The ``main`` of a trainer: the config from the flags, then :func:`aggregate` (with
+    ``--aggregate_only``) or :func:`train` of ``make_method()``, with the per-fold callback
+    ``after_fold_for(config)`` when given."""
+
+    def main(argv):
+        del argv
+        config = config_from_flags()
+        method = make_method()
+        if AGGREGATE_ONLY.value:
+            aggregate(method, config)
+        else:
+            train(method, config,
+                  after_fold=after_fold_for(config) if after_fold_for is not None else None)
+
+    return main
+
+
+def user_errors() -> tuple:
+    """The exceptions that are a user's mistake, not a bug: one line, exit status 2."""
+    from keras_fer.data.readers import DatasetError
+    from keras_fer.training.rundir import RunDirError
+    from keras_fer.training.settings import ConfigError
+
+    return (app.UsageError, ConfigError, RunDirError, DatasetError, FileNotFoundError)
+
+
+def one_line(err: BaseException, limit: int = 400) -> str:
+    """``err``'s message on one line, at most ``limit`` characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def guarded(main):
+    """``main`` with user mistakes turned into ``error: <message>`` and exit status 2 (the
+    traceback with ``--verbose``)."""
+
+    def run(argv):
+        try:
+            return main(argv)
+        except user_errors() as err:
+            if VERBOSE.value:
+                raise
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def start(main) -> None:
+    """``app.run`` of a trainer's ``main``, guarded (see :func:`guarded`)."""
+    app.run(guarded(main))

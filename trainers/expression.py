@@ -82,20 +82,18 @@ def config_from_flags() -> TrainConfig:
     return config
 
 
-def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
-    """Trains and evaluates ``config`` (on ``experiment`` when given); returns the results."""
-    from keras_fer.training import runner
+def _method():
     from keras_fer.training.expression import ExpressionMethod
 
-    return runner.train_and_evaluate(ExpressionMethod(), config, experiment=experiment)
+    return ExpressionMethod()
 
 
-def main(argv):
-    del argv
-    config = config_from_flags()
-    if not common.aggregate_only(config):
-        run(config)
+def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
+    """Trains and evaluates ``config`` (on ``experiment`` when given); returns the results."""
+    return common.train(_method(), config, experiment)
 
+
+main = common.trainer_main(config_from_flags, _method)
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

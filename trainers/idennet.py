@@ -45,9 +45,18 @@ def config_from_flags():
                                identity_fraction=_IDENTITY_FRACTION.value)
 
 
+def _heatmaps(config):
+    """The Grad-CAM per-fold callback of ``--heatmaps``, or None."""
+    if not config.heatmaps:
+        return None
+    from keras_fer.evaluation.heatmaps import heatmap_callback
+
+    return heatmap_callback(config)
+
+
 def main(argv):
     del argv
-    from keras_fer.training import runner
+    from keras_fer.training import runner, settings
     from keras_fer.training.idennet import IDEnNetMethod, train_variants, write_comparison
 
     config = config_from_flags()
@@ -55,10 +64,11 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--variants: unknown variant(s) {unknown}; "
                              "known: original, i, f, if.")
+    if not _VARIANTS.value:
+        common.trainer_main(lambda: config, IDEnNetMethod, _heatmaps)([])
+        return
+    settings.validate(config)
     if common.AGGREGATE_ONLY.value:
-        if not _VARIANTS.value:
-            common.aggregate_only(config)
-            return
         from keras_fer.data.experiments import experiment_for
 
         root, exp = config.model_dir, experiment_for(config)
@@ -67,16 +77,9 @@ def main(argv):
                                 experiment=exp)
             for v in _VARIANTS.value})
         return
-    after_fold = None
-    if config.heatmaps:
-        from keras_fer.evaluation.heatmaps import heatmap_callback
-
-        after_fold = heatmap_callback(config)
-    if _VARIANTS.value:
-        train_variants(config, _VARIANTS.value, after_fold=after_fold)
-    else:
-        runner.train_and_evaluate(IDEnNetMethod(), config, after_fold=after_fold)
+    train_variants(config, _VARIANTS.value, after_fold=_heatmaps(config),
+                   overwrite=common.OVERWRITE.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

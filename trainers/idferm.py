@@ -26,9 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from absl import app
-
-from trainers import common  # noqa: F401  (defines the shared flags)
+from trainers import common
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
@@ -41,31 +39,19 @@ def config_from_flags() -> TrainConfig:
                                default_pretrain_lr=0.01)
 
 
+def _method():
+    from keras_fer.training.idferm import IDFERMMethod
+
+    return IDFERMMethod()
+
+
 def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
     """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests)
     and adds the identity-preservation rates; returns the results document."""
-    from keras_fer.training import runner
-    from keras_fer.training.idferm import IDFERMMethod, add_hng_results
-
-    runner.train_and_evaluate(IDFERMMethod(), config, experiment=experiment)
-    results = add_hng_results(config.model_dir)
-    if "mean_identity_preserved_percent" in results:
-        print(f"idferm: identity preserved in {results['mean_identity_preserved_percent']:.1f}% "
-              "of faces generated from held-out subjects", flush=True)
-    return results
+    return common.train(_method(), config, experiment)
 
 
-def main(argv):
-    del argv
-    config = config_from_flags()
-    if common.aggregate_only(config):
-        # Per-fold GPU jobs are gathered this way: keep their HNG identity rates too.
-        from keras_fer.training.idferm import add_hng_results
-
-        add_hng_results(config.model_dir)
-    else:
-        run(config)
-
+main = common.trainer_main(config_from_flags, _method)
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from absl import app
-
-from trainers import common  # noqa: F401  (defines the shared flags)
+from trainers import common
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
@@ -46,23 +44,19 @@ def config_from_flags() -> TrainConfig:
                                default_pretrain_lr=1e-4)
 
 
+def _method():
+    from keras_fer.training.ifgan import IFGANMethod
+
+    return IFGANMethod()
+
+
 def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
     """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests);
     returns the results document."""
-    from keras_fer.training import runner
-    from keras_fer.training.ifgan import IFGANMethod
-    from keras_fer.training.ifgan_identity import add_identity_freeness
-
-    runner.train_and_evaluate(IFGANMethod(), config, experiment=experiment)
-    return add_identity_freeness(config.model_dir)
+    return common.train(_method(), config, experiment)
 
 
-def main(argv):
-    del argv
-    config = config_from_flags()
-    if not common.aggregate_only(config):
-        run(config)
-
+main = common.trainer_main(config_from_flags, _method)
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from absl import app, flags
 
-from trainers import common  # noqa: F401  (defines the shared flags)
+from trainers import common
 
 if TYPE_CHECKING:
     from keras_fer.training.config import TrainConfig
@@ -58,33 +58,19 @@ def config_from_flags() -> TrainConfig:
                                default_pretrain_lr=0.1 if fer else 0.16, depth=depth)
 
 
+def _method():
+    from keras_fer.training.tfe import TFEMethod
+
+    return TFEMethod()
+
+
 def run(config: TrainConfig, experiment: Experiment | None = None) -> dict:
     """Trains and evaluates ``config`` (on ``experiment`` when given, e.g. a subset in tests),
     then collects the identity network's verification rates; returns the results document."""
-    from keras_fer.training import runner
-    from keras_fer.training.tfe import TFEMethod, summarise_verification
-
-    results = runner.train_and_evaluate(TFEMethod(), config, experiment=experiment)
-    summary = summarise_verification(config.model_dir)
-    if summary is not None:
-        network = {"deepid": "DeepID", "face_resnet": "Face network"}[
-            summary["folds"][0].get("network", "deepid")]
-        print(f"{network} verification rate: {summary['mean_verification_rate']:.2f} ± "
-              f"{summary['std_verification_rate']:.2f}% over {len(summary['folds'])} fold(s)",
-              flush=True)
-    return results
+    return common.train(_method(), config, experiment)
 
 
-def main(argv):
-    del argv
-    config = config_from_flags()
-    if common.aggregate_only(config):
-        from keras_fer.training.tfe import summarise_verification
-
-        summarise_verification(config.model_dir)
-    else:
-        run(config)
-
+main = common.trainer_main(config_from_flags, _method)
 
 if __name__ == "__main__":
-    app.run(main)
+    common.start(main)

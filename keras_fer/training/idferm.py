@@ -51,6 +51,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data import preprocess
 from keras_fer.data.augment import EPOCH_CHUNK, FaceBatches, make_augmenter
 from keras_fer.evaluation.hng_plots import HNGGridCallback
@@ -277,6 +278,17 @@ class IDFERMMethod:
 
     name = "idferm"
 
+    @staticmethod
+    def after_run(config: TrainConfig) -> dict:
+        """Post-run summary: each fold's HNG identity-preservation rate into ``results.json``
+        (printed); returns the updated results document."""
+        results = add_hng_results(config.model_dir)
+        if "mean_identity_preserved_percent" in results:
+            print(f"idferm: identity preserved in "
+                  f"{results['mean_identity_preserved_percent']:.1f}% of faces generated from "
+                  "held-out subjects", flush=True)
+        return results
+
     def rml_config(self, config: TrainConfig, data: FoldData) -> idferm.RMLConfig:
         return _sized(idferm.RMLConfig, config.extra.get("rml", {}),
                       num_classes=data.num_classes, use_rml=config.variant == "rml")
@@ -429,5 +441,5 @@ def add_hng_results(model_dir: str | Path) -> dict:
             rates.append(fold["identity_preserved_percent"])
     if rates:
         results["mean_identity_preserved_percent"] = float(np.mean(rates))
-        path.write_text(json.dumps(results, indent=1))
+        io_atomic.write_json(path, results)
     return results

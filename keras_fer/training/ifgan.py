@@ -33,7 +33,11 @@ from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_
 from keras_fer.models import ifgan
 from keras_fer.models.loading import load_model
 from keras_fer.training.config import TrainConfig
-from keras_fer.training.ifgan_identity import REPORT as IDENTITY_REPORT, identity_freeness
+from keras_fer.training.ifgan_identity import (
+    REPORT as IDENTITY_REPORT,
+    add_identity_freeness,
+    identity_freeness,
+)
 from keras_fer.data.experiments import FoldData
 from keras_fer.training.stages import fit_stage
 
@@ -103,6 +107,12 @@ class IFGANMethod:
     """
 
     name = "ifgan"
+
+    @staticmethod
+    def after_run(config: TrainConfig) -> dict:
+        """Post-run summary: the folds' mean identity-freeness figures into ``results.json``;
+        returns the updated results document."""
+        return add_identity_freeness(config.model_dir)
 
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
         """Trains the variant on one fold (resuming its stage) and returns its inference model."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.evaluation import verification
 from keras_fer.models.face_embedding import face_embedding_model
 
@@ -89,5 +90,5 @@ def add_identity_freeness(model_dir: str | Path) -> dict:
               if (f.get("identity_free") or {}).get("distance_ratio") is not None]
     if ratios:
         results["mean_identity_free_distance_ratio"] = float(np.mean(ratios))
-        path.write_text(json.dumps(results, indent=1))
+        io_atomic.write_json(path, results)
     return results

@@ -238,15 +238,18 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
                       f"{found}.{hint}")
 
 
-def validate(config) -> None:
-    """Checks every setting of a run before anything is written; raises ConfigError."""
+def validate(config, check_data: bool = True) -> None:
+    """Checks every setting of a run before anything is written; raises ConfigError.
+
+    ``check_data=False`` skips ``--data_dir`` (a caller that hands in its own experiment).
+    """
     from keras_fer.data import registry
     from keras_fer.export import parse_formats
 
     known = variants(config.method)
     if config.variant not in known:
-        raise ConfigError(f"--variant={config.variant} is not a {config.method} variant; valid: "
-                          f"{', '.join(known)}.")
+        raise ConfigError(f"--variant={config.variant} is not a variant of {config.method}; "
+                          f"valid: {', '.join(known)}.")
     fixed = registry.get(config.dataset).fixed_split
     if not fixed and config.folds < 2:
         raise ConfigError(f"--folds={config.folds}: subject-disjoint folds need at least 2.")
@@ -273,4 +276,5 @@ def validate(config) -> None:
         raise ConfigError(f"--model_dir={model_dir} is a file; give a folder (new, or a "
                           "previous run's to resume it).")
     check_extra(config.method, config.extra)
-    check_data_dir(config.dataset, config.data_dir)
+    if check_data:
+        check_data_dir(config.dataset, config.data_dir)
