@@ -7,8 +7,10 @@ Usage::
         --preview=preview.png
     python -m keras_fer.data describe --format=ferplus --path=data/ferplus/data --limit=100
 
-``--format`` is a key of ``keras_fer.data.readers.READERS``. The JSON goes to stdout; the
-reader's warnings (one per skipped input) go to stderr.
+``--format`` is a key of ``keras_fer.data.readers.READERS``; ``--path`` is the dataset's own
+folder or file (the trainers' ``--data_dir`` is the folder above: given that instead, the
+error names the folder to pass). The JSON goes to stdout; the reader's warnings (one per
+skipped input) go to stderr; a dataset error is one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from pathlib import Path
 from typing import List, Sequence
 
 from absl import app, flags, logging
@@ -50,10 +53,23 @@ def _reader_kwargs(fmt: str) -> dict:
     return kwargs
 
 
+def _check_path(fmt: str, path: str) -> None:
+    """Refuses the trainers' data root, naming the dataset folder ``--format`` reads."""
+    from keras_fer.data import registry
+
+    root = Path(path)
+    for spec in registry.REGISTRY.values():
+        if spec.reader == fmt and spec.paths and (root / spec.paths[0]).exists():
+            raise DatasetError(
+                f"--path={root} is the data root (what the trainers' --data_dir takes); "
+                f"describe reads the dataset itself: --path={root / spec.paths[0]}")
+
+
 def main(argv: Sequence[str]) -> int:
     commands: List[str] = list(argv[1:])
     if commands != ["describe"]:
         raise app.UsageError(f"Expected one command from {COMMANDS}. Received: {commands}")
+    _check_path(_FORMAT.value, _PATH.value)
     table = load(_FORMAT.value, _PATH.value, **_reader_kwargs(_FORMAT.value))
     if _PREVIEW.value:
         from keras_fer.data.preview import save_preview

@@ -186,7 +186,14 @@ def load_experiment(dataset: str, data_dir: str | Path = "", protocol: str = "",
     keep = y >= 0
     table = table.subset(np.flatnonzero(keep))
     y = y[keep]
-    if table.split is not None and set(table.split.tolist()) >= {"train", "valid", "test"}:
+    if spec.fixed_split:
+        empty = [s for s in ("train", "valid", "test")
+                 if table.split is None or not (table.split == s).any()]
+        if empty:
+            first = next((f" (first rejected: {s})" for s in table.skipped), "")
+            raise readers.DatasetError(
+                f"{dataset}: the {' and '.join(empty)} split(s) of {root} are empty: every row "
+                f"was rejected or none is there{first}; fix or restore the split's files.")
         fixed = tuple(np.flatnonzero(table.split == s) for s in ("train", "valid", "test"))
 
     identity_faces = identity_subjects = None

@@ -45,17 +45,33 @@ FER2013_USAGE: Dict[str, str] = {"training": "train", "publictest": "valid", "pr
 
 
 def _read_text(path: Path, skipped: List[Skipped], what: str) -> Optional[str]:
+    """The file's UTF-8 text without a byte-order mark; a byte that is not UTF-8 stays in the
+    text as a lone surrogate, so that :func:`_csv_rows` rejects its row, not the file."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         _skip(skipped, path, f"{what} is missing")
-    except (OSError, UnicodeDecodeError) as err:
+        return None
+    except OSError as err:
         _skip(skipped, path, f"cannot read {what}: {err}")
+        return None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        _skip(skipped, path, f"cannot read {what}: UTF-16 text; save it as UTF-8")
+        return None
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _bad_byte(row: List[str]) -> Optional[str]:
+    for field in row:
+        for char in field:
+            if "\udc80" <= char <= "\udcff":
+                return f"0x{ord(char) - 0xDC00:02x}"
     return None
 
 
 def _csv_rows(text: str, path: Path, skipped: List[Skipped]):
-    """Yields ``(line, row)`` of non-blank CSV rows; a row the csv module rejects is skipped."""
+    """Yields ``(line, row)`` of non-blank CSV rows; a row the csv module rejects, or that
+    holds a byte that is not UTF-8, is skipped."""
     reader = csv.reader(io.StringIO(text, newline=""))
     while True:
         try:
@@ -64,6 +80,10 @@ def _csv_rows(text: str, path: Path, skipped: List[Skipped]):
             return
         except csv.Error as err:
             _skip(skipped, path, f"malformed CSV row: {err}", reader.line_num)
+            continue
+        bad = _bad_byte(row)
+        if bad is not None:
+            _skip(skipped, path, f"not UTF-8 text (byte {bad})", reader.line_num)
             continue
         if any(field.strip() for field in row):
             yield reader.line_num, row
@@ -228,7 +248,10 @@ def _header_index(header: List[str], path: Path, required: Sequence[str]) -> Dic
     columns = {h.strip().lower(): i for i, h in enumerate(header)}
     missing = [c for c in required if c not in columns]
     if missing:
-        raise DatasetError(f"{path} lacks column(s) {missing}. Received header: {header}")
+        shown = [h if len(h) <= 24 else h[:21] + "..." for h in header[:6]]
+        raise DatasetError(f"{path} lacks column(s) {missing}: its first row must be the header "
+                           f"(e.g. emotion,pixels,Usage). Received first row: {shown}"
+                           f"{' + %d more field(s)' % (len(header) - 6) if len(header) > 6 else ''}")
     return columns
 
 
