@@ -249,9 +249,9 @@ def _header_index(header: List[str], path: Path, required: Sequence[str]) -> Dic
     missing = [c for c in required if c not in columns]
     if missing:
         shown = [h if len(h) <= 24 else h[:21] + "..." for h in header[:6]]
+        more = f" + {len(header) - 6} more field(s)" if len(header) > 6 else ""
         raise DatasetError(f"{path} lacks column(s) {missing}: its first row must be the header "
-                           f"(e.g. emotion,pixels,Usage). Received first row: {shown}"
-                           f"{' + %d more field(s)' % (len(header) - 6) if len(header) > 6 else ''}")
+                           f"(e.g. emotion,pixels,Usage). Received first row: {shown}{more}")
     return columns
 
 

@@ -140,7 +140,6 @@ class ExpressionMethod:
         recipe = recipe_lib.Recipe.from_extra(config.extra).for_backbone(config.variant)
         stage_dir = fold_dir / STAGE
         stage_dir.mkdir(parents=True, exist_ok=True)
-        keras.utils.set_random_seed(config.seed + data.fold)
         policy = keras.config.dtype_policy()
         if recipe.mixed_precision:
             keras.config.set_dtype_policy("mixed_bfloat16")

@@ -24,7 +24,6 @@ subjects and ORL only). The teacher's embeddings are cached in ``<model_dir>/tea
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -39,20 +38,8 @@ from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.training import distill, rundir, runner
 from keras_fer.data.experiments import Experiment, FoldData, experiment_for, fold_indices
-from keras_fer.training.optim import make_sgd
-from keras_fer.training.stages import fit_stage
-
-
-def _sgd(config: TrainConfig, lr: float, epochs: int, n: int) -> keras.optimizers.Optimizer:
-    return make_sgd(lr, epochs, max(1, math.ceil(n / config.batch_size)),
-                    weight_decay=config.extra.get("weight_decay", 1e-4))
-
-
-def _validation(config: TrainConfig, faces: np.ndarray, labels) -> FaceBatches | None:
-    """Validation batches, or ``None`` with no validation faces or under a distribution."""
-    if not len(faces) or config.distribution != "none":
-        return None
-    return FaceBatches(faces, labels, config.batch_size)
+from keras_fer.training.optim import config_sgd
+from keras_fer.training.stages import fit_stage, validation_batches
 
 
 EXTRA_KEYS = ("identity", "alpha", "dropout", "emotion_init", "fusion_init", "gamma",
@@ -93,12 +80,12 @@ class IDEnNetMethod:
     def pretrain_emotion(self, config, data, mcfg, fold_dir: Path) -> keras.Model:
         model = idennet.build_emotion_pretrain_model(mcfg)
         init_from(model, config.extra.get("emotion_init"), "emotion stream")
-        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs,
+        model.compile(optimizer=config_sgd(config, config.pretrain_lr, config.pretrain_epochs,
                                      len(data.y_train)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
                             seed=config.seed, drop_remainder=True)
-        val = _validation(config, data.x_val, data.y_val)
+        val = validation_batches(config, data.x_val, data.y_val)
         stage = fold_dir / "pretrain_emotion"
         fit_stage(model, stage, train, config.pretrain_epochs, val)
         # Kept whole so that other runs can start from this stream (``emotion_init``).
@@ -119,7 +106,8 @@ class IDEnNetMethod:
         init_from(model, config.extra.get("identity_init"), "identity stream")
         if self.identity(config) == face_embedding.FACE_RESNET:
             self.distill_identity(config, data, model, fold_dir)
-        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, len(y)),
+        model.compile(optimizer=config_sgd(config, config.pretrain_lr, config.pretrain_epochs,
+                                           len(y)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1,
                             drop_remainder=True)
@@ -145,7 +133,6 @@ class IDEnNetMethod:
               flush=True)
 
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
-        keras.utils.set_random_seed(config.seed + data.fold)
         fold_ids = int(data.id_train.max()) + 1 if (data.id_train >= 0).any() else 0
         has_id_head = config.variant in ("i", "if")
         if has_id_head and fold_ids < 2:
@@ -165,7 +152,7 @@ class IDEnNetMethod:
         if mcfg.has_fusion and config.extra.get("fusion_init", "passthrough") == "passthrough":
             idennet.passthrough_fusion_conv(model)
         idennet.freeze_feature_groups(model)
-        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(data.y_train)))
+        model.compile(optimizer=config_sgd(config, config.lr, config.epochs, len(data.y_train)))
         labels = {"expression": data.y_train}
         val_labels = {"expression": data.y_val}
         if has_id_head:
@@ -173,7 +160,7 @@ class IDEnNetMethod:
             val_labels["identity"] = data.id_val
         train = FaceBatches(data.x_train, labels, config.batch_size, augment=True,
                             seed=config.seed + 2, drop_remainder=True)
-        val = _validation(config, data.x_val, val_labels)
+        val = validation_batches(config, data.x_val, val_labels)
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
         return idennet.inference_model(model)
 

@@ -66,7 +66,7 @@ from keras_fer.models.face_embedding import check_extra
 from keras_fer.training import idferm_identity
 from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_identity import generate_neutral, identity_preservation
-from keras_fer.training.optim import make_sgd
+from keras_fer.training.optim import config_sgd, steps_per_epoch
 from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("rml", "baseline")
@@ -220,13 +220,6 @@ class QueryBatches(keras.utils.PyDataset):
         self._new_epoch()
 
 
-def _sgd(config: TrainConfig, lr: float, epochs: int, steps: int,
-         global_clipnorm: float | None = None) -> keras.optimizers.Optimizer:
-    return make_sgd(lr, max(epochs, 1), max(steps, 1),
-                    weight_decay=config.extra.get("weight_decay", 1e-4),
-                    global_clipnorm=global_clipnorm)
-
-
 def rml_pretrain_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
     """The RML network's pretraining optimizer (``extra rml_pretrain_optimizer``).
 
@@ -249,7 +242,7 @@ def rml_pretrain_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.
                                                     epochs * max(steps, 1))
         return keras.optimizers.Adam(lr)
     if choice == "sgd":
-        return _sgd(config, config.pretrain_lr, epochs, steps)
+        return config_sgd(config, config.pretrain_lr, epochs, steps=steps)
     raise ValueError(f"extra rml_pretrain_optimizer must be 'adam' or 'sgd'; got {choice!r}.")
 
 
@@ -306,8 +299,9 @@ class IDFERMMethod:
             return idferm_identity.face_perceptual_model()
         depth = config.extra.get("expression_depth", 12)
         model = build_resnet(depth, data.num_classes, name="hng_expression")
-        steps = math.ceil(len(data.y_train) / config.batch_size)
-        model.compile(optimizer=_sgd(config, config.pretrain_lr, config.pretrain_epochs, steps),
+        steps = steps_per_epoch(len(data.y_train), config.batch_size)
+        model.compile(optimizer=config_sgd(config, config.pretrain_lr, config.pretrain_epochs,
+                                           steps=steps),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
                             seed=config.seed)
@@ -328,7 +322,7 @@ class IDFERMMethod:
             raise ValueError("The identity network needs at least 2 identities: this fold has "
                              f"{len(np.unique(y))}.")
         model = build_deepid(int(data.num_identities), name="hng_identity")
-        steps = math.ceil(len(y) / config.batch_size)
+        steps = steps_per_epoch(len(y), config.batch_size)
         # Adam: DeepID (no batch normalisation) sat at chance for 40 epochs of SGD at 0.1 or
         # 0.01 on CK+ + ORL; Adam 1e-3 gets 43% training accuracy (146 identities) in 40.
         epochs = config.extra.get("identity_epochs", config.pretrain_epochs)
@@ -382,7 +376,6 @@ class IDFERMMethod:
         check_extra(config.extra, EXTRA_KEYS, "IDFERM")
         idferm_identity.identity_setting(config.extra)
         idferm_identity.perceptual_setting(config.extra)
-        keras.utils.set_random_seed(config.seed + data.fold)
         references = None
         if config.variant == "rml":
             if data.neutral_faces is None or data.subj_train is None:
@@ -405,7 +398,7 @@ class IDFERMMethod:
 
         model = self.build_rml(config, data)
         pretrain = idferm.inference_model(model)
-        steps = math.ceil(len(data.y_train) / config.batch_size)
+        steps = steps_per_epoch(len(data.y_train), config.batch_size)
         pretrain.compile(optimizer=rml_pretrain_optimizer(config, steps),
                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         fit_stage(pretrain, fold_dir / "pretrain_rml",
@@ -417,7 +410,7 @@ class IDFERMMethod:
         # The RML term is quadratic in the embedding, so its gradient grows with the
         # embedding's scale: on CK+ (JAX, lr 0.01, after 40 pretraining epochs) it ran to inf
         # within 34 steps. Clipping the global gradient norm keeps the joint loss finite.
-        model.compile(optimizer=_sgd(config, config.lr, config.epochs, len(train),
+        model.compile(optimizer=config_sgd(config, config.lr, config.epochs, steps=len(train),
                                      global_clipnorm=config.extra.get("clipnorm", 5.0)))
         val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)

@@ -39,6 +39,7 @@ from keras_fer.training.ifgan_identity import (
     identity_freeness,
 )
 from keras_fer.data.experiments import FoldData
+from keras_fer.training.optim import steps_per_epoch
 from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("ifgan", "noattention", "baseline")
@@ -46,10 +47,6 @@ VARIANTS = ("ifgan", "noattention", "baseline")
 # eye, mouth of an aligned face (the paper's Fig. 6 shows such facial points).
 QUERY_POINTS = ((18, 16), (18, 32), (36, 24))
 ATTENTION_FACES = 3
-
-
-def _steps(config: TrainConfig, n: int) -> int:
-    return max(1, -(-n // config.batch_size))
 
 
 def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
@@ -119,10 +116,9 @@ class IFGANMethod:
         if config.variant not in VARIANTS:
             raise ValueError(f"IF-GAN variants are {VARIANTS}. Received: variant="
                              f"{config.variant!r}")
-        keras.utils.set_random_seed(config.seed + data.fold)
         mcfg = model_config(config, data)
         optimizer = lambda: ifgan.ifgan_optimizer(  # noqa: E731
-            _steps(config, len(data.y_train)), config.lr)
+            steps_per_epoch(len(data.y_train), config.batch_size), config.lr)
         if config.variant == "baseline":
             return self._fit_baseline(data, config, fold_dir, mcfg, optimizer())
 

@@ -82,3 +82,19 @@ def make_sgd(
         learning_rate=schedule, momentum=momentum, weight_decay=weight_decay or None,
         global_clipnorm=global_clipnorm,
     )
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches in one epoch of ``n`` examples (the last one partial); at least 1."""
+    return max(1, -(-int(n) // int(batch_size)))
+
+
+def config_sgd(config, lr: float, epochs: int, n: int | None = None, steps: int | None = None,
+               global_clipnorm: float | None = None) -> keras.optimizers.SGD:
+    """:func:`make_sgd` for a run: ``epochs`` of ``steps`` batches (or of ``n`` examples at
+    ``config.batch_size``), weight decay ``extra weight_decay`` (default 1e-4)."""
+    if steps is None:
+        steps = steps_per_epoch(n, config.batch_size)
+    return make_sgd(lr, max(epochs, 1), max(steps, 1),
+                    weight_decay=config.extra.get("weight_decay", 1e-4),
+                    global_clipnorm=global_clipnorm)

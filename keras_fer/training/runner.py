@@ -192,6 +192,7 @@ def train_and_evaluate(method: Method, config: TrainConfig,
 
 def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
                after_fold: Optional[Callable], start: float) -> Dict:
+    import keras
     model_dir = Path(config.model_dir)
     chosen = range(len(all_idx)) if config.fold < 0 else [config.fold]
 
@@ -214,6 +215,9 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
                 print(f"[{config.method}/{config.variant}] {config.distribution}: "
                       f"{plan.num_replicas} replicas, global batch {config.batch_size}",
                       flush=True)
+            # Each fold starts from the same random state, resumed or not (the methods' models,
+            # initialisers and augmenters draw from it).
+            keras.utils.set_random_seed(config.seed + k)
             model = method.fit_fold(data, config, fold_dir)
         # Evaluation runs outside the scope: there the model takes any batch size.
         result = evaluate_fold(model, data)
@@ -233,8 +237,6 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
     results = write_results(config, exp, fold_results, len(all_idx), time.time() - start)
     if config.export:
         if model is None:
-            import keras
-
             last = chosen[-1] if isinstance(chosen, list) else len(all_idx) - 1
             model = keras.saving.load_model(model_dir / f"fold_{last}" / "inference.keras")
             data = make_fold(exp, last, all_idx[last], config.identity_fraction, config.split_seed)

@@ -1,7 +1,8 @@
 """Resumable training stages.
 
 A stage is one ``model.fit`` (pretraining a stream, fine-tuning, ...) in its own folder:
-``history.csv`` (one row per finished epoch, across restarts), TensorBoard logs (TensorFlow backend),
+``history.csv`` (one row per finished epoch, across restarts), TensorBoard logs (TensorFlow
+backend),
 ``backup/`` for mid-stage resume (Keras ``BackupAndRestore``: a killed run restarts at
 the last finished epoch), ``timing.json`` (epoch times, compile overhead, examples per
 second) and ``final.weights.h5`` once the stage is complete, after which re-running the
@@ -26,6 +27,7 @@ import keras
 import numpy as np
 
 from keras_fer import io_atomic
+from keras_fer.data.augment import FaceBatches
 
 
 def examples_per_epoch(data) -> int | None:
@@ -120,6 +122,14 @@ class Backup(keras.callbacks.BackupAndRestore):
             self.model.save_weights(os.path.join(tmp, "latest.weights.h5"))
             io_atomic.write_json(os.path.join(tmp, "training_metadata.json"),
                                  {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+def validation_batches(config, faces: np.ndarray, labels) -> FaceBatches | None:
+    """A fold's validation batches for ``fit``, or ``None`` with no validation faces or under
+    a distribution (where Keras would split each batch across replicas)."""
+    if not len(faces) or config.distribution != "none":
+        return None
+    return FaceBatches(faces, labels, config.batch_size)
 
 
 def stage_callbacks(stage_dir: Path):

@@ -33,7 +33,6 @@ of :func:`~keras_fer.models.tfe.joint_optimizer`.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import keras
@@ -49,8 +48,8 @@ from keras_fer.models.transfer import init_from, transfer_weights
 from keras_fer.training import distill
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
-from keras_fer.training.optim import make_sgd, step_schedule
-from keras_fer.training.stages import fit_stage
+from keras_fer.training.optim import config_sgd, step_schedule, steps_per_epoch
+from keras_fer.training.stages import fit_stage, validation_batches
 
 VARIANTS = ("tfe", "baseline")
 DEFAULT_DEEPID_LR = 0.01
@@ -62,15 +61,6 @@ MIN_HELD_OUT = 4
 EXTRA_KEYS = ("identity", "deepid_lr", "deepid_pretrain_lr", "deepid_epochs", "hidden_units",
               "dropout", "weight_decay", "verification_fraction", "verification_pairs",
               "resnet_init", "emotion_backbone", "distill_epochs", "distill_lr", "distill_ferplus_dir")
-
-
-def _steps(config: TrainConfig, n: int) -> int:
-    return max(1, math.ceil(n / config.batch_size))
-
-
-def _pretrain_sgd(config: TrainConfig, lr: float, epochs: int, n: int):
-    return make_sgd(lr, epochs, _steps(config, n),
-                    weight_decay=config.extra.get("weight_decay", 1e-4))
 
 
 def split_identities(data: FoldData, fraction: float, seed: int):
@@ -217,7 +207,7 @@ class TFEMethod:
         deepid = build_deepid(int(y.max()) + 1, name=tfe.DEEPID_PREFIX)
         epochs = extra.get("deepid_epochs", config.pretrain_epochs)
         lr = extra.get("deepid_pretrain_lr", DEFAULT_DEEPID_PRETRAIN_LR)
-        deepid.compile(optimizer=_pretrain_sgd(config, lr, epochs, len(y)),
+        deepid.compile(optimizer=config_sgd(config, lr, epochs, len(y)),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         train = FaceBatches(x, y, config.batch_size, augment=True, seed=config.seed + 1)
         if extra.get("distill_epochs", 0) > 0:
@@ -294,11 +284,11 @@ class TFEMethod:
         if config.pretrain_epochs == 0:
             # Straight from ``resnet_init``: both variants then start from the same weights.
             return resnet
-        resnet.compile(optimizer=_pretrain_sgd(config, config.pretrain_lr,
+        resnet.compile(optimizer=config_sgd(config, config.pretrain_lr,
                                                config.pretrain_epochs, len(data.y_train)),
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         fit_stage(resnet, fold_dir / "pretrain_resnet", self._train(config, data, 2),
-                  config.pretrain_epochs, self._val(config, data))
+                  config.pretrain_epochs, validation_batches(config, data.x_val, data.y_val))
         return resnet
 
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
@@ -307,15 +297,14 @@ class TFEMethod:
             raise ValueError(f"TFE-JL variants are {VARIANTS}. Received: variant="
                              f"{config.variant!r}")
         identity = self.identity(config)
-        keras.utils.set_random_seed(config.seed + data.fold)
         resnet = self.pretrain_resnet(config, data, fold_dir)
-        total = config.epochs * _steps(config, len(data.y_train))
+        total = config.epochs * steps_per_epoch(len(data.y_train), config.batch_size)
         if config.variant == "baseline":
             resnet.compile(optimizer=keras.optimizers.SGD(step_schedule(config.lr, total),
                                                           momentum=0.9),
                            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             fit_stage(resnet, fold_dir / "finetune", self._train(config, data, 3),
-                      config.epochs, self._val(config, data))
+                      config.epochs, validation_batches(config, data.x_val, data.y_val))
             return resnet
 
         if identity == face_embedding.DEEPID:
@@ -335,7 +324,7 @@ class TFEMethod:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         fit_stage(model, fold_dir / "joint", self._train(config, data, 3), config.epochs,
-                  self._val(config, data))
+                  validation_batches(config, data.x_val, data.y_val))
         return tfe.inference_model(model)
 
     @staticmethod
@@ -343,9 +332,6 @@ class TFEMethod:
         return FaceBatches(data.x_train, data.y_train, config.batch_size, augment=True,
                            seed=config.seed + offset)
 
-    @staticmethod
-    def _val(config: TrainConfig, data: FoldData):
-        return FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
 
 
 def summarise_verification(model_dir: str | Path) -> dict | None:
