@@ -244,3 +244,49 @@ def test_describe_given_the_data_root_says_which_folder_it_wants():
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"error: --path={DATA} is the data root")
     assert proc.stderr.rstrip().endswith(f"--path={DATA / 'ckplus48' / 'CK+48'}")
+
+
+def test_typed_extra_lists_exactly_the_keys_each_method_reads():
+    """The typed settings and the keys each method checks at fit time cannot drift apart."""
+    import dataclasses
+
+    from keras_fer.training import idennet, idferm, tfe
+
+    for module, schema in [(idennet, settings.IDEnNetExtra), (tfe, settings.TFEExtra),
+                           (idferm, settings.IDFERMExtra)]:
+        assert set(module.EXTRA_KEYS) == {f.name for f in dataclasses.fields(schema)}, module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset_format=ckplus48"], "error: --dataset_path is required for "
+     "--dataset_format=ckplus48"),
+    (["--dataset_format=folder", "--dataset_path=."], "error: --dataset_format=folder: not a "
+     "format the trainers can train on"),
+    (["--reader_kwargs={bad"], "error: --reader_kwargs is not valid JSON"),
+    (["--folds=5", "--eval_fold=5"], "error: --folds=5 --eval_fold=5: need folds >= 2"),
+])
+def test_pipeline_cli_mistakes_are_one_line(tmp_path, argv, message):
+    root = tmp_path / "pipeline"
+    proc = subprocess.run([sys.executable, "-m", "keras_fer.pipeline", f"--pipeline_root={root}",
+                           *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr and not root.exists()
+
+
+@pytest.mark.slow
+def test_export_cli_mistakes_are_one_line(tmp_path):
+    model = tmp_path / "inference.keras"
+    model.write_bytes(b"")
+    for argv, message in [
+        ([f"--model={tmp_path / 'none.keras'}"], "is not a file; give a trainer run's"),
+        ([f"--model={model}", "--formats=onnx"], "--formats=onnx: Unknown export formats"),
+        ([f"--model={model}", f"--data_dir={tmp_path}"], "--dataset=ckplus48 expects"),
+    ]:
+        proc = subprocess.run([sys.executable, "tools/export_trained.py", "--dataset=ckplus48",
+                               "--name=x", f"--serving_dir={tmp_path / 'served'}", *argv],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: ") and message in proc.stderr
+        assert proc.stderr.count("\n") == 1 and not (tmp_path / "served").exists()

@@ -9,7 +9,9 @@ the run used, and calls :func:`keras_fer.export.export_model`:
         --dataset=ferplus --data_dir=.devdata --name=idennet_ferplus
 
 Writes ``saved_models/<name>/<version>/`` (pushed only if it passes the parity check),
-``saved_models/<name>_tflite/`` (TFLite files and ``export_report.json``/``.md``).
+``saved_models/<name>_tflite/`` (TFLite files and ``export_report.json``/``.md``). A wrong
+argument (model file, dataset, data folder, formats, fold) is one ``error:`` line and exit
+status 2, checked before anything is loaded (the traceback with ``--verbose``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -44,7 +47,31 @@ def _relative_report_paths(report_path: Path, pushed) -> None:
     report_path.write_text(json.dumps(report, indent=1) + "\n")
 
 
-def main(argv=None) -> None:
+class ArgumentError(ValueError):
+    """A command-line argument that cannot work; the message names it and the fix."""
+
+
+def check_args(args) -> None:
+    """Raises ArgumentError (or ``settings.ConfigError``) for a wrong argument."""
+    from keras_fer.data import registry
+    from keras_fer.export import parse_formats
+    from keras_fer.training import settings
+
+    if not Path(args.model).is_file():
+        raise ArgumentError(f"--model={args.model} is not a file; give a trainer run's "
+                            "fold_<k>/inference.keras.")
+    if args.dataset not in registry.REGISTRY:
+        raise ArgumentError(f"--dataset={args.dataset}: valid: {', '.join(registry.DATASETS)}.")
+    try:
+        parse_formats(args.formats)
+    except ValueError as err:
+        raise ArgumentError(f"--formats={args.formats}: {err}") from None
+    if args.fold < 0:
+        raise ArgumentError(f"--fold={args.fold}: give the fold the model was trained on (>= 0).")
+    settings.check_data_dir(args.dataset, args.data_dir)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="inference.keras from a trainer run")
     parser.add_argument("--dataset", required=True)
@@ -62,8 +89,25 @@ def main(argv=None) -> None:
                         help="fine-tuning epochs of tflite_qat on the training split")
     parser.add_argument("--source", default="", help="where the model came from, for "
                         "source.json (default: the --model path)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="on an error, print the full traceback instead of one line")
     args = parser.parse_args(argv)
+    from keras_fer.data.readers import DatasetError
+    from keras_fer.training.settings import ConfigError
 
+    try:
+        check_args(args)
+        export(args)
+    except (ArgumentError, ConfigError, DatasetError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def export(args) -> None:
+    """Loads the model and the fold's data, exports, pushes and writes ``source.json``."""
     from keras_fer.export import export_model
     from keras_fer.models.loading import load_model
     from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
@@ -102,4 +146,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

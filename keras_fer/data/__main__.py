@@ -18,7 +18,6 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from pathlib import Path
 from typing import List, Sequence
 
 from absl import app, flags, logging
@@ -57,12 +56,10 @@ def _check_path(fmt: str, path: str) -> None:
     """Refuses the trainers' data root, naming the dataset folder ``--format`` reads."""
     from keras_fer.data import registry
 
-    root = Path(path)
-    for spec in registry.REGISTRY.values():
-        if spec.reader == fmt and spec.paths and (root / spec.paths[0]).exists():
-            raise DatasetError(
-                f"--path={root} is the data root (what the trainers' --data_dir takes); "
-                f"describe reads the dataset itself: --path={root / spec.paths[0]}")
+    own = registry.folder_under_root(fmt, path)
+    if own is not None:
+        raise DatasetError(f"--path={path} is the data root (what the trainers' --data_dir "
+                           f"takes); describe reads the dataset itself: --path={own}")
 
 
 def main(argv: Sequence[str]) -> int:

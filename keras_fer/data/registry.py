@@ -79,3 +79,16 @@ def dataset_for_format(fmt: str) -> Optional[str]:
         if fmt in d.formats:
             return d.name
     return None
+
+
+def folder_under_root(fmt: str, path) -> Optional[str]:
+    """The dataset folder (or file) under ``path`` that reader ``fmt`` reads, when ``path`` is
+    the data root (what the trainers' ``--data_dir`` takes) instead of the dataset itself;
+    ``None`` otherwise. For the tools that take the dataset itself (``describe --path``, the
+    pipeline's ``--dataset_path``), to name the folder a user meant."""
+    from pathlib import Path
+
+    for spec in REGISTRY.values():
+        if spec.reader == fmt and spec.paths and (Path(path) / spec.paths[0]).exists():
+            return str(Path(path) / spec.paths[0])
+    return None

@@ -10,10 +10,14 @@ Beam options for ExampleGen follow a ``--`` (or come as ``--beam_arg=...``), e.g
         --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK
 
 Components whose inputs, config and code are unchanged are taken from the cache; a run that
-was killed is finished by running the same command again.
+was killed is finished by running the same command again. A mistake in the flags, a dataset
+that cannot be read or a root in use by another run is one ``error:`` line and exit status 2
+(the traceback with ``--verbose``).
 """
 
 import json
+import sys
+from pathlib import Path
 
 from absl import app, flags
 
@@ -43,18 +47,58 @@ _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Validation share of tra
 _SERVING_DIR = flags.DEFINE_string("serving_dir", "saved_models", "TF Serving root.")
 _MODEL_NAME = flags.DEFINE_string("model_name", "fer", "Served model name.")
 _MIN_ACCURACY = flags.DEFINE_float("min_accuracy", 0.0, "Blessing threshold (percent).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print the full traceback instead "
+                             "of one line.")
 _MAX_REGRESSION = flags.DEFINE_float("max_regression", 1.0, "Largest accepted accuracy drop "
                                      "against the served model (percentage points).")
+
+
+def _reader_kwargs() -> dict:
+    try:
+        value = json.loads(_READER_KWARGS.value or "{}")
+    except ValueError as err:
+        raise app.UsageError(f"--reader_kwargs is not valid JSON ({err}): "
+                             f"{_READER_KWARGS.value[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise app.UsageError("--reader_kwargs must be a JSON object, e.g. "
+                             "'{\"subject_regex\": \"^(S[0-9]+)_\"}'")
+    return value
+
+
+def check_flags() -> None:
+    """The flags a run depends on, checked before any component starts (UsageError)."""
+    from keras_fer.data import registry
+
+    fmt = _FORMAT.value
+    if registry.dataset_for_format(fmt) is None:
+        formats = sorted(f for d in registry.REGISTRY.values() for f in d.formats)
+        raise app.UsageError(f"--dataset_format={fmt}: not a format the trainers can train on; "
+                             f"valid: {', '.join(formats)}.")
+    if fmt != "synthetic":
+        if not _PATH.value:
+            raise app.UsageError(f"--dataset_path is required for --dataset_format={fmt} (the "
+                                 "dataset's own folder or CSV, e.g. .../ckplus48/CK+48).")
+        if not Path(_PATH.value).exists():
+            raise app.UsageError(f"--dataset_path={_PATH.value} does not exist.")
+        own = registry.folder_under_root(fmt, _PATH.value)
+        if own is not None:
+            raise app.UsageError(f"--dataset_path={_PATH.value} is the data root (the trainers' "
+                                 f"--data_dir); the pipeline reads the dataset itself: "
+                                 f"--dataset_path={own}")
+    if _FOLDS.value < 2 or not 0 <= _EVAL_FOLD.value < _FOLDS.value:
+        raise app.UsageError(f"--folds={_FOLDS.value} --eval_fold={_EVAL_FOLD.value}: need "
+                             "folds >= 2 and 0 <= eval_fold < folds.")
 
 
 def main(argv):
     from keras_fer.pipeline.pipeline import PipelineConfig, run_pipeline
 
+    check_flags()
     config = PipelineConfig(
         pipeline_root=_ROOT.value,
         dataset_format=_FORMAT.value,
         dataset_path=_PATH.value,
-        reader_kwargs=json.loads(_READER_KWARGS.value),
+        reader_kwargs=_reader_kwargs(),
         detect=_DETECT.value,
         folds=_FOLDS.value,
         eval_fold=_EVAL_FOLD.value,
@@ -76,5 +120,19 @@ def main(argv):
     print(f"[pipeline] {pushed['reason']}")
 
 
+def guarded(argv):
+    """``main`` with user mistakes as one ``error:`` line and exit status 2."""
+    from keras_fer.data.readers import DatasetError
+    from keras_fer.pipeline.runner import PipelineLockedError
+
+    try:
+        return main(argv)
+    except (app.UsageError, DatasetError, PipelineLockedError, FileNotFoundError) as err:
+        if _VERBOSE.value:
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(guarded)

@@ -226,7 +226,8 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
     if not root.is_dir():
         found = "no such folder" if not root.exists() else "a file"
     else:
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+        names = sorted((p.name if len(p.name) <= 30 else p.name[:27] + "...")
+                       + ("/" if p.is_dir() else "") for p in root.iterdir())
         found = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") or "an empty folder"
     hint = ""
     parts = [part for p in spec.paths for part in Path(p).parts]
