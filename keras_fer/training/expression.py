@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data import labels as labels_lib
 from keras_fer.models.expression import BACKBONES, build_expression_model
 from keras_fer.models.expression_step import RecipeModel
 from keras_fer.training import recipe as recipe_lib
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
-from keras_fer.training.stages import StageTimer
+from keras_fer.training.stages import Backup, HistoryCSV, StageTimer
 
 STAGE = "train"
 
@@ -112,11 +113,10 @@ class SelectOnValidation(keras.callbacks.Callback):
             score = recipe_lib.accuracy_percent(probs, self.labels)
             logs["val_accuracy"] = score
         if self.best is None or score is None or score > self.best["valid_accuracy"]:
-            partial = self.best_path.with_name("best.partial.weights.h5")
-            self.net.save_weights(str(partial))
-            os.replace(partial, self.best_path)
+            with io_atomic.atomic_path(self.best_path) as tmp:
+                self.net.save_weights(str(tmp))
             self.best = {"epoch": epoch + 1, "valid_accuracy": score}
-            self.info_path.write_text(json.dumps(self.best))
+            io_atomic.write_json(self.info_path, self.best)
 
 
 class ExpressionMethod:
@@ -186,18 +186,21 @@ class ExpressionMethod:
             jit_compile=keras.backend.backend() != "tensorflow")
         # Order matters: the backup holds the raw weights, selection sees the EMA ones, and
         # history.csv the validation accuracy the selection adds to the logs.
-        callbacks = [keras.callbacks.BackupAndRestore(str(stage_dir / "backup"))]
+        # (A kill between the backup and the history row loses that epoch's row, never
+        # duplicates it.)
+        callbacks = [Backup(str(stage_dir / "backup"))]
         if recipe.ema:
             callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         callbacks += [
             SelectOnValidation(net, data.x_val, data.y_val, stage_dir, recipe.eval_batch_size,
                                bn_faces=self._bn_faces(data, recipe, config.seed)),
-            keras.callbacks.CSVLogger(str(stage_dir / "history.csv"), append=True),
+            HistoryCSV(stage_dir / "history.csv"),
             StageTimer(stage_dir / "timing.json", len(batches) * batches.batch_size),
         ]
         trainer.fit(batches, epochs=config.epochs, callbacks=callbacks,
                     verbose=1 if sys.stdout.isatty() else 2)
-        done.write_text(json.dumps({"epochs": config.epochs}))
+        io_atomic.write_json(done, {"epochs": config.epochs})
+        shutil.rmtree(stage_dir / "backup", ignore_errors=True)
         return net
 
     @staticmethod

@@ -89,7 +89,8 @@ class IDEnNetMethod:
         stage = fold_dir / "pretrain_emotion"
         fit_stage(model, stage, train, config.pretrain_epochs, val)
         # Kept whole so that other runs can start from this stream (``emotion_init``).
-        model.save(stage / "model.keras")
+        with io_atomic.atomic_path(stage / "model.keras") as tmp:
+            model.save(tmp)
         return model
 
     def pretrain_identity(self, config, data, mcfg, fold_dir: Path) -> keras.Model:

@@ -391,7 +391,7 @@ class IDFERMMethod:
                 data, generate_neutral(generator, data.x_test),
                 config.extra.get("verification_pairs", 2000), config.seed,
                 config.extra.get("identity_far", idferm_identity.DEFAULT_FAR))
-            (fold_dir / "hng.json").write_text(json.dumps(report, indent=1))
+            io_atomic.write_json(fold_dir / "hng.json", report)
             print(f"[idferm] fold {data.fold}: identity preserved in "
                   f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "
                   f"faces generated from held-out subjects", flush=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.data.augment import FaceBatches
 from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_grid
@@ -125,7 +126,7 @@ class IFGANMethod:
         faces = to_model_input(data.x_train)
         average = ifgan.average_identity_targets(faces, data.y_train, data.num_classes,
                                                  fill_missing=True)
-        np.save(fold_dir / "average_faces.npy", average)
+        io_atomic.save_npy(fold_dir / "average_faces.npy", average)
         gan = ifgan.build_ifgan(mcfg)
         pretrained = self._pretrained_classifier(config, mcfg)
         if pretrained is not None:
@@ -138,7 +139,7 @@ class IFGANMethod:
         self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
         report = identity_freeness(gan.generator, to_model_input(data.x_test), data.y_test,
                                    data.subj_test, seed=config.seed)
-        (fold_dir / IDENTITY_REPORT).write_text(json.dumps(report, indent=1))
+        io_atomic.write_json(fold_dir / IDENTITY_REPORT, report)
         print(f"[ifgan] fold {data.fold}: face-network distance between same-expression "
               f"faces of different subjects, generated / input: {report['distance_ratio']}",
               flush=True)

@@ -219,7 +219,7 @@ class TFEMethod:
                 extra.get("verification_pairs", DEFAULT_VERIFICATION_PAIRS), seed)
             report.update(source=source, pretrain_identities=int(y.max()) + 1,
                           network=face_embedding.DEEPID)
-            (fold_dir / "verification.json").write_text(json.dumps(report, indent=1))
+            io_atomic.write_json(fold_dir / "verification.json", report)
             print(f"[tfe] fold {data.fold}: DeepID verification rate "
                   f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
                   f"{source} subjects (threshold {report['threshold']:.3f})", flush=True)
@@ -242,7 +242,7 @@ class TFEMethod:
             config.batch_size, extra.get("distill_lr", DEFAULT_DEEPID_PRETRAIN_LR),
             config.seed + 7)
         report["sources"] = counts
-        (fold_dir / "distill.json").write_text(json.dumps(report, indent=1))
+        io_atomic.write_json(fold_dir / "distill.json", report)
         print(f"[tfe] fold {data.fold}: DeepID distilled from the face network on "
               f"{report['faces']} faces: mean cosine {report['final_cosine']:.3f}", flush=True)
 
@@ -259,7 +259,7 @@ class TFEMethod:
                                    extra.get("verification_pairs", DEFAULT_VERIFICATION_PAIRS),
                                    seed)
         report.update(source=source, network=face_embedding.FACE_RESNET)
-        (fold_dir / "verification.json").write_text(json.dumps(report, indent=1))
+        io_atomic.write_json(fold_dir / "verification.json", report)
         print(f"[tfe] fold {data.fold}: face network verification rate "
               f"{report['verification_rate']:.2f}% on {len(np.unique(s_held))} held-out "
               f"{source} subjects", flush=True)
