@@ -171,7 +171,7 @@ def test_sigkill_mid_run_then_rerun_finishes_without_corruption(tmp_path):
             assert proc.poll() is None and time.time() < deadline, "child did not start"
             time.sleep(0.1)
         # The lock is held while the child runs.
-        with pytest.raises(PipelineLockedError):
+        with pytest.raises(PipelineLockedError, match=f"in use by pid {proc.pid} on "):
             run_components([], root)
         os.kill(proc.pid, signal.SIGKILL)
     finally:

@@ -94,13 +94,20 @@ def _check_dag(components: Sequence[Component]) -> None:
 
 def _lock(root: Path):
     root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / ".lock", "w")
+    handle = open(root / ".lock", "a+")
     try:
         # flock dies with its process, so a killed runner never leaves the root locked.
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
         handle.close()
-        raise PipelineLockedError(f"Another pipeline run holds {root / '.lock'}.") from err
+        raise PipelineLockedError(f"--pipeline_root={root} is in use by {holder}; wait for that "
+                                  "run to finish or choose another --pipeline_root.") from err
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
     return handle
 
 
