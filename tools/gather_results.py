@@ -116,6 +116,15 @@ SETTINGS = {
                               "re-trained at Adam 1e-4; HNG keeps identity in 38.3%",
     "idferm_ckplus8_ferplus": "as idferm_ckplus8, with the RML network from FER+ (pretrained/) "
                               "re-trained at Adam 1e-4; HNG keeps identity in 31.7%",
+    "tfe_ckplus7_r18_face": "new backbones (issues 17, 20): emotion = the shipped FER+ ResNet-18, "
+                            "identity = dlib's face ResNet fine-tuned at lr 0.001; both variants "
+                            "start from the same FER+ weights, 40 epochs at lr 0.01; 10 fixed "
+                            "folds x seeds 0-2 (tools/jobs/tfe_r18_face_ckplus7_ckplus8_seeds.txt)",
+    "tfe_ckplus8_r18_face": "as tfe_ckplus7_r18_face on CK+ 8 classes; seed 2 lacks folds 8-9 "
+                            "(device call deadline)",
+    "idennet_ckplus7_face": "Original only, seeds 0-2 over 10 fixed folds, from the FER+ emotion "
+                            "stream: F with the face-distilled identity stream did not finish in "
+                            "its device call (distillation 37 s/epoch with 30 jobs on 2 GPUs)",
     "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
                             "from the same file, same folds and epochs",
 }
@@ -160,7 +169,8 @@ def collect(root: Path = RESULTS) -> List[Dict]:
             "protocol": doc["protocol"],
             "mean_accuracy": round(mean, 2),
             "std_accuracy": round(float(np.std(accuracies)), 2),
-            "folds": len(doc["folds"]),
+            "folds": min(len(d["folds"]) for _, _, d in entries),
+            "fold_runs": len(accuracies),
             "folds_expected": doc.get("folds_expected", len(doc["folds"])),
             "seeds": sorted(s for s, _, _ in entries),
             "paper": paper,
@@ -223,6 +233,8 @@ def markdown(rows: List[Dict]) -> str:
         folds = f"{r['folds']}/{r['folds_expected']}"
         if len(r.get("seeds", [0])) > 1:
             folds += f" x {len(r['seeds'])}"
+            if r["fold_runs"] != r["folds"] * len(r["seeds"]):
+                folds += f" ({r['fold_runs']} runs)"
         pair = r.get("paired_difference")
         vs = ("-" if not pair else f"{pair['mean']:+.2f} ± {pair['std']:.2f} "
               f"({pair['wins']}/{pair['losses']} of {pair['n']}, p {r['p_value']:.3f})")
