@@ -118,3 +118,15 @@ def test_composed_group_photos_every_face_at_min_face_40():
         hits = [_hits(det.detect(rgb), boxes) for _, rgb, boxes in group_photos()]
     # Measured: 75/75 composed faces (ORL heads from 0.5x, CK+ crops from 1x), no false one.
     assert sum(f for f, _ in hits) == 75 and sum(fp for _, fp in hits) == 0
+
+
+def test_whole_image_boxes_win_over_better_scored_tile_boxes():
+    """A face the whole-image pass found keeps that box even when a tile scores it higher
+    (its framing stays stable across video frames); tiles only add faces it missed."""
+    kp = np.zeros((6, 2), np.float32)
+    whole = Detection((100, 100, 120, 120), 0.80, kp)
+    tile_same_face = Detection((108, 96, 110, 126), 0.95, kp)
+    tile_new_face = Detection((400, 50, 40, 40), 0.90, kp)
+    merged = merge_detections([tile_same_face, tile_new_face], kept=[whole])
+    assert merged == [tile_new_face, whole]  # best score first
+    assert merge_detections([tile_same_face, whole]) == [tile_same_face]  # plain: by score

@@ -55,10 +55,16 @@ def full_range_model_path() -> Path:
     return Path(str(resources.files("keras_fer") / "assets" / FULL_RANGE_MODEL))
 
 
-def merge_detections(detections: Sequence[Detection], overlap: float = _OVERLAP) -> List[Detection]:
+def merge_detections(detections: Sequence[Detection], overlap: float = _OVERLAP,
+                     kept: Sequence[Detection] = ()) -> List[Detection]:
     """Greedy suppression by score: drops a box when ``overlap`` of the smaller box of a pair
-    lies inside a better-scored kept box (tiles cut faces, so IoU alone keeps halves)."""
-    kept: List[Detection] = []
+    lies inside a better-scored kept box (tiles cut faces, so IoU alone keeps halves).
+
+    ``kept``: boxes that win over every one of ``detections`` (the whole-image passes' over
+    the tiles': a face the whole image shows keeps that box, framed the same from one video
+    frame to the next, and tiles only add faces it missed). Returns best score first.
+    """
+    kept = list(kept)
     for det in sorted(detections, key=lambda d: -d.score):
         x, y, w, h = det.box
         duplicate = False
@@ -71,7 +77,7 @@ def merge_detections(detections: Sequence[Detection], overlap: float = _OVERLAP)
                 break
         if not duplicate:
             kept.append(det)
-    return kept
+    return sorted(kept, key=lambda d: -d.score)
 
 
 def tile_origins(length: int, side: int) -> List[int]:
@@ -164,7 +170,8 @@ class GroupFaceDetector:
         side = max(h, w)
         if side <= TILE_RATIO * self.min_face:
             return merge_detections(found)  # small photo: the short range covers min_face
-        found += self.full.detect(image)
+        whole = merge_detections(found + self.full.detect(image))
+        found = []
         for tile_side in tile_sides(side, self.min_face):
             for y in tile_origins(h, tile_side):
                 for x in tile_origins(w, tile_side):
@@ -175,7 +182,7 @@ class GroupFaceDetector:
                         if d.score >= self.tile_confidence
                         and min(d.box[2:]) >= _TILE_MIN_SIZE * self.min_face
                     ]
-        return merge_detections(found)
+        return merge_detections(found, kept=whole)
 
     def close(self) -> None:
         """Releases both MediaPipe graphs."""
