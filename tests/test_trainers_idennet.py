@@ -219,3 +219,28 @@ def test_distribution_is_refused_for_methods_without_it(tmp_path):
     config = TrainConfig(method="gan", distribution="mirrored", model_dir=str(tmp_path))
     with pytest.raises(ValueError, match="--distribution=mirrored is supported by IDEnNet"):
         runner.train_and_evaluate(OneDevice(), config)
+
+
+@pytest.mark.slow
+def test_f_from_a_stream_distilled_once_skips_the_per_fold_distillation(tmp_path):
+    """``identity_init`` (a stream distilled once by tools/distill_identity.py) with
+    ``distill_epochs=0``: the identity stream starts from the file and no fold distils."""
+    from keras_fer.models import idennet
+
+    mcfg = idennet.IDEnNetConfig(variant="f", depth=16, num_classes=7, num_identities=2,
+                                 layers_per_block=1)
+    stream = idennet.build_identity_pretrain_model(mcfg, 2)
+    init = tmp_path / "identity_densenet_distilled.keras"
+    stream.save(init)
+    extra = json.dumps({"layers_per_block": 1, "identity": "face_resnet", "distill_epochs": 0,
+                        "identity_init": str(init)})
+    model_dir = tmp_path / "run"
+    proc = _train(*[f for f in TINY if not f.startswith("--extra")], f"--extra={extra}",
+                  "--dataset=synthetic", f"--data_dir={tmp_path}", "--variant=f",
+                  f"--model_dir={model_dir}")
+    assert f"identity stream initialised from {init}" in proc.stdout
+    fold = model_dir / "fold_0"
+    assert (fold / "pretrain_identity" / "final.weights.h5").exists()
+    assert not (fold / "distill_identity").exists() and not (fold / "distill.json").exists()
+    assert not (model_dir / "teacher").exists()
+    _check_results(model_dir, "f", "synthetic", 7)

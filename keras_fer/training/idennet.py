@@ -17,6 +17,9 @@ projection trained to the face network's embedding, cosine loss, on FER+ Train w
 ``extra distill_ferplus_dir`` names a FER+ folder, the fold's training faces and ORL;
 ``distill_epochs``, default ``pretrain_epochs``, and ``distill_lr``, default
 ``pretrain_lr``), then identity-pretrained as before from the distilled weights.
+``distill_epochs=0`` with ``identity_init`` set to a stream distilled once outside the folds
+(``tools/distill_identity.py``: on FER+ Train alone, so no CK+ face is seen) skips the
+per-fold stage.
 ``identity="densenet"`` skips the distillation (the identity stream learns from the fold's
 subjects and ORL only). The teacher's embeddings are cached in ``<model_dir>/teacher/``.
 """
@@ -105,7 +108,10 @@ class IDEnNetMethod:
                              f"{len(np.unique(y))} (use --use_orl or a dataset with subjects).")
         model = idennet.build_identity_pretrain_model(mcfg, data.num_identities)
         init_from(model, config.extra.get("identity_init"), "identity stream")
-        if self.identity(config) == face_embedding.FACE_RESNET:
+        # ``distill_epochs=0`` with ``identity_init``: a stream distilled once, outside the
+        # folds (tools/distill_identity.py), instead of once per fold.
+        if (self.identity(config) == face_embedding.FACE_RESNET
+                and config.extra.get("distill_epochs", config.pretrain_epochs) > 0):
             self.distill_identity(config, data, model, fold_dir)
         model.compile(optimizer=config_sgd(config, config.pretrain_lr, config.pretrain_epochs,
                                            len(y)),
