@@ -290,3 +290,17 @@ def test_export_cli_mistakes_are_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and message in proc.stderr
         assert proc.stderr.count("\n") == 1 and not (tmp_path / "served").exists()
+
+
+def test_trainer_refuses_a_folder_of_another_config_before_touching_it(tmp_path, capsys):
+    """The issue's first case: rerunning a finished run's folder with other flags."""
+    previous = TrainConfig(method="ifgan", variant="ifgan", model_dir=str(tmp_path), epochs=30,
+                           lr=1e-4, pretrain_lr=1e-4, extra={"generator_filters": 32})
+    previous.write(tmp_path)
+    before = (tmp_path / "config.json").read_text()
+    status, err = _main(ifgan_trainer, capsys, f"--model_dir={tmp_path}", "--variant=baseline",
+                        "--epochs=2", '--extra={"generator_filters": 8}')
+    assert status == 2 and err.count("\n") == 1
+    assert ("epochs 30 -> 2; extra {\"generator_filters\": 32} -> {\"generator_filters\": 8}; "
+            "variant \"ifgan\" -> \"baseline\". Rerun with --overwrite") in err
+    assert (tmp_path / "config.json").read_text() == before
