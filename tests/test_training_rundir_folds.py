@@ -16,9 +16,12 @@ def test_single_fold_runs_share_the_folder_but_not_a_fold(tmp_path):
         with pytest.raises(rundir.RunDirError, match=f"in use by pid {os.getpid()}"):
             with rundir.locked(tmp_path, fold=0):
                 pass
-        with pytest.raises(rundir.RunDirError, match="in use by"):
+        (tmp_path / ".lock_fold_7").write_text('{"pid": 1, "host": "old"}')  # a stale one
+        with pytest.raises(rundir.RunDirError,
+                           match=f"in use by single-fold runs: fold 0: pid {os.getpid()}") as err:
             with rundir.locked(tmp_path):  # every fold
                 pass
+        assert "fold 7" not in str(err.value)
     with rundir.locked(tmp_path):  # all released
         with pytest.raises(rundir.RunDirError, match=f"in use by pid {os.getpid()}"):
             with rundir.locked(tmp_path, fold=3):

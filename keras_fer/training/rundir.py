@@ -50,6 +50,26 @@ def _fold_lock(fold: int) -> str:
     return f"{LOCK_FILE}_fold_{fold}"
 
 
+def _live_fold_holders(model_dir: Path) -> List[str]:
+    """``["fold 3: pid 12 on host (since ...)", ...]`` for the fold locks held right now.
+
+    Single-fold runs share ``.lock`` without naming themselves there; each names itself in
+    its ``.lock_fold_<k>``, which a finished run leaves behind unlocked: a lock that can be
+    taken here is stale and not listed.
+    """
+    live = []
+    for path in sorted(model_dir.glob(f"{LOCK_FILE}_fold_*")):
+        try:
+            with open(path, "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    live.append(f"fold {path.name.rsplit('_', 1)[-1]}: {_holder(path)}")
+        except OSError:
+            continue
+    return live
+
+
 @contextlib.contextmanager
 def _flock(path: Path, exclusive: bool, model_dir: Path) -> Iterator[None]:
     try:
@@ -61,8 +81,10 @@ def _flock(path: Path, exclusive: bool, model_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
+            holders = _live_fold_holders(model_dir) if path.name == LOCK_FILE else []
+            holder = ("single-fold runs: " + ", ".join(holders)) if holders else _holder(path)
             raise RunDirError(
-                f"--model_dir={model_dir} is in use by {_holder(path)}; wait "
+                f"--model_dir={model_dir} is in use by {holder}; wait "
                 "for that run to finish or choose another --model_dir.") from None
         if exclusive:
             handle.seek(0)
