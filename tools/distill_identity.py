@@ -1,0 +1,107 @@
+"""Distils dlib's face network into the small identity streams once, outside any CK+ fold.
+
+The trainers can distil per fold (``--extra identity=face_resnet``), but on the GPU machine
+that costs 37 s an epoch per fold process (30 processes sharing 2 GPUs): IDEnNet F did not
+finish in a device call. This distils each stream once, on FER+ Train alone (28,385 faces,
+no identities needed): never on CK+ (a stream started from it in a CK+ protocol has then seen
+no test subject's face, not even unlabelled) nor ORL (``benchmarks/identity.py`` verifies on
+both), and writes:
+
+- ``<out>/identity_densenet_distilled.keras``: IDEnNet's identity-pretraining model (the
+  DenseNet stream of ``--depth``, its 2-unit head a placeholder), whose stream layers start
+  IDEnNet's identity stream by name (``--extra identity_init=...``; the head is skipped by
+  shape);
+- ``<out>/identity_deepid_distilled.keras``: DeepID likewise (TFE-JL ``identity=deepid``);
+- ``<out>/identity_<stream>_distilled_embedding.keras``: ``image -> 128-d`` (the stream and
+  its projection), what ``benchmarks/identity.py --densenet_distilled/--deepid_distilled``
+  verifies;
+- ``<out>/identity_distilled.json``: faces, epochs, the final mean cosine to the teacher.
+
+The teacher's embeddings are cached under ``--cache_dir`` (``distill.teacher_embeddings``);
+each stream's training resumes from its stage folder there.
+
+    python tools/distill_identity.py --out=pretrained --epochs=6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def distillation_set(data_root: Path, cache_dir: Path):
+    """FER+ Train's faces with the face network's embeddings as targets."""
+    from keras_fer.training import distill
+
+    faces = distill.read_ferplus_train(data_root / "ferplus" / "data")
+    targets = distill.teacher_embeddings(faces, cache_dir, "ferplus_train")
+    return faces, targets, {"ferplus_train": int(len(faces))}
+
+
+def streams(depth: int):
+    """``{name: (model, feature layer, prefix)}`` of the streams to distil."""
+    from keras_fer.models import idennet
+    from keras_fer.models.deepid import build_deepid
+
+    mcfg = idennet.IDEnNetConfig(variant="f", depth=depth, num_classes=7, num_identities=2)
+    return {
+        "densenet": (idennet.build_identity_pretrain_model(mcfg, 2), "id_head_gap", "id"),
+        "deepid": (build_deepid(2, name="deepid"), "deepid_feature", "deepid"),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default="", help="data root (default $FER_DATA_DIR)")
+    parser.add_argument("--out", default=str(REPO / "pretrained"))
+    parser.add_argument("--cache_dir", default=str(REPO / "runs" / "distill_identity"))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--depth", type=int, default=40, help="IDEnNet's DenseNet depth")
+    parser.add_argument("--streams", default="densenet,deepid")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from keras_fer import io_atomic
+    from keras_fer.data.paths import data_dir
+    from keras_fer.training import distill
+
+    root = Path(args.data_dir) if args.data_dir else data_dir()
+    cache, out = Path(args.cache_dir), Path(args.out)
+    start = time.time()
+    faces, targets, counts = distillation_set(root, cache / "teacher")
+    print(f"teacher embeddings of {len(faces)} faces {counts} in {time.time() - start:.0f} s",
+          flush=True)
+    report_path = out / "identity_distilled.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    built = streams(args.depth)
+    for name in args.streams.split(","):
+        model, layer, prefix = built[name]
+        keras.utils.set_random_seed(0)
+        student = distill.student_model(model, layer, prefix)
+        t0 = time.time()
+        result = distill.distill_stream(student, faces, targets, cache / name, args.epochs,
+                                        args.batch_size, args.lr, seed=7)
+        result.update(sources=counts, lr=args.lr, seconds=round(time.time() - t0),
+                      depth=args.depth if name == "densenet" else None)
+        for suffix, saved in (("", model), ("_embedding", student)):
+            with io_atomic.atomic_path(out / f"identity_{name}_distilled{suffix}.keras") as tmp:
+                saved.save(tmp)
+        report[name] = result
+        io_atomic.write_json(report_path, report)
+        print(f"{name}: mean cosine {result['final_cosine']:.3f} to the face network after "
+              f"{args.epochs} epochs ({result['seconds']} s) -> {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
