@@ -304,3 +304,22 @@ def test_trainer_refuses_a_folder_of_another_config_before_touching_it(tmp_path,
     assert ("epochs 30 -> 2; extra {\"generator_filters\": 32} -> {\"generator_filters\": 8}; "
             "variant \"ifgan\" -> \"baseline\". Rerun with --overwrite") in err
     assert (tmp_path / "config.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_a_trainer_mistake_is_the_only_line_on_stderr(tmp_path):
+    """As a shell sees it, with TensorFlow's native start-up lines (oneDNN, CUDA probing,
+    CPU features) not silenced by the environment: stderr is the one ``error:`` line; with
+    ``--verbose`` TensorFlow's own lines are back."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = [sys.executable, "-m", "trainers.idennet", "--dataset=ckplus48",
+            f"--model_dir={tmp_path / 'run'}", "--fold=-2"]
+    quiet = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.startswith("error: --fold=-2: give a fold index")
+    assert quiet.stderr.count("\n") == 1, quiet.stderr
+    loud = subprocess.run(args + ["--verbose"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
+    assert loud.stderr.count("\n") > quiet.stderr.count("\n") + 3
+    assert not (tmp_path / "run").exists()

@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags
 
+from trainers import native_stderr_back
+
 from keras_fer.data import registry
 
 _DATASET = flags.DEFINE_enum(
@@ -135,6 +137,7 @@ def trainer_main(config_from_flags, make_method, after_fold_for=None):
         del argv
         config = config_from_flags()
         method = make_method()
+        native_stderr_back()  # the flags are checked: TensorFlow's own lines may show again
         if AGGREGATE_ONLY.value:
             aggregate(method, config)
         else:
