@@ -41,11 +41,10 @@ from keras_fer.data.paths import data_dir  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results" / "identity.json"
 STREAMS = ("densenet_distilled", "deepid_distilled", "densenet_fold", "deepid_fold")
 NOT_GIVEN = {
-    "densenet_distilled": "not measured: the distillation runs on the GPU over FER+ Train "
-                          "(trainers.idennet, identity=face_resnet); pass --densenet_distilled",
-    "deepid_distilled": "not measured: the distillation runs on the GPU over FER+ Train "
-                        "(trainers.tfe, identity=deepid, distill_epochs>0); pass "
-                        "--deepid_distilled",
+    "densenet_distilled": "not measured: make it with tools/distill_identity.py and pass "
+                          "--densenet_distilled=pretrained/identity_densenet_distilled_embedding.keras",
+    "deepid_distilled": "not measured: make it with tools/distill_identity.py and pass "
+                        "--deepid_distilled=pretrained/identity_deepid_distilled_embedding.keras",
     "densenet_fold": "not measured: training the DenseNet identity stream on a CK+ fold does "
                      "not fit the shared 2-core CPU of this session; pass --densenet_fold",
     "deepid_fold": "not measured: training DeepID on a CK+ fold does not fit the shared "
@@ -161,6 +160,11 @@ def run(args: argparse.Namespace) -> Dict:
         fm = feature_model(path)
         networks[name] = {**measure(lambda x: np.asarray(fm.predict(x, verbose=0)), sets),
                           "model": str(path)}
+        # tools/distill_identity.py writes how each stream was distilled beside it.
+        report = Path(path).parent / "identity_distilled.json"
+        stream = name.split("_")[0]
+        if name.endswith("_distilled") and report.exists():
+            networks[name]["distillation"] = json.loads(report.read_text()).get(stream)
     hng = None
     hng_reason = ("not measured: needs an IDFERM run with identity=face_resnet on CK+ "
                   "(GPU, part 4); pass --hng_json fold_*/hng.json")

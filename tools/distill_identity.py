@@ -68,6 +68,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--depth", type=int, default=40, help="IDEnNet's DenseNet depth")
     parser.add_argument("--streams", default="densenet,deepid")
+    parser.add_argument("--center", action="store_true",
+                        help="distil the mean-centred embedding (see distill.centre_targets)")
     args = parser.parse_args(argv)
 
     import keras
@@ -82,6 +84,8 @@ def main(argv=None) -> None:
     faces, targets, counts = distillation_set(root, cache / "teacher")
     print(f"teacher embeddings of {len(faces)} faces {counts} in {time.time() - start:.0f} s",
           flush=True)
+    if args.center:
+        targets = distill.centre_targets(targets)
     report_path = out / "identity_distilled.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     built = streams(args.depth)
@@ -90,9 +94,11 @@ def main(argv=None) -> None:
         keras.utils.set_random_seed(0)
         student = distill.student_model(model, layer, prefix)
         t0 = time.time()
-        result = distill.distill_stream(student, faces, targets, cache / name, args.epochs,
+        stage = cache / (f"{name}_centred" if args.center else name)
+        result = distill.distill_stream(student, faces, targets, stage, args.epochs,
                                         args.batch_size, args.lr, seed=7)
         result.update(sources=counts, lr=args.lr, seconds=round(time.time() - t0),
+                      centred=args.center,
                       depth=args.depth if name == "densenet" else None)
         for suffix, saved in (("", model), ("_embedding", student)):
             with io_atomic.atomic_path(out / f"identity_{name}_distilled{suffix}.keras") as tmp:

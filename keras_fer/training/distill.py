@@ -102,6 +102,18 @@ def distillation_faces(extra: dict, fold_faces: np.ndarray, identity_faces, cach
     return np.concatenate(faces), np.concatenate(targets), counts
 
 
+def centre_targets(targets: np.ndarray) -> np.ndarray:
+    """The teacher's embeddings less their mean over the distillation faces.
+
+    dlib's embeddings of different people lie in a narrow cone (cosine ~0.9 between
+    strangers; the equal-error threshold on ORL is 0.93), so a student at cosine 0.94 to its
+    teacher still confuses people: measured, a DenseNet stream distilled that way verifies
+    ORL at 79.6%. Centred, the cosine loss weighs the part that tells people apart.
+    """
+    targets = np.asarray(targets, np.float32)
+    return targets - targets.mean(axis=0, keepdims=True)
+
+
 def student_model(stream: keras.Model, feature_layer: str, prefix: str) -> keras.Model:
     """``stream``'s input -> its layer ``feature_layer`` -> linear 128-d projection."""
     feature = stream.get_layer(feature_layer).output
