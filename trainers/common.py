@@ -15,9 +15,8 @@ import sys
 
 from absl import app, flags
 
-from trainers import native_stderr_back
-
 from keras_fer.data import registry
+from keras_fer.inference.quiet import native_stderr_back
 
 _DATASET = flags.DEFINE_enum(
     "dataset", "synthetic", list(registry.DATASETS),

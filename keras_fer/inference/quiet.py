@@ -23,6 +23,9 @@ def quiet_python_loggers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+_REAL_STDERR: int | None = None  # a copy of the real descriptor 2 while it is silenced
+
+
 def silence_native_stderr() -> None:
     """Sends native writes to descriptor 2 to ``/dev/null``; ``sys.stderr`` keeps working.
 
@@ -30,13 +33,31 @@ def silence_native_stderr() -> None:
     Does nothing when descriptor 2 cannot be duplicated (no stderr at all).
     """
     quiet_python_loggers()
+    native_stderr_off()
+
+
+def native_stderr_off() -> None:
+    """Points descriptor 2 at ``/dev/null`` and ``sys.stderr`` at a private copy of the real
+    one; Python's loggers are left as they are (the trainers keep their INFO lines).
+    :func:`native_stderr_back` undoes the first half."""
+    global _REAL_STDERR
     try:
         sys.stderr.flush()
         private = os.dup(2)
     except (OSError, ValueError, AttributeError):
         return
+    _REAL_STDERR = os.dup(private)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     sys.stderr = os.fdopen(private, "w", buffering=1, encoding=encoding, errors="backslashreplace")
+
+
+def native_stderr_back() -> None:
+    """Points descriptor 2 back at the real stderr (a no-op unless it was silenced)."""
+    global _REAL_STDERR
+    if _REAL_STDERR is not None:
+        os.dup2(_REAL_STDERR, 2)
+        os.close(_REAL_STDERR)
+        _REAL_STDERR = None
