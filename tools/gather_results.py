@@ -134,11 +134,6 @@ SETTINGS = {
 BASELINE = {"tfe": "baseline", "idferm": "baseline", "ifgan": "baseline", "idennet": "original"}
 
 
-def _seed_of(variant_dir: Path) -> int:
-    config = variant_dir / "config.json"
-    return json.loads(config.read_text()).get("seed", 0) if config.exists() else 0
-
-
 def collect(root: Path = RESULTS) -> List[Dict]:
     """One row per ``(run, variant)`` under ``root``.
 
@@ -151,10 +146,10 @@ def collect(root: Path = RESULTS) -> List[Dict]:
     groups: Dict[tuple, List] = {}
     for path in sorted(root.glob("*/*/results.json")):
         doc = json.loads(path.read_text())
-        config = path.parent / "config.json"
-        depth = json.loads(config.read_text()).get("depth") if config.exists() else None
+        config_path = path.parent / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
         key = (path.parent.parent.name, doc["variant"])
-        groups.setdefault(key, []).append((_seed_of(path.parent), depth, doc))
+        groups.setdefault(key, []).append((config.get("seed", 0), config.get("depth"), doc))
     rows = []
     for (run, variant), entries in groups.items():
         seed, depth, doc = entries[0]
