@@ -46,16 +46,17 @@ def distillation_set(data_root: Path, cache_dir: Path):
     return faces, targets, {"ferplus_train": int(len(faces))}
 
 
-def streams(depth: int):
-    """``{name: (model, feature layer, prefix)}`` of the streams to distil."""
+def build_stream(name: str, depth: int):
+    """``(model, feature layer, prefix)`` of the stream ``name`` (``densenet`` or ``deepid``)."""
     from keras_fer.models import idennet
     from keras_fer.models.deepid import build_deepid
 
-    mcfg = idennet.IDEnNetConfig(variant="f", depth=depth, num_classes=7, num_identities=2)
-    return {
-        "densenet": (idennet.build_identity_pretrain_model(mcfg, 2), "id_head_gap", "id"),
-        "deepid": (build_deepid(2, name="deepid"), "deepid_feature", "deepid"),
-    }
+    if name == "densenet":
+        mcfg = idennet.IDEnNetConfig(variant="f", depth=depth, num_classes=7, num_identities=2)
+        return idennet.build_identity_pretrain_model(mcfg, 2), "id_head_gap", "id"
+    if name == "deepid":
+        return build_deepid(2, name="deepid"), "deepid_feature", "deepid"
+    raise SystemExit(f"error: --streams takes densenet and/or deepid; received {name!r}")
 
 
 def main(argv=None) -> None:
@@ -88,9 +89,8 @@ def main(argv=None) -> None:
         targets = distill.centre_targets(targets)
     report_path = out / "identity_distilled.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    built = streams(args.depth)
     for name in args.streams.split(","):
-        model, layer, prefix = built[name]
+        model, layer, prefix = build_stream(name, args.depth)
         keras.utils.set_random_seed(0)
         student = distill.student_model(model, layer, prefix)
         t0 = time.time()
