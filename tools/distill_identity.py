@@ -56,7 +56,7 @@ def build_stream(name: str, depth: int):
         return idennet.build_identity_pretrain_model(mcfg, 2), "id_head_gap", "id"
     if name == "deepid":
         return build_deepid(2, name="deepid"), "deepid_feature", "deepid"
-    raise SystemExit(f"error: --streams takes densenet and/or deepid; received {name!r}")
+    raise ValueError(f"No identity stream {name!r}: densenet or deepid.")
 
 
 def main(argv=None) -> None:
@@ -72,6 +72,9 @@ def main(argv=None) -> None:
     parser.add_argument("--center", action="store_true",
                         help="distil the mean-centred embedding (see distill.centre_targets)")
     args = parser.parse_args(argv)
+    unknown = set(args.streams.split(",")) - {"densenet", "deepid"}
+    if unknown:
+        parser.error(f"--streams takes densenet and/or deepid; received {sorted(unknown)}")
 
     import keras
 
