@@ -122,9 +122,7 @@ SETTINGS = {
                             "folds x seeds 0-2 (tools/jobs/tfe_r18_face_ckplus7_ckplus8_seeds.txt)",
     "tfe_ckplus8_r18_face": "as tfe_ckplus7_r18_face on CK+ 8 classes; seed 2 lacks folds 8-9 "
                             "(device call deadline)",
-    "idennet_ckplus7_face": "Original only, seeds 0-2 over 10 fixed folds, from the FER+ emotion "
-                            "stream: F with the face-distilled identity stream did not finish in "
-                            "its device call (distillation 37 s/epoch with 30 jobs on 2 GPUs)",
+    "idennet_ckplus7_face_distilled": "face network (issue 17): F's identity stream starts from pretrained/identity_densenet_distilled.keras (distilled once from dlib on FER+ Train; no per-fold distillation), then identity-pretrained on the fold's subjects + ORL; emotion stream from FER+; 10 fixed folds x seeds 0-2 (tools/jobs/idennet_face_distilled_ckplus7_seeds.txt); IF was killed at the call's deadline in its last fine-tuning epochs",
     "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
                             "from the same file, same folds and epochs",
 }
