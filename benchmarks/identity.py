@@ -1,7 +1,7 @@
 """Face verification of the project's identity networks -> ``benchmarks/results/identity.json``.
 
     python benchmarks/identity.py [--densenet_distilled PATH] [--deepid_distilled PATH]
-        [--densenet_fold PATH] [--deepid_fold PATH] [--hng_json PATH ...]
+        [--densenet_fold PATH] [--deepid_fold PATH] [--hng_json PATH ...] [--hng_only]
 
 Two protocols, on subjects the network being scored never trained on:
 
@@ -19,7 +19,11 @@ FER+ Valid faces, run by ai-edge-litert), and the small streams from model paths
 (``image -> feature`` ``.keras`` files: an IDEnNet identity-pretraining model or DeepID;
 the layer before the softmax is taken). A network without a path is written as ``null``
 with the reason. ``hng_identity_rate``: the mean ``identity_preserved_percent`` of the given
-IDFERM ``hng.json`` files (measured with the face network), or ``null``.
+IDFERM ``hng.json`` files (measured with the face network), or ``null``; beside it
+``hng_real_neutral_rate``, the same test at each fold's own threshold applied to the *real*
+neutral frames of the fold's test subjects (``ckplus_neutral``) against their expressive
+faces: what a perfect generator, one that returns the person's true neutral face, would
+score. ``--hng_only`` updates just these fields of an existing ``identity.json``.
 """
 
 from __future__ import annotations
@@ -165,13 +169,6 @@ def run(args: argparse.Namespace) -> Dict:
         stream = name.split("_")[0]
         if name.endswith("_distilled") and report.exists():
             networks[name]["distillation"] = json.loads(report.read_text()).get(stream)
-    hng = None
-    hng_reason = ("not measured: needs an IDFERM run with identity=face_resnet on CK+ "
-                  "(GPU, part 4); pass --hng_json fold_*/hng.json")
-    if args.hng_json:
-        rates = [json.loads(Path(p).read_text())["identity_preserved_percent"]
-                 for p in args.hng_json]
-        hng, hng_reason = float(np.mean(rates)), f"mean of {len(rates)} hng.json"
     return {
         "accuracy_unit": "percent",
         "protocol": {
@@ -187,8 +184,68 @@ def run(args: argparse.Namespace) -> Dict:
                     "ai-edge-litert",
         },
         "networks": networks,
-        "hng_identity_rate": hng,
-        "hng_identity_rate_note": hng_reason,
+        **hng_fields(args.hng_json, root),
+    }
+
+
+def real_neutral_rate(report: Dict, exp, embed) -> Dict:
+    """The fold's test at its own threshold, real neutral frames in place of generated ones.
+
+    Every (expressive face, real neutral frame of the same subject) pair of the fold's test
+    subjects counts once; a pair passes when its cosine distance is within the fold's
+    ``threshold_cosine_distance``."""
+    subjects = np.asarray(exp.subjects).astype(str)
+    test = np.isin(subjects, report["test_subjects"])
+    neutral_subjects = np.asarray(exp.neutral_subjects).astype(str)
+    keep = np.isin(neutral_subjects, report["test_subjects"])
+    faces, neutral = embed(exp.faces[test]), embed(exp.neutral_faces[keep])
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    neutral /= np.linalg.norm(neutral, axis=1, keepdims=True)
+    same = subjects[test][:, None] == neutral_subjects[keep][None, :]
+    distances = (1.0 - faces @ neutral.T)[same]
+    return {"faces": int(test.sum()), "neutral_frames": int(keep.sum()),
+            "pairs": int(same.sum()),
+            "preserved_percent": 100.0 * float(np.mean(distances <= report[
+                "threshold_cosine_distance"])),
+            "mean_cosine_distance": float(np.mean(distances))}
+
+
+def hng_fields(paths: Sequence[str], root: Path) -> Dict:
+    """``hng_identity_rate`` (+ note) and ``hng_real_neutral_rate`` from IDFERM ``hng.json``s."""
+    if not paths:
+        return {"hng_identity_rate": None,
+                "hng_identity_rate_note": "not measured: needs an IDFERM run with "
+                "identity=face_resnet on CK+ (GPU, part 4); pass --hng_json fold_*/hng.json",
+                "hng_real_neutral_rate": None}
+    from keras_fer.data.experiments import load_experiment
+    from keras_fer.models.face_embedding import face_embedding_model
+
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
+    model = face_embedding_model(input_shape=(None, None, 1))  # as IDFERM's hng.json
+
+    def embed(x):
+        return np.asarray(model.predict(preprocess.to_model_input(x), batch_size=64,
+                                        verbose=0), np.float64)
+
+    folds = []
+    for r in reports:
+        real = real_neutral_rate(r, exp, embed)
+        folds.append({"fold": r["fold"], "generated_preserved_percent":
+                      r["identity_preserved_percent"],
+                      "generated_mean_cosine_distance": r["mean_cosine_distance"],
+                      "threshold_cosine_distance": r["threshold_cosine_distance"],
+                      "test_far_percent": r["test_far_percent"],
+                      "real_neutral": real})
+        print("hng fold", folds[-1], flush=True)
+    return {
+        "hng_identity_rate": float(np.mean([f["generated_preserved_percent"] for f in folds])),
+        "hng_identity_rate_note": f"mean of {len(folds)} hng.json (IDFERM, CK+ ck7, "
+                                  "threshold at 1% false accepts of each fold's training + ORL "
+                                  "pairs)",
+        "hng_real_neutral_rate": float(np.mean([f["real_neutral"]["preserved_percent"]
+                                                for f in folds])),
+        "hng_folds": folds,
     }
 
 
@@ -200,6 +257,16 @@ def markdown(doc: Dict) -> str:
             return "n/m" if v is None else f"{v:.{d}f}"
         rows.append(f"| {name} | {f(r['orl_verification_accuracy'])} | {f(r['orl_auc'], 4)} | "
                     f"{f(r['ckplus_verification_accuracy'])} | {f(r['ckplus_auc'], 4)} |")
+    if doc.get("hng_identity_rate") is not None:
+        rows += ["", "| IDFERM's neutral faces, CK+ test subjects | identity kept (%) | "
+                 "mean cosine distance to the input |", "| --- | ---: | ---: |"]
+        folds = doc["hng_folds"]
+        rows.append(f"| generated by the HNG ({len(folds)} folds) | "
+                    f"{doc['hng_identity_rate']:.1f} | "
+                    f"{np.mean([f['generated_mean_cosine_distance'] for f in folds]):.3f} |")
+        rows.append(f"| real neutral frames (what a perfect HNG scores) | "
+                    f"{doc['hng_real_neutral_rate']:.1f} | "
+                    f"{np.mean([f['real_neutral']['mean_cosine_distance'] for f in folds]):.3f} |")
     return "\n".join(rows) + "\n"
 
 
@@ -209,9 +276,18 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for name in STREAMS:
         parser.add_argument(f"--{name}", default="")
     parser.add_argument("--hng_json", nargs="*", default=[])
+    parser.add_argument("--hng_only", action="store_true",
+                        help="update only the hng_* fields of the existing --out file")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    doc = run(args)
+    if args.hng_only:
+        doc = json.loads(Path(args.out).read_text())
+        for key in [k for k in doc if k.startswith("hng_")]:
+            del doc[key]
+        doc.update(hng_fields(args.hng_json,
+                              Path(args.data_dir) if args.data_dir else data_dir()))
+    else:
+        doc = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
