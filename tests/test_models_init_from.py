@@ -3,6 +3,7 @@ trainers' ``--extra`` keys that use it (TFE-JL ``resnet_init``, IDFERM ``rml_ini
 
 from types import SimpleNamespace
 
+import keras
 import numpy as np
 import pytest
 
@@ -30,7 +31,8 @@ def test_init_from_copies_the_body_and_skips_an_other_sized_head(tmp_path, capsy
     source = build_resnet(12, 8, name="resnet")  # FER+: 8 classes
     destination = build_resnet(12, 7, name="resnet")  # CK+: 7
     report = init_from(destination, _saved(source, tmp_path), "ResNet")
-    assert report.shape_mismatch == ["resnet_predictions"]  # the 8-class head
+    assert report.skipped == ["resnet_predictions"]  # the 8-class head, left as built
+    assert report.shape_mismatch == []
     convs = [layer.name for layer in destination.layers if "conv" in layer.name]
     assert convs and set(convs) <= set(report.copied)
     for name in report.copied:
@@ -100,3 +102,31 @@ def test_tfe_resnet_init_never_copies_the_head_even_with_eight_classes(tmp_path)
         assert not _equal(resnet.get_layer(head), source.get_layer(head)), backbone
         body = [layer for layer in resnet.layers if layer.weights and layer.name != head]
         assert all(_equal(layer, source.get_layer(layer.name)) for layer in body), backbone
+
+
+def test_init_from_leaves_a_same_sized_head_as_built(tmp_path):
+    # FER+ (8 classes) -> CK+ 8 classes: same shape, other class order; the head stays fresh.
+    source = build_resnet(12, 8, name="resnet")
+    destination = build_resnet(12, 8, name="resnet")
+    head_before = [w.copy() for w in destination.get_layer("resnet_predictions").get_weights()]
+    report = init_from(destination, _saved(source, tmp_path), "ResNet")
+    assert report.skipped == ["resnet_predictions"] and "resnet_predictions" not in report.copied
+    for before, after in zip(head_before,
+                             destination.get_layer("resnet_predictions").get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert not _equal(source.get_layer("resnet_predictions"),
+                      destination.get_layer("resnet_predictions"))
+    body = [name for name in report.copied if "conv" in name]
+    assert body and all(_equal(source.get_layer(n), destination.get_layer(n)) for n in body)
+
+
+def test_output_heads_names_each_dense_output_layer():
+    from keras_fer.models.transfer import output_heads
+
+    assert output_heads(build_resnet(12, 7, name="resnet")) == ("resnet_predictions",)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="hidden")(inputs)
+    logits = keras.layers.Dense(2, name="logits")(hidden)
+    probs = keras.layers.Activation("softmax", name="probs")(logits)
+    embedding = keras.layers.Dense(5, name="embedding")(hidden)
+    assert output_heads(keras.Model(inputs, [probs, embedding])) == ("logits", "embedding")

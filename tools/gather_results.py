@@ -111,11 +111,15 @@ SETTINGS = {
                      "pretrained/ferplus_ifgan_classifier.keras",
     "tfe_ckplus7_ferplus": "ResNet12 from FER+ (pretrained/), 40 epochs on CK+ at lr 0.01, then "
                            "40 joint / fine-tuning epochs at 0.01; DeepID 200 epochs from scratch",
-    "tfe_ckplus8_ferplus": "as tfe_ckplus7_ferplus, on CK+ 8 classes",
+    "tfe_ckplus8_ferplus": "as tfe_ckplus7_ferplus, on CK+ 8 classes; ran before init_from "
+                           "left the destination's head as built: FER+'s 8-class head was copied "
+                           "into the CK+ 8 ResNet (same shape, other class order)",
     "idferm_ckplus7_ferplus": "as idferm_ckplus7, with the RML network from FER+ (pretrained/) "
                               "re-trained at Adam 1e-4; HNG keeps identity in 38.3%",
     "idferm_ckplus8_ferplus": "as idferm_ckplus8, with the RML network from FER+ (pretrained/) "
-                              "re-trained at Adam 1e-4; HNG keeps identity in 31.7%",
+                              "re-trained at Adam 1e-4; HNG keeps identity in 31.7% (DeepID's "
+                              "measure); ran before init_from left the head as built: FER+'s "
+                              "8-class head was copied (same shape, other class order)",
     "tfe_ckplus7_r18_face": "new backbones (issues 17, 20): emotion = the shipped FER+ ResNet-18, "
                             "identity = dlib's face ResNet fine-tuned at lr 0.001; both variants "
                             "start from the same FER+ weights, 40 epochs at lr 0.01; 10 fixed "

@@ -26,17 +26,20 @@ class TransferReport:
         unused_from_source: Source layers with no same-named destination layer.
         shape_mismatch: Same-named layers whose weight shapes differ (left untouched; only
             non-empty when ``skip_mismatched=True``).
+        skipped: Same-named layers left as built because ``skip`` named them.
     """
 
     copied: list[str]
     not_in_source: list[str]
     unused_from_source: list[str]
     shape_mismatch: list[str]
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def __str__(self) -> str:
+        kept = f", kept {self.skipped} as built" if self.skipped else ""
         return (
-            f"copied {len(self.copied)} layers, skipped {len(self.shape_mismatch)} with other "
-            f"shapes {self.shape_mismatch}, {len(self.not_in_source)} not in the source, "
+            f"copied {len(self.copied)} layers{kept}, skipped {len(self.shape_mismatch)} with "
+            f"other shapes {self.shape_mismatch}, {len(self.not_in_source)} not in the source, "
             f"{len(self.unused_from_source)} source layers unused {self.unused_from_source}"
         )
 
@@ -87,9 +90,12 @@ def transfer_weights(
     """
     src_layers = _layers_with_weights(source)
     dst_layers = _layers_with_weights(destination)
-    copied, mismatched = [], []
+    copied, mismatched, skipped = [], [], []
     for name, dst_layer in dst_layers.items():
-        if name not in src_layers or name in skip:
+        if name not in src_layers:
+            continue
+        if name in skip:
+            skipped.append(name)
             continue
         values = src_layers[name].get_weights()
         src_shapes = [tuple(v.shape) for v in values]
@@ -109,7 +115,23 @@ def transfer_weights(
         not_in_source=[n for n in dst_layers if n not in src_layers],
         unused_from_source=[n for n in src_layers if n not in dst_layers],
         shape_mismatch=mismatched,
+        skipped=skipped,
     )
+
+
+def output_heads(model: keras.Model) -> tuple[str, ...]:
+    """Names of the ``Dense`` layers that produce ``model``'s outputs (through at most one
+    ``Activation``/``Softmax`` layer): its classifier (and embedding) heads."""
+    names = []
+    for tensor in model.outputs:
+        history = getattr(tensor, "_keras_history", None)
+        layer = history[0] if history else None
+        if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
+            inner = getattr(layer.input, "_keras_history", None)
+            layer = inner[0] if inner else None
+        if isinstance(layer, keras.layers.Dense):
+            names.append(layer.name)
+    return tuple(dict.fromkeys(names))
 
 
 def init_from(destination: keras.Model, path: str | None, what: str,
@@ -118,14 +140,16 @@ def init_from(destination: keras.Model, path: str | None, what: str,
 
     How every trainer starts a network from pretrained weights (``--extra`` keys such as
     IDEnNet's ``emotion_init``, TFE-JL's ``resnet_init``, IDFERM's ``rml_init``): the source is
-    usually the ``inference.keras`` of a FER+ run of the same architecture, whose classifier
-    head (8 classes) is left out by its shape.
+    usually the ``inference.keras`` of a FER+ run of the same architecture. The destination's
+    output heads (:func:`output_heads`) are always left as built: a pretrained head's columns
+    mean other classes even where their number agrees (FER+'s 8 and CK+'s 8 are the same
+    names in another order), and a copied head would start CK+ training from wrong logits.
 
     Args:
         destination: The freshly built model; modified in place.
         path: The pretrained ``.keras`` file; ``None`` or ``""`` does nothing.
         what: What is initialised, for the log line (e.g. ``"ResNet"``).
-        skip: destination layers left as built (see :func:`transfer_weights`).
+        skip: further destination layers left as built (see :func:`transfer_weights`).
 
     Returns:
         The :class:`TransferReport`, or ``None`` without a path.
@@ -138,7 +162,8 @@ def init_from(destination: keras.Model, path: str | None, what: str,
         return None
     from keras_fer.models.loading import load_model
 
-    report = transfer_weights(load_model(path), destination, skip=skip)
+    report = transfer_weights(load_model(path), destination,
+                              skip=tuple(skip) + output_heads(destination))
     if not report.copied:
         raise ValueError(
             f"No layer of {path} matches the {what} ({destination.name!r}): {report}. "
