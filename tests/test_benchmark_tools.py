@@ -199,3 +199,24 @@ def test_import_keeps_seed_folders_apart(tmp_path):
         _seeded_run(runs, "r", f"tfe_s{seed}", "tfe", "tfe", seed, [90.0])
     written = import_runs.import_run(runs / "r", tmp_path / "results")
     assert sorted(p.name for p in written) == ["tfe_s0", "tfe_s1"]
+
+
+def test_hng_real_neutral_reference_counts_same_subject_pairs_within_the_threshold():
+    spec = importlib.util.spec_from_file_location(
+        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
+    identity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(identity)
+    from types import SimpleNamespace
+
+    # Embeddings are the faces themselves (2-d): subject A's two expressive faces sit at
+    # 0 and 90 degrees from A's neutral frame, B's one face at 0 degrees from B's; subject C
+    # is not a test subject and must not count.
+    faces = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    exp = SimpleNamespace(faces=faces, subjects=np.array(["A", "A", "B", "C"]),
+                          neutral_faces=np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]),
+                          neutral_subjects=np.array(["A", "B", "C"]))
+    report = {"test_subjects": ["A", "B"], "threshold_cosine_distance": 0.01}
+    out = identity.real_neutral_rate(report, exp, lambda x: np.asarray(x, np.float64).copy())
+    assert (out["faces"], out["neutral_frames"], out["pairs"]) == (3, 2, 3)
+    assert out["preserved_percent"] == pytest.approx(100.0 * 2 / 3)
+    assert out["mean_cosine_distance"] == pytest.approx(1.0 / 3)
