@@ -114,6 +114,11 @@ class LiteRTFaceDetector:
         self._tensor = np.zeros((1, self.input_size, self.input_size, 3), np.float32)
         self.min_detection_confidence = float(min_detection_confidence)
         self.margins = tuple(float(m) for m in margins)
+        # Anchors whose raw logit is below this cannot reach the threshold: only the others'
+        # scores are computed (a margin of 1e-3 keeps the float64 decision below exact).
+        t = self.min_detection_confidence
+        self._logit_floor = (-np.inf if t <= 0.0 else 36.0 if t >= 1.0
+                             else float(np.log(t / (1.0 - t))) - 1e-3)
 
     def detect(
         self, image: np.ndarray, margins: Optional[Sequence[float]] = None
@@ -130,26 +135,32 @@ class LiteRTFaceDetector:
         if self._interpreter is None:
             raise RuntimeError("This LiteRTFaceDetector was closed; create a new one.")
         h, w = image.shape[:2]
-        # A gray canvas is resized as one channel and repeated into the RGB input (the same
-        # values as resizing its RGB copy, at a third of the work); [-1, 1] is written into
-        # a buffer kept between calls.
+        # A gray canvas is resized as one channel, then made RGB (the same values as resizing
+        # its RGB copy, at a third of the work; cvtColor, because NumPy's broadcast of one
+        # channel into three in the division below took 0.22 of its 0.24 ms); [-1, 1] is
+        # written into a buffer kept between calls.
         canvas, side, top, left = margin_canvas(image, margin, rgb=False)
         size = self.input_size
         if side != size:
             canvas = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_LINEAR)
-        pixels = canvas[..., None] if canvas.ndim == 2 else canvas
-        np.divide(pixels, np.float32(127.5), out=self._tensor[0], dtype=np.float32)
+        if canvas.ndim == 2:
+            canvas = cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+        np.divide(canvas, np.float32(127.5), out=self._tensor[0], dtype=np.float32)
         np.subtract(self._tensor, np.float32(1.0), out=self._tensor)
         self._interpreter.set_tensor(self._input, self._tensor)
         self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._boxes)[0]
-        logits = self._interpreter.get_tensor(self._scores)[0, :, 0].astype(np.float64)
-        logits = np.clip(logits, -100.0, 100.0)
-        scores = 1.0 / (1.0 + np.exp(-logits))
-        keep = scores >= self.min_detection_confidence
-        if not keep.any():
+        logits = self._interpreter.get_tensor(self._scores)[0, :, 0]
+        candidates = np.flatnonzero(logits >= self._logit_floor)
+        if not candidates.size:
             return []
-        raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
+        logits = np.clip(logits[candidates].astype(np.float64), -100.0, 100.0)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        passed = scores >= self.min_detection_confidence
+        if not passed.any():
+            return []
+        keep, scores = candidates[passed], scores[passed]
+        raw = self._interpreter.get_tensor(self._boxes)[0, keep]
+        anchors = self._anchors[keep]
         centre = raw[:, :2] / size + anchors
         half = raw[:, 2:4] / size / 2.0
         boxes = np.concatenate([centre - half, centre + half], axis=1)
