@@ -4,7 +4,7 @@
 
 - the short-range model (128x128 input) on the whole image, for faces close to the camera,
   including tight crops that fill the frame (with its padded retry, see ``FaceDetector``);
-- when the photo is larger than ``TILE_RATIO * min_face`` (240 px at the default), the
+- when the photo is larger than ``TILE_RATIO * min_face`` (200 px at the default), the
   full-range model (192x192 input, faces up to ~5 m) on the whole image, then the short-range
   model on a pyramid of overlapping square tiles (:func:`tile_sides`: the smallest
   ``TILE_RATIO * min_face``, each level twice the previous; stride half a tile, so every face
@@ -17,9 +17,11 @@ its side 0.2-0.8, 8x and more mostly nothing. Hence :data:`TILE_RATIO` = 5: tile
 ``s`` cover faces from ``s / 5`` to ``s / 2``, the whole-image passes faces from
 ``long_side / 5``. The short-range model scores these windows higher than the full-range one
 and costs a third (1.1 vs 3.5 ms). Tile detections must score >= 0.75 and be >= 3/4 of
-``min_face``. With the default ``min_face=48``: photos up to 240 px get one short-range pass
-(ORL, CK+, FER crops), a 512 px photo adds the full-range pass and 16 tiles, a 1600x1200
-photo 6 + 24 + 117 tiles.
+``min_face``. With the default ``min_face=40``: photos up to 200 px get one short-range pass
+(ORL, CK+, FER crops), a 512 px photo adds the full-range pass and 25 + 4 tiles, a 1600x1200
+photo 6 + 35 + 165 tiles (at 48: 240 px, 16 tiles, 6 + 24 + 117). The default is 40 because
+the composed group photos' heads of ~40 px are missed at 48 (71/75 found; 75/75 at 40, with
+the same single false detection on 14 face-free photos: ``benchmarks/bench_group_faces.py``).
 Overlapping detections are merged by score (a box mostly inside a better one is dropped).
 """
 
@@ -34,7 +36,7 @@ import numpy as np
 from keras_fer.data.face_detector import Detection, FaceDetector, _as_uint8_image
 
 FULL_RANGE_MODEL = "face_detection_full_range_sparse.tflite"
-DEFAULT_MIN_FACE = 48
+DEFAULT_MIN_FACE = 40
 # "litert": the models run by keras_fer.data.blazeface (no MediaPipe); "mediapipe": through
 # the MediaPipe Tasks FaceDetector.
 BACKENDS = ("litert", "mediapipe")

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from keras_fer.data.face_search import DEFAULT_MIN_FACE
 from keras_fer.data.faces import FaceAligner, FaceDetector, FaceResult
 from keras_fer.data.imageio import ImageReadError, read_rgb, to_8bit
 
@@ -192,8 +193,8 @@ class Predictor:
             ``.tflite`` file without a class-names sidecar).
         min_face: for the detector created here (a
             :class:`~keras_fer.data.face_search.GroupFaceDetector`: close-ups, group photos,
-            small faces), the smallest face side in pixels it must reach; smaller is slower on
-            large photos.
+            small faces), the smallest face side in pixels it must reach (default 40); smaller
+            is slower on large photos.
     """
 
     def __init__(
@@ -203,7 +204,7 @@ class Predictor:
         min_confidence: float = 0.5,
         num_threads: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None,
-        min_face: int = 48,
+        min_face: int = DEFAULT_MIN_FACE,
     ):
         if model_path is None:
             from keras_fer.inference.defaults import default_model_path
