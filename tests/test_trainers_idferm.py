@@ -295,3 +295,49 @@ def test_aggregate_only_keeps_the_hng_identity_rates(rml_run, tmp_path):
     rate = json.loads((model_dir / "fold_0" / "hng.json").read_text())["identity_preserved_percent"]
     assert results["folds"][0]["identity_preserved_percent"] == rate
     assert results["mean_identity_preserved_percent"] == rate
+
+
+def test_r18_flagfile_puts_the_ferplus_resnet18_under_both_variants(tmp_path):
+    with parsed_flags("idferm", f"--flagfile={FLAGFILES / 'idferm_ckplus7_r18_face'}.flags",
+                      f"--model_dir={tmp_path}"):
+        config = trainer.config_from_flags()
+    assert (config.dataset, config.protocol, config.variant) == ("ckplus48", "ck7", "rml")
+    assert (config.folds, config.fold_seed, config.val_fraction) == (10, 0, 0.0)
+    assert config.extra["rml"] == {"trunk": "resnet18_std"}
+    assert config.extra["rml_init"] == ".devdata/ferplus_resnet18_std.keras"
+    assert config.extra["identity"] == "face_resnet"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["rml", "baseline"])
+def test_resnet18_trunk_starts_from_the_ferplus_resnet18(tmp_path, synthetic_ck8, variant):
+    """``rml trunk=resnet18_std`` with ``rml_init`` = a ResNet-18 expression model: both
+    variants' networks start with its trunk, the HNG stages of ``rml`` are unchanged."""
+    from resnet18_source import make_source, trunk_weights
+
+    source = make_source(tmp_path / "ferplus_resnet18_std.keras")
+    extra = {**TINY, "rml": {**TINY["rml"], "trunk": "resnet18_std"},
+             "rml_init": str(tmp_path / "ferplus_resnet18_std.keras")}
+    started = {}
+
+    class Capture(IDFERMMethod):
+        def build_rml(self, config, data):
+            model = super().build_rml(config, data)
+            started.update(trunk_weights(model.network))
+            return model
+
+    config = dataclasses.replace(_config(tmp_path / "run", variant), extra=extra)
+    results = runner.train_and_evaluate(Capture(), config, experiment=synthetic_ck8)
+    _check_results(results, variant, "synthetic")
+    want = trunk_weights(source)
+    assert sorted(started) == sorted(want)
+    for name, values in want.items():
+        for got, expected in zip(started[name], values):
+            np.testing.assert_array_equal(got, expected)
+    fold_dir = tmp_path / "run" / "fold_0"
+    stages = sorted(p.name for p in fold_dir.iterdir() if p.is_dir())
+    assert stages == (["finetune", "hng", "pretrain_expression", "pretrain_identity",
+                       "pretrain_rml"] if variant == "rml" else ["finetune", "pretrain_rml"])
+    model = keras.saving.load_model(fold_dir / "inference.keras")
+    assert model.get_layer("resnet18_std_pool").output.shape == (None, 512)
+    assert model.output.shape == (None, 8)

@@ -14,6 +14,9 @@ Two parts:
   branch joined to it by a connecting layer (``concat([FC2-2, FC2-3]) -> linear``, paper
   Eq. 17). :class:`RMLModel` trains it with softmax + lambda * RML loss by overriding
   ``compute_loss``; :func:`inference_model` keeps only the conv groups and the EC branch.
+  ``RMLConfig.trunk="resnet18_std"`` replaces the stem and conv groups by the standard
+  ResNet-18 of :mod:`keras_fer.models.expression` (layers ``resnet18_std_*``, as in the
+  shipped FER+ model, so ``transfer.init_from`` copies its trunk by name; issue 20).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from keras_fer.losses.rml import RadialMetric, batch_class_centres, radial_metri
 
 HNG_SIZE = 64
 NEGATIVE_SLOPE = 0.1
+RML_TRUNKS = ("inception", "resnet18_std")
 
 
 def _check_positive(value, what: str) -> None:
@@ -169,6 +173,9 @@ class RMLConfig:
         negative_slope: LeakyReLU slope.
         rml_weight: ``lambda`` of the joint loss ``softmax + lambda * RML`` (paper: 1).
         use_rml: ``False`` builds the softmax-only baseline (EC branch only, no ML branch).
+        trunk: ``"inception"`` (the stem and conv groups above) or ``"resnet18_std"`` (the
+            standard ResNet-18, whose 512-d pooled feature feeds both branches;
+            ``stem_filters`` and ``group_filters`` are then unused).
     """
 
     num_classes: int = 7
@@ -183,8 +190,11 @@ class RMLConfig:
     negative_slope: float = NEGATIVE_SLOPE
     rml_weight: float = 1.0
     use_rml: bool = True
+    trunk: str = "inception"
 
     def __post_init__(self):
+        if self.trunk not in RML_TRUNKS:
+            raise ValueError(f"`trunk` must be one of {RML_TRUNKS}. Received: trunk={self.trunk!r}")
         for field in (
             "num_classes",
             "input_size",
@@ -235,15 +245,22 @@ def build_rml_network(config: RMLConfig = RMLConfig(), name: str = "rml") -> ker
 
     With ``config.use_rml=False`` the ML branch and connecting layer are left out and the
     output dict only has ``"probabilities"``. The classifier layer is ``f"{name}_probabilities"``.
+    With ``config.trunk="resnet18_std"`` the trunk's layers are named ``resnet18_std_*``
+    (not ``name``-prefixed), those of the shipped FER+ model.
     """
     slope = config.negative_slope
     inputs = keras.Input((config.input_size, config.input_size, 1), name="image")
-    x = layers.Conv2D(config.stem_filters, 3, padding="same", name=f"{name}_stem_conv")(inputs)
-    x = layers.LeakyReLU(slope, name=f"{name}_stem_lrelu")(x)
-    x = layers.MaxPooling2D(2, name=f"{name}_stem_pool")(x)
-    for i, filters in enumerate(config.group_filters):
-        x = apply_inception_group(x, filters, slope, name=f"{name}_group{i + 1}")
-    features = layers.Flatten(name=f"{name}_flatten")(x)
+    if config.trunk == "resnet18_std":
+        from keras_fer.models.expression import apply_resnet18_std
+
+        features = apply_resnet18_std(inputs)
+    else:
+        x = layers.Conv2D(config.stem_filters, 3, padding="same", name=f"{name}_stem_conv")(inputs)
+        x = layers.LeakyReLU(slope, name=f"{name}_stem_lrelu")(x)
+        x = layers.MaxPooling2D(2, name=f"{name}_stem_pool")(x)
+        for i, filters in enumerate(config.group_filters):
+            x = apply_inception_group(x, filters, slope, name=f"{name}_group{i + 1}")
+        features = layers.Flatten(name=f"{name}_flatten")(x)
 
     ec = _dense_lrelu(features, config.fc_units, slope, f"{name}_ec_fc1")
     ec_drop = layers.Dropout(config.dropout, name=f"{name}_ec_dropout")(ec)

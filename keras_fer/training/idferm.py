@@ -28,7 +28,9 @@ Variant ``baseline`` runs stages 3 and 4 with softmax only: the same network, fo
 batches and epochs. Both return the conv groups + EC branch as the inference model.
 
 Method settings come from ``--extra`` (JSON): ``hng`` / ``rml`` (fields of ``HNGConfig`` /
-``RMLConfig``: model sizes), ``hng_epochs`` (default ``pretrain_epochs``), ``hng_lr`` (2e-4,
+``RMLConfig``: model sizes; ``"rml": {"trunk": "resnet18_std"}`` puts the standard ResNet-18
+under both RML branches, for ``rml_init`` from the shipped FER+ model, rebuilt as .keras by
+tools/keras_from_savedmodel.py), ``hng_epochs`` (default ``pretrain_epochs``), ``hng_lr`` (2e-4,
 Adam with beta_1 0.5), ``hng_batch_size`` (64), ``hng_weights`` (``HNGModel`` loss weights),
 ``expression_depth`` (ResNet 12 or 18), ``clipnorm`` (5.0: global gradient-norm clip of the
 fine-tuning stage, ``null`` for none), ``identity_lr`` / ``identity_epochs`` (Adam 1e-3 with
@@ -289,7 +291,8 @@ class IDFERMMethod:
     def build_rml(self, config: TrainConfig, data: FoldData) -> idferm.RMLModel:
         """The RML network (in its trainer), from ``extra rml_init`` when given: e.g. the
         ``inference.keras`` of a FER+ baseline run (conv groups + EC branch; its classifier
-        head is skipped, the ML branch starts fresh)."""
+        head is skipped, the ML branch starts fresh), or with ``rml trunk="resnet18_std"`` the
+        FER+ ResNet-18 (its trunk copied by name; EC and ML branches start fresh)."""
         model = idferm.build_rml(self.rml_config(config, data))
         init_from(model.network, config.extra.get("rml_init"), "RML network")
         return model
