@@ -69,13 +69,24 @@ def apply_basic_block(x, filters: int, strides: int, *, name: str):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def apply_resnet18_std(x, *, name: str = "resnet18_std"):
-    """Standard ResNet-18 trunk with a CIFAR-style stem -> 512-d pooled feature."""
-    x = _conv_bn(x, RESNET18_WIDTHS[0], 3, 1, f"{name}_stem")
-    for stage, filters in enumerate(RESNET18_WIDTHS, start=1):
+def apply_resnet18_std_stages(x, stages, *, name: str = "resnet18_std"):
+    """The ResNet-18 trunk's ``stages`` (0 = the stem, 1-4 = the residual stages), in order,
+    unpooled; layer names as in :func:`apply_resnet18_std`, so weights move by name between
+    the whole trunk and a model built from its parts (IDEnNet's emotion group + block 3)."""
+    for stage in stages:
+        if stage == 0:
+            x = _conv_bn(x, RESNET18_WIDTHS[0], 3, 1, f"{name}_stem")
+            continue
         for block in (1, 2):
             strides = 2 if stage > 1 and block == 1 else 1
-            x = apply_basic_block(x, filters, strides, name=f"{name}_s{stage}b{block}")
+            x = apply_basic_block(x, RESNET18_WIDTHS[stage - 1], strides,
+                                  name=f"{name}_s{stage}b{block}")
+    return x
+
+
+def apply_resnet18_std(x, *, name: str = "resnet18_std"):
+    """Standard ResNet-18 trunk with a CIFAR-style stem -> 512-d pooled feature."""
+    x = apply_resnet18_std_stages(x, range(5), name=name)
     return layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
 
 

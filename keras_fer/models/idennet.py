@@ -18,6 +18,14 @@ Stages and models (all functional, layers named so weights move by name):
    - ``if``: f + FC_id.
 3. Inference. :func:`inference_model`: "image" -> expression probabilities only.
 
+``emotion_backbone="resnet18_std"`` (issue 20: start from the shipped FER+ ResNet-18) makes
+the emotion group the standard ResNet-18's stem and stages 1-3 (12x12x256 at 48 px, the
+DenseNet group's grid) and "Emotion Dense Block 3" its stage 4 followed by its global pool
+(layer names ``resnet18_std_*`` as in :mod:`keras_fer.models.expression`, so ``emotion_init``
+copies the FER+ trunk by name). The identity stream stays the DenseNet group; the 1x1 fusion
+conv maps the 256 + D concatenated channels to 256, the input width of stage 4, which is the
+fusion block as block 3 is above.
+
 How the Fusion Dense Block "is initialised from and shares weights with Emotion Dense
 Block 3": in the fine-tuning model the fusion block *is* Emotion Dense Block 3 - the same
 layers, named ``emo_block3_*`` - applied to the fused map instead of the emotion group's map.
@@ -62,6 +70,10 @@ from keras_fer.models.densenet import (
 from keras_fer.models.transfer import TransferReport, transfer_weights  # noqa: F401
 
 VARIANTS = ("original", "i", "f", "if")
+EMOTION_BACKBONES = ("densenet", "resnet18_std")
+RESNET = "resnet18_std"
+# The ResNet-18 emotion group: its stem and stages 1-3 (frozen with the DenseNet groups).
+RESNET_GROUP = tuple(f"{RESNET}_{part}" for part in ("stem", "s1", "s2", "s3"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,6 +95,8 @@ class IDEnNetConfig:
         layers_per_block: Overrides the layers per dense block that ``depth`` implies
             (tiny test models).
         compression: DenseNet-BC transition compression (0.5; the paper does not say).
+        emotion_backbone: ``"densenet"`` (the paper's) or ``"resnet18_std"`` (module
+            docstring).
     """
 
     variant: str
@@ -97,8 +111,12 @@ class IDEnNetConfig:
     gamma: float = 15.0
     layers_per_block: int | None = None
     compression: float = 0.5
+    emotion_backbone: str = "densenet"
 
     def __post_init__(self) -> None:
+        if self.emotion_backbone not in EMOTION_BACKBONES:
+            raise ValueError(f"emotion_backbone must be one of {EMOTION_BACKBONES}. "
+                             f"Received: emotion_backbone={self.emotion_backbone!r}")
         if self.variant not in VARIANTS:
             raise ValueError(
                 f"variant must be one of {VARIANTS}. Received: variant={self.variant!r}"
@@ -119,11 +137,11 @@ class IDEnNetConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
-        if self.fusion_channels is not None and self.fusion_channels != self.group_channels:
+        if self.fusion_channels is not None and self.fusion_channels != self.emotion_channels:
             raise ValueError(
                 "fusion_channels must equal the emotion group's output channels "
-                f"D={self.group_channels}: the Fusion Dense Block is Emotion Dense Block 3 and "
-                f"takes D channels. Received: fusion_channels={self.fusion_channels}"
+                f"D={self.emotion_channels}: the Fusion Dense Block is Emotion Dense Block 3 "
+                f"and takes D channels. Received: fusion_channels={self.fusion_channels}"
             )
 
     @property
@@ -135,6 +153,11 @@ class IDEnNetConfig:
     def group_channels(self) -> int:
         """D: channels of each feature group's output map (= D^c)."""
         return feature_group_channels(self.num_layers, self.growth_rate, self.compression)
+
+    @property
+    def emotion_channels(self) -> int:
+        """Channels of the emotion group's map (= D^c, the fusion conv's output)."""
+        return 256 if self.emotion_backbone == RESNET else self.group_channels
 
     @property
     def has_identity_head(self) -> bool:
@@ -157,9 +180,28 @@ def _expression_head(pooled: Any, config: IDEnNetConfig) -> Any:
 
 
 def _stream(image: Any, prefix: str, config: IDEnNetConfig) -> Any:
+    if prefix == "emo" and config.emotion_backbone == RESNET:
+        from keras_fer.models.expression import apply_resnet18_std_stages
+
+        return apply_resnet18_std_stages(image, range(4), name=RESNET)
     return apply_feature_group(
         image, prefix, config.num_layers, config.growth_rate, config.compression
     )
+
+
+def _emotion_block3(x: Any, config: IDEnNetConfig, reuse_from=None) -> Any:
+    """Emotion Dense Block 3 (the fusion block) and the pooling after it."""
+    if config.emotion_backbone == RESNET:
+        if reuse_from is not None:
+            raise ValueError("emotion_model= (shared block-3 variables) is only for the "
+                             "DenseNet emotion stream; use transfer_weights with resnet18_std.")
+        from keras_fer.models.expression import apply_resnet18_std_stages
+
+        x = apply_resnet18_std_stages(x, (4,), name=RESNET)
+        return keras.layers.GlobalAveragePooling2D(name=f"{RESNET}_pool")(x)
+    x = apply_dense_block(x, config.num_layers, config.growth_rate, name="emo_block3",
+                          reuse_from=reuse_from)
+    return apply_pooled_head(x, "emo_head")
 
 
 def build_emotion_pretrain_model(config: IDEnNetConfig) -> keras.Model:
@@ -173,8 +215,7 @@ def build_emotion_pretrain_model(config: IDEnNetConfig) -> keras.Model:
     """
     image = _image_input(config)
     x = _stream(image, "emo", config)
-    x = apply_dense_block(x, config.num_layers, config.growth_rate, name="emo_block3")
-    probs = _expression_head(apply_pooled_head(x, "emo_head"), config)
+    probs = _expression_head(_emotion_block3(x, config), config)
     return keras.Model(image, probs, name="idennet_emotion_pretrain")
 
 
@@ -220,13 +261,10 @@ def build_idennet(
         identity_map = _stream(image, "id", config)
         x = keras.layers.Concatenate(axis=-1, name="fusion_concat")([x, identity_map])
         x = keras.layers.Conv2D(
-            config.group_channels, 1, use_bias=True, kernel_initializer="he_normal",
+            config.emotion_channels, 1, use_bias=True, kernel_initializer="he_normal",
             name="fusion_conv",
         )(x)
-    x = apply_dense_block(
-        x, config.num_layers, config.growth_rate, name="emo_block3", reuse_from=emotion_model
-    )
-    pooled = apply_pooled_head(x, "emo_head")
+    pooled = _emotion_block3(x, config, reuse_from=emotion_model)
     outputs = {"expression": _expression_head(pooled, config)}
     if config.has_identity_head:
         logits = keras.layers.Dense(config.num_identities, name="fc_id")(pooled)
@@ -359,9 +397,9 @@ def passthrough_fusion_conv(model: keras.Model) -> None:
     """
     conv = model.get_layer("fusion_conv")
     kernel, bias = conv.get_weights()
-    if kernel.shape[2] != 2 * kernel.shape[3]:
-        raise ValueError("fusion_conv must map 2D concatenated channels to D. "
-                         f"Received kernel shape {kernel.shape}")
+    if kernel.shape[2] <= kernel.shape[3]:
+        raise ValueError("fusion_conv must map the D emotion channels + the identity "
+                         f"channels to D. Received kernel shape {kernel.shape}")
     channels = kernel.shape[3]
     passthrough = np.zeros_like(kernel)
     passthrough[0, 0, :channels, :] = np.eye(channels, dtype=kernel.dtype)
@@ -369,7 +407,8 @@ def passthrough_fusion_conv(model: keras.Model) -> None:
 
 
 def freeze_feature_groups(model: keras.Model) -> list[str]:
-    """Freezes the emotion and identity feature groups (stem, blocks 1-2, transitions).
+    """Freezes the emotion and identity feature groups (stem, blocks 1-2, transitions; with
+    the ResNet-18 emotion stream its stem and stages 1-3).
 
     Frozen BatchNormalization layers also run in inference mode (moving statistics), so the
     pretrained features are untouched. Compile (again) after freezing.
@@ -382,7 +421,7 @@ def freeze_feature_groups(model: keras.Model) -> list[str]:
     """
     frozen = []
     for layer in model.layers:
-        if is_feature_group_layer(layer.name):
+        if is_feature_group_layer(layer.name) or layer.name.startswith(RESNET_GROUP):
             layer.trainable = False
             frozen.append(layer.name)
     return frozen

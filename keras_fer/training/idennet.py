@@ -20,6 +20,10 @@ projection trained to the face network's embedding, cosine loss, on FER+ Train w
 ``distill_epochs=0`` with ``identity_init`` set to a stream distilled once outside the folds
 (``tools/distill_identity.py``: on FER+ Train alone, so no CK+ face is seen) skips the
 per-fold stage.
+``extra emotion_backbone="resnet18_std"`` builds the emotion stream from the standard
+ResNet-18 (:mod:`keras_fer.models.idennet`), e.g. with ``emotion_init`` the shipped FER+
+ResNet-18 rebuilt as ``.keras`` (``tools/keras_from_savedmodel.py``); the default is
+``"densenet"``, the paper's.
 ``identity="densenet"`` skips the distillation (the identity stream learns from the fold's
 subjects and ORL only). The teacher's embeddings are cached in ``<model_dir>/teacher/``.
 """
@@ -47,7 +51,7 @@ from keras_fer.training.stages import fit_stage, validation_batches
 
 EXTRA_KEYS = ("identity", "alpha", "dropout", "emotion_init", "fusion_init", "gamma",
               "identity_init", "layers_per_block", "weight_decay", "distill_epochs",
-              "distill_lr", "distill_ferplus_dir")
+              "distill_lr", "distill_ferplus_dir", "emotion_backbone")
 
 
 class IDEnNetMethod:
@@ -78,6 +82,7 @@ class IDEnNetMethod:
             dropout=extra.get("dropout", 0.5),
             alpha=extra.get("alpha", 0.1),
             gamma=extra.get("gamma", 15.0),
+            emotion_backbone=extra.get("emotion_backbone", "densenet"),
         )
 
     def pretrain_emotion(self, config, data, mcfg, fold_dir: Path) -> keras.Model:

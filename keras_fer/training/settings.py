@@ -38,6 +38,7 @@ class IDEnNetExtra:
     distill_epochs: Optional[int] = None
     distill_lr: Optional[float] = None
     distill_ferplus_dir: Optional[str] = None
+    emotion_backbone: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
