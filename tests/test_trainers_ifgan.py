@@ -190,3 +190,66 @@ def test_ckplus_flagfile_runs_from_the_trainer(ckplus_subset, tmp_path, variant)
     assert (fold_dir / "generation.png").exists() == gan
     assert (fold_dir / "attention.png").exists() == (variant == "ifgan")
     assert (fold_dir / ("gan" if gan else "classifier") / "final.weights.h5").exists()
+
+
+def test_r18_flagfile_gives_e_and_the_baseline_the_ferplus_resnet18(tmp_path):
+    with parsed_flags("ifgan", f"--flagfile={FLAGFILES / 'ifgan_ckplus7_r18_face'}.flags",
+                      f"--model_dir={tmp_path}"):
+        config = trainer.config_from_flags()
+    assert (config.dataset, config.protocol, config.variant) == ("ckplus48", "ck7", "ifgan")
+    assert (config.folds, config.fold_seed, config.epochs, config.lr) == (10, 0, 100, 1e-4)
+    assert config.extra == {"classifier_backbone": "resnet18_std",
+                            "classifier_weights": ".devdata/ferplus_resnet18_std.keras"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ifgan", "baseline"])
+def test_resnet18_classifier_starts_from_the_ferplus_resnet18(tmp_path, capsys, monkeypatch,
+                                                              variant):
+    """``classifier_backbone=resnet18_std`` with ``classifier_weights`` = a ResNet-18
+    expression model: E (first convolution split onto the pair) and the baseline start with
+    its trunk; the run writes its usual results."""
+    from keras_fer.models import ifgan as ifgan_models
+    from resnet18_source import make_source, trunk_weights
+
+    source = make_source(tmp_path / "ferplus_resnet18_std.keras")
+    started = {}
+    transfer = ifgan_models.transfer_classifier_weights
+
+    def recording(src, target):
+        copied = transfer(src, target)
+        started.update(trunk_weights(target))
+        return copied
+
+    monkeypatch.setattr(ifgan_models, "transfer_classifier_weights", recording)
+    exp = load_experiment("synthetic", tmp_path / "data", "ck7")
+    keep = np.isin(exp.subjects, np.unique(exp.subjects)[:10])
+    exp = dataclasses.replace(exp, faces=exp.faces[keep], labels=exp.labels[keep],
+                              subjects=exp.subjects[keep])
+    extra = {**TINY_EXTRA, "classifier_backbone": "resnet18_std",
+             "classifier_weights": str(tmp_path / "ferplus_resnet18_std.keras")}
+    config = TrainConfig(method="ifgan", variant=variant, model_dir=str(tmp_path / "run"),
+                         folds=5, fold=0, epochs=1, batch_size=32, lr=1e-4, extra=extra)
+    results = runner.train_and_evaluate(IFGANMethod(), config, experiment=exp)
+    assert "classifier initialised from" in capsys.readouterr().out
+    want = trunk_weights(source)
+    assert sorted(started) == sorted(want)
+    for name, values in want.items():
+        got = started[name]
+        if variant == "ifgan" and name == "resnet18_std_stem_conv":
+            got = [got[0].sum(axis=2, keepdims=True)]
+            np.testing.assert_allclose(got[0], values[0], rtol=1e-6)
+            continue
+        for a, b in zip(got, values):
+            np.testing.assert_array_equal(a, b)
+    (fold,) = results["folds"]
+    assert not set(fold["test_subjects"]) & set(fold["train_subjects"])
+    assert np.array(fold["confusion_matrix"]).shape == (7, 7)
+    fold_dir = tmp_path / "run" / "fold_0"
+    assert (fold_dir / ("gan" if variant == "ifgan" else "classifier") /
+            "final.weights.h5").exists()
+    model = keras.saving.load_model(fold_dir / "inference.keras")
+    assert model.output_shape == (None, 7)
+    classifier = model.get_layer("classifier") if variant == "ifgan" else model
+    assert classifier.get_layer("resnet18_std_pool").output.shape == (None, 512)
+    assert classifier.get_layer("classifier_features").output.shape == (None, 16)

@@ -19,7 +19,9 @@ functional model, image in, probabilities out. The plain classifier baseline
 Offline substitution (said aloud): the paper's ``E`` is an ImageNet ResNet-101 on 224x224
 colour crops. Here ``E`` is a compact CNN on 48x48 grayscale, pretrained by the project on
 FER+ as the 1-channel baseline and moved into the pair classifier with
-:func:`transfer_classifier_weights`.
+:func:`transfer_classifier_weights`, or (``IFGANConfig.classifier_backbone="resnet18_std"``,
+issue 20) the standard ResNet-18 of :mod:`keras_fer.models.expression`, whose layers keep
+their ``resnet18_std_*`` names so that the shipped FER+ model's trunk moves in the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from keras_fer.models.patchgan import PatchGANConfig, build_patchgan
 from keras_fer.models.unet import UNetConfig, build_unet_generator
 from keras_fer.models.gan_steps import MultiOptimizerModel
 
+CLASSIFIER_BACKBONES = ("compact", "resnet18_std")
 LOG_NAMES = (
     "g_loss", "d_loss", "e_loss", "adv_loss", "l1_loss", "ce_loss", "island_loss", "accuracy"
 )
@@ -57,6 +60,8 @@ class IFGANConfig:
         cgan_weight, l1_weight, softmax_weight, island_weight: lambda_1..lambda_4.
         island_alpha: island loss centre-separation weight.
         centre_rate: island centre moving-rule step.
+        classifier_backbone: ``E``'s (and the baseline's) trunk: ``"compact"`` (uses
+            ``classifier_filters``) or ``"resnet18_std"`` (see :func:`apply_expression_backbone`).
     """
 
     num_classes: int
@@ -75,25 +80,46 @@ class IFGANConfig:
     island_weight: float = 1.0
     island_alpha: float = 0.03
     centre_rate: float = 0.5
+    classifier_backbone: str = "compact"
+
+    def __post_init__(self):
+        _check_backbone(self.classifier_backbone)
 
 
-def apply_expression_backbone(x, num_classes: int, filters: int, feature_dim: int, name: str):
-    """Compact CNN: 3 x (2 conv-BN-ReLU + max-pool), global pooling, features, logits.
+def _check_backbone(backbone: str) -> None:
+    if backbone not in CLASSIFIER_BACKBONES:
+        raise ValueError(f"classifier_backbone must be one of {CLASSIFIER_BACKBONES}. "
+                         f"Received: classifier_backbone={backbone!r}")
+
+
+def apply_expression_backbone(x, num_classes: int, filters: int, feature_dim: int, name: str,
+                              backbone: str = "compact"):
+    """Trunk, global pooling, features, logits.
+
+    ``backbone="compact"``: 3 x (2 conv-BN-ReLU + max-pool) of ``filters``, 2x, 4x channels,
+    layers ``f"{name}_block*"``. ``"resnet18_std"``: the standard ResNet-18 (CIFAR stem, 512-d
+    pooled feature; ``filters`` unused), layers ``resnet18_std_*`` as in the FER+ model.
 
     Returns:
         ``(features, logits)``: ``features`` are the pre-activation outputs of the Dense
         layer ``f"{name}_features"`` (the island loss space: pre-ReLU, so class centres can
         point in opposite directions), ``logits`` come from ``f"{name}_logits"``.
     """
-    for stage in range(3):
-        width = filters * 2**stage
-        for conv in range(2):
-            prefix = f"{name}_block{stage + 1}_conv{conv + 1}"
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=prefix)(x)
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
-            x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"{name}_block{stage + 1}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
+    _check_backbone(backbone)
+    if backbone == "resnet18_std":
+        from keras_fer.models.expression import apply_resnet18_std
+
+        x = apply_resnet18_std(x)
+    else:
+        for stage in range(3):
+            width = filters * 2**stage
+            for conv in range(2):
+                prefix = f"{name}_block{stage + 1}_conv{conv + 1}"
+                x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=prefix)(x)
+                x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+                x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+            x = keras.layers.MaxPooling2D(2, name=f"{name}_block{stage + 1}_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=f"{name}_gap")(x)
     features = keras.layers.Dense(feature_dim, name=f"{name}_features")(x)
     x = keras.layers.ReLU(name=f"{name}_features_relu")(features)
     logits = keras.layers.Dense(num_classes, name=f"{name}_logits")(x)
@@ -106,17 +132,19 @@ def build_expression_classifier(
     filters: int = 32,
     feature_dim: int = 128,
     name: str = "classifier",
+    backbone: str = "compact",
 ) -> keras.Model:
     """IF-GAN's ``E``: ``E([condition, candidate]) -> {"features", "logits"}``.
 
     The pair is concatenated on the channel axis (layer ``f"{name}_pair"``) before the
-    backbone of :func:`apply_expression_backbone`.
+    ``backbone`` of :func:`apply_expression_backbone`.
     """
     shape = (input_size, input_size, 1)
     condition = keras.Input(shape, name=f"{name}_condition")
     candidate = keras.Input(shape, name=f"{name}_candidate")
     pair = keras.layers.Concatenate(name=f"{name}_pair")([condition, candidate])
-    features, logits = apply_expression_backbone(pair, num_classes, filters, feature_dim, name)
+    features, logits = apply_expression_backbone(pair, num_classes, filters, feature_dim, name,
+                                                 backbone)
     return keras.Model([condition, candidate], {"features": features, "logits": logits}, name=name)
 
 
@@ -126,6 +154,7 @@ def build_classifier(
     filters: int = 32,
     feature_dim: int = 128,
     name: str = "classifier",
+    backbone: str = "compact",
 ) -> keras.Model:
     """Baseline: ``E``'s backbone on the face alone; input ``"image"``, output probabilities.
 
@@ -133,7 +162,8 @@ def build_classifier(
     softmax layer is named ``"probabilities"``.
     """
     image = keras.Input((input_size, input_size, 1), name="image")
-    _, logits = apply_expression_backbone(image, num_classes, filters, feature_dim, name)
+    _, logits = apply_expression_backbone(image, num_classes, filters, feature_dim, name,
+                                          backbone)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(image, probabilities, name=name)
 
@@ -145,7 +175,10 @@ def transfer_classifier_weights(source: keras.Model, target: keras.Model) -> lis
     convolution sees 1 channel in ``source`` and 2 in ``target``: its kernel is halved onto
     both channels, so ``E([x, x])`` starts equal to ``source(x)``. A dense layer of another
     shape (the logits of a source trained on another number of classes, e.g. FER+'s 8) is
-    left as it is.
+    left as it is. With the ``resnet18_std`` backbone the source may also be the FER+
+    expression model of that backbone (``keras_fer.models.expression``): its trunk
+    (``resnet18_std_*``, first convolution split the same way) is copied, its ``logits`` head
+    matches no layer here, so ``E``'s feature and logits layers stay as built.
 
     Returns:
         The names of the layers copied.
@@ -375,7 +408,8 @@ def build_ifgan(config: IFGANConfig) -> IFGAN:
         )
     )
     classifier = build_expression_classifier(
-        config.num_classes, config.input_size, config.classifier_filters, config.feature_dim
+        config.num_classes, config.input_size, config.classifier_filters, config.feature_dim,
+        backbone=config.classifier_backbone,
     )
     return IFGAN(
         generator,

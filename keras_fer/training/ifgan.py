@@ -16,6 +16,12 @@ the same budget (``config.epochs`` epochs of the fold's training faces):
 
 Every variant uses the paper's optimizer (:func:`~keras_fer.models.ifgan.ifgan_optimizer`:
 Adam ``config.lr``, betas 0.9/0.99, weight decay 1e-4, rate x0.9 every 10 epochs).
+
+E and the baseline share one backbone, ``extra classifier_backbone``: ``"compact"`` (the
+default) or ``"resnet18_std"``, the standard ResNet-18 of the shipped FER+ model; with it,
+``extra classifier_weights`` may be that FER+ model as ``.keras`` (rebuilt by
+tools/keras_from_savedmodel.py): its trunk is copied by name, its first convolution split
+onto E's two input channels, and E's feature and logits layers start fresh.
 """
 
 from __future__ import annotations
@@ -88,7 +94,9 @@ def one_face_per_subject(labels: np.ndarray, subjects: np.ndarray | None) -> np.
 def _report_init(config: TrainConfig, copied: list) -> None:
     if not copied:
         raise ValueError(f"No layer of {config.extra['classifier_weights']} matches IF-GAN's "
-                         "classifier: pass a build_classifier model (same filters/feature_dim).")
+                         "classifier: pass a build_classifier model (same filters/feature_dim "
+                         "and classifier_backbone) or, with classifier_backbone resnet18_std, "
+                         "a resnet18_std expression model.")
     print(f"classifier initialised from {config.extra['classifier_weights']}: {len(copied)} "
           "layers copied", flush=True)
 
@@ -97,11 +105,12 @@ class IFGANMethod:
     """IF-GAN (variant ``ifgan``), its ablation (``noattention``) and baseline for the runner.
 
     Method-specific settings (``config.extra``): any :class:`~keras_fer.models.ifgan.IFGANConfig`
-    field (filters, ``feature_dim``, loss weights, ``adversarial``...) and
-    ``classifier_weights``, a FER+-pretrained :func:`build_classifier` (same
-    ``classifier_filters`` / ``feature_dim``) that initialises E (and the baseline): a
-    ``.weights.h5`` of the same class count, or a ``.keras`` model of any class count (e.g. the
-    ``inference.keras`` of a FER+ baseline run; its logits are not copied).
+    field (filters, ``feature_dim``, loss weights, ``adversarial``, ``classifier_backbone``...)
+    and ``classifier_weights``, a FER+-pretrained :func:`build_classifier` (same
+    ``classifier_filters`` / ``feature_dim`` / ``classifier_backbone``) that initialises E (and
+    the baseline): a ``.weights.h5`` of the same class count, or a ``.keras`` model of any class
+    count (e.g. the ``inference.keras`` of a FER+ baseline run; its logits are not copied); with
+    ``classifier_backbone="resnet18_std"`` also the FER+ ResNet-18 expression model (trunk only).
     """
 
     name = "ifgan"
@@ -154,7 +163,8 @@ class IFGANMethod:
     def _fit_baseline(self, data: FoldData, config: TrainConfig, fold_dir: Path,
                       mcfg: ifgan.IFGANConfig, optimizer) -> keras.Model:
         model = ifgan.build_classifier(data.num_classes, mcfg.input_size,
-                                       mcfg.classifier_filters, mcfg.feature_dim)
+                                       mcfg.classifier_filters, mcfg.feature_dim,
+                                       backbone=mcfg.classifier_backbone)
         pretrained = self._pretrained_classifier(config, mcfg)
         if pretrained is not None:
             _report_init(config, ifgan.transfer_classifier_weights(pretrained, model))
@@ -176,7 +186,8 @@ class IFGANMethod:
             # logits are left out of the transfer).
             return load_model(path)
         source = ifgan.build_classifier(mcfg.num_classes, mcfg.input_size,
-                                        mcfg.classifier_filters, mcfg.feature_dim)
+                                        mcfg.classifier_filters, mcfg.feature_dim,
+                                        backbone=mcfg.classifier_backbone)
         source.load_weights(path)
         return source
 
