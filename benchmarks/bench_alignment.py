@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -39,6 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from keras_fer import io_atomic  # noqa: E402
 from keras_fer.data import faces as F  # noqa: E402
 from keras_fer.data.face_search import GroupFaceDetector  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
@@ -231,10 +231,7 @@ def main(argv=None) -> int:
                  "rotated and scaled copies.")
     table = "\n".join(lines)
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table + "\n")
+    io_atomic.write_results(args.out, results, table + "\n", indent=2)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
+
+from keras_fer import io_atomic  # noqa: E402  (standard library only)
 
 
 def _wall(command, env=None, runs=5) -> float:
@@ -237,10 +238,7 @@ def main(argv=None) -> int:
                      f"{result['keras_fer_faces_found']} / {result['fer_faces_found']} | |")
     table = "\n".join(lines)
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table + "\n")
+    io_atomic.write_results(args.out, result, table + "\n", indent=2)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -38,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from keras_fer import io_atomic  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 from keras_fer.export import tflite  # noqa: E402
 from keras_fer.models import face_identity  # noqa: E402
@@ -211,10 +211,7 @@ def markdown(doc: Dict) -> str:
 def main(argv: Sequence[str] | None = None) -> Dict:
     args = parse_args(argv)
     doc = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
+    io_atomic.write_results(args.out, doc, markdown(doc), indent=1)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return doc
 

@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from keras_fer import io_atomic  # noqa: E402
 from keras_fer.data import preprocess  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 
@@ -288,10 +289,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
                               Path(args.data_dir) if args.data_dir else data_dir()))
     else:
         doc = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
+    io_atomic.write_results(args.out, doc, markdown(doc), indent=1)
     print(markdown(doc))
     return doc
 

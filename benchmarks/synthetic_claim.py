@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from keras_fer import io_atomic  # noqa: E402
 from keras_fer.training import runner  # noqa: E402
 from keras_fer.training.config import TrainConfig  # noqa: E402
 from keras_fer.data.experiments import Experiment, load_experiment  # noqa: E402
@@ -240,10 +241,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
         doc["variants"].append(run_folds(config, exp, Path(args.share_from or work_dir), folds))
         print(markdown(doc), flush=True)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(doc))
+    io_atomic.write_results(args.out, doc, markdown(doc), indent=1)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return doc
 

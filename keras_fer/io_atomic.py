@@ -108,6 +108,15 @@ def write_json(path: PathLike, document: Any, indent: int = 1, sort_keys: bool =
                                        default=default) + "\n")
 
 
+def write_results(path: PathLike, document: Any, table: str, indent: int = 1) -> Path:
+    """A benchmark's results: ``document`` as ``<path>.json`` and its markdown ``table`` as
+    ``<path>.md``, each written atomically (the JSON first). Returns the JSON's path."""
+    path = Path(path)
+    out = write_json(path.with_suffix(".json"), document, indent=indent)
+    write_text(path.with_suffix(".md"), table)
+    return out
+
+
 def save_npy(path: PathLike, array) -> Path:
     """``np.save`` to ``path`` atomically."""
     import numpy as np

@@ -96,3 +96,13 @@ def test_sigkill_before_rename_leaves_old_content_and_next_write_cleans_up(tmp_p
     assert proc.returncode == 0
     assert (tmp_path / "export" / "model").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["doc.json", "export"]
+
+
+def test_write_results_writes_the_json_and_its_table_beside_it(tmp_path):
+    out = io_atomic.write_results(tmp_path / "new" / "bench.json", {"ms": 9.7}, "| ms |\n",
+                                  indent=2)
+    assert out == tmp_path / "new" / "bench.json"
+    assert json.loads(out.read_text()) == {"ms": 9.7}
+    assert out.read_text() == '{\n  "ms": 9.7\n}\n'
+    assert (tmp_path / "new" / "bench.md").read_text() == "| ms |\n"
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["bench.json", "bench.md"]
