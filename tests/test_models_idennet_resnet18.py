@@ -7,7 +7,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fer.models.expression import build_expression_model
 from keras_fer.models.idennet import (
     IDEnNetConfig,
     build_emotion_pretrain_model,
@@ -19,6 +18,7 @@ from keras_fer.models.idennet import (
     transfer_weights,
 )
 from keras_fer.models.transfer import init_from
+from resnet18_source import TRUNK_LAYERS, make_source, trunk_features
 
 NUM_CLASSES, NUM_IDS = 7, 5
 
@@ -33,28 +33,10 @@ def _faces(n=4, seed=0):
     return np.random.default_rng(seed).random((n, 48, 48, 1)).astype("float32")
 
 
-def _pooled(model):
-    return keras.Model(model.inputs, model.get_layer("resnet18_std_pool").output)
-
-
-def _perturb_bn(model, seed):
-    # Fresh BN statistics are 0/1: move them so a copy that missed them would show.
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + 0.1,
-                               mean + rng.normal(0, 0.1, mean.shape),
-                               var * rng.uniform(0.5, 2.0, var.shape)])
-
-
 @pytest.fixture(scope="module")
 def ferplus_resnet(tmp_path_factory):
-    source = build_expression_model("resnet18_std", 8, weights=None)  # FER+'s 8 classes
-    _perturb_bn(source, 0)
     path = tmp_path_factory.mktemp("ferplus") / "ferplus_resnet18_std.keras"
-    source.save(path)
-    return source, str(path)
+    return make_source(path), str(path)  # FER+'s 8 classes, BN moved off its initial values
 
 
 def test_emotion_stream_takes_the_ferplus_trunk_by_name_and_leaves_fc_emo(ferplus_resnet):
@@ -64,11 +46,11 @@ def test_emotion_stream_takes_the_ferplus_trunk_by_name_and_leaves_fc_emo(ferplu
     report = init_from(emotion, path, "emotion stream")
     trunk = [layer.name for layer in source.layers
              if layer.weights and layer.name.startswith("resnet18_std_")]
-    assert trunk and sorted(report.copied) == sorted(trunk)
+    assert len(trunk) == TRUNK_LAYERS and sorted(report.copied) == sorted(trunk)
     assert report.unused_from_source == ["logits"]
     x = _faces()
-    np.testing.assert_allclose(_pooled(emotion).predict(x, verbose=0),
-                               _pooled(source).predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(trunk_features(emotion).predict(x, verbose=0),
+                               trunk_features(source).predict(x, verbose=0), atol=1e-5)
     for before, after in zip(fc_before, emotion.get_layer("fc_emo").get_weights()):
         np.testing.assert_array_equal(before, after)
     assert emotion.output_shape == (None, NUM_CLASSES)
@@ -80,7 +62,10 @@ def test_fused_model_starts_where_the_emotion_stream_ends_and_freezes_stages_1_t
     emotion = build_emotion_pretrain_model(_config("original"))
     init_from(emotion, path, "emotion stream")
     identity = build_identity_pretrain_model(_config("f"), NUM_IDS)
-    _perturb_bn(identity, 1)
+    # Identity-stream weights off their initial values, so a missed copy would show.
+    rng = np.random.default_rng(1)
+    identity.set_weights([w + 0.05 * rng.standard_normal(w.shape).astype("float32")
+                          for w in identity.get_weights()])
     fused = build_idennet(_config("if"))
     transfer_weights(emotion, fused)
     transfer_weights(identity, fused)

@@ -57,6 +57,7 @@ from keras import ops
 
 from keras_fer.layers.dense_block import apply_dense_block
 from keras_fer.losses.focal_identity import identity_label_mask, self_constrained_focal
+from keras_fer.models.expression import RESNET18_WIDTHS, apply_resnet18_std_stages
 from keras_fer.models.densenet import (
     apply_feature_group,
     apply_pooled_head,
@@ -157,7 +158,7 @@ class IDEnNetConfig:
     @property
     def emotion_channels(self) -> int:
         """Channels of the emotion group's map (= D^c, the fusion conv's output)."""
-        return 256 if self.emotion_backbone == RESNET else self.group_channels
+        return RESNET18_WIDTHS[2] if self.emotion_backbone == RESNET else self.group_channels
 
     @property
     def has_identity_head(self) -> bool:
@@ -181,8 +182,6 @@ def _expression_head(pooled: Any, config: IDEnNetConfig) -> Any:
 
 def _stream(image: Any, prefix: str, config: IDEnNetConfig) -> Any:
     if prefix == "emo" and config.emotion_backbone == RESNET:
-        from keras_fer.models.expression import apply_resnet18_std_stages
-
         return apply_resnet18_std_stages(image, range(4), name=RESNET)
     return apply_feature_group(
         image, prefix, config.num_layers, config.growth_rate, config.compression
@@ -195,8 +194,6 @@ def _emotion_block3(x: Any, config: IDEnNetConfig, reuse_from=None) -> Any:
         if reuse_from is not None:
             raise ValueError("emotion_model= (shared block-3 variables) is only for the "
                              "DenseNet emotion stream; use transfer_weights with resnet18_std.")
-        from keras_fer.models.expression import apply_resnet18_std_stages
-
         x = apply_resnet18_std_stages(x, (4,), name=RESNET)
         return keras.layers.GlobalAveragePooling2D(name=f"{RESNET}_pool")(x)
     x = apply_dense_block(x, config.num_layers, config.growth_rate, name="emo_block3",
