@@ -251,17 +251,17 @@ def test_original_and_f_on_the_ferplus_resnet18_emotion_stream(tmp_path):
     """``emotion_backbone=resnet18_std`` with ``emotion_init`` a FER+ ResNet-18 ``.keras``
     (8 classes; the shipped one is rebuilt by tools/keras_from_savedmodel.py): the trunk is
     copied by name, both variants train and export their probabilities."""
-    from keras_fer.models.expression import build_expression_model
+    from resnet18_source import TRUNK_LAYERS, make_source
 
     init = tmp_path / "ferplus_resnet18_std.keras"
-    build_expression_model("resnet18_std", 8, weights=None).save(init)
+    make_source(init)
     extra = json.dumps({"layers_per_block": 1, "identity": "densenet",
                         "emotion_backbone": "resnet18_std", "emotion_init": str(init)})
     model_dir = tmp_path / "run"
     proc = _train(*[f for f in TINY if not f.startswith("--extra")], f"--extra={extra}",
                   "--dataset=synthetic", f"--data_dir={tmp_path}", "--variants=original,f",
                   f"--model_dir={model_dir}", timeout=600)
-    assert f"emotion stream initialised from {init}: copied 40 layers" in proc.stdout
+    assert f"emotion stream initialised from {init}: copied {TRUNK_LAYERS} layers" in proc.stdout
     assert "1 source layers unused ['logits']" in proc.stdout
     for variant in ("original", "f"):
         _check_results(model_dir / variant, variant, "synthetic", 7)
