@@ -55,10 +55,10 @@ def synthetic_ck8(tmp_path_factory):
     return _few_subjects(exp, 8)
 
 
-def _config(model_dir, variant="rml", **kw):
+def _config(model_dir, variant="rml", extra=TINY, **kw):
     return TrainConfig(method="idferm", variant=variant, dataset="synthetic", protocol="ck8",
                        model_dir=str(model_dir), folds=4, fold=0, epochs=1, pretrain_epochs=1,
-                       batch_size=32, lr=0.01, pretrain_lr=0.01, extra=TINY, **kw)
+                       batch_size=32, lr=0.01, pretrain_lr=0.01, extra=extra, **kw)
 
 
 def _check_results(results, variant, dataset):
@@ -341,3 +341,69 @@ def test_resnet18_trunk_starts_from_the_ferplus_resnet18(tmp_path, synthetic_ck8
     model = keras.saving.load_model(fold_dir / "inference.keras")
     assert model.get_layer("resnet18_std_pool").output.shape == (None, 512)
     assert model.output.shape == (None, 8)
+
+
+# ------------------------------------------------------------- HNG and RML in two processes
+
+
+@pytest.mark.slow
+def test_stop_after_hng_then_a_later_run_trains_rml_from_the_stored_references(
+        tmp_path, synthetic_ck8):
+    """``stop_after="hng"`` ends the fold after its HNG with the references on disk and no
+    result; a later process given only ``hng.json`` + ``hng_references.npz`` (what a device
+    call brings back) skips stages 1-2 and trains the RML stages on those references."""
+    first = tmp_path / "hng_call"
+    stopped = runner.train_and_evaluate(
+        IDFERMMethod(), _config(first, extra={**TINY, "stop_after": "hng"}),
+        experiment=synthetic_ck8)
+    assert stopped["stopped_after"] == ["hng"] and stopped["folds_stopped"] == [0]
+    fold_dir = first / "fold_0"
+    assert not (fold_dir / "result.json").exists() and not (first / "results.json").exists()
+    assert not (fold_dir / "pretrain_rml").exists()
+    with np.load(fold_dir / idferm_training.HNG_REFERENCES) as stored:
+        references = stored["references"]
+    assert references.dtype == np.uint8 and references.ndim == 3
+    assert 0.0 <= json.loads((fold_dir / "hng.json").read_text())[
+        "identity_preserved_percent"] <= 100.0
+
+    second = tmp_path / "rml_call"
+    (second / "fold_0").mkdir(parents=True)
+    shutil.copy(first / "config.json", second / "config.json")
+    for name in ("hng.json", idferm_training.HNG_REFERENCES):
+        shutil.copy(fold_dir / name, second / "fold_0" / name)
+    seen = {}
+
+    class NoHNG(IDFERMMethod):
+        def _hng_stages(self, config, data, fold_dir):
+            raise AssertionError("stages 1-2 ran although their outputs were there")
+
+        def build_rml(self, config, data):
+            seen["num_train"] = len(data.x_train)
+            return super().build_rml(config, data)
+
+    results = runner.train_and_evaluate(NoHNG(), _config(second), experiment=synthetic_ck8)
+    _check_results(results, "rml", "synthetic")
+    assert seen["num_train"] == len(references)
+    assert (second / "fold_0" / "finetune" / "final.weights.h5").exists()
+    assert not (second / "fold_0" / "hng").exists()
+
+
+def test_stored_references_of_another_fold_are_a_clear_error(tmp_path):
+    fold_dir = tmp_path / "fold_0"
+    fold_dir.mkdir()
+    np.savez_compressed(fold_dir / idferm_training.HNG_REFERENCES,
+                        references=np.zeros((5, 60, 60), np.uint8))
+    assert idferm_training.load_references(fold_dir, 5) is None  # no hng.json: not finished
+    (fold_dir / "hng.json").write_text("{}")
+    assert idferm_training.load_references(fold_dir, 5).shape == (5, 60, 60)
+    with pytest.raises(ValueError, match="holds 5 generated faces but this fold has 7"):
+        idferm_training.load_references(fold_dir, 7)
+
+
+def test_stop_after_is_for_the_rml_variant_and_its_hng_only(tmp_path, synthetic_ck8):
+    for variant, stage in (("baseline", "hng"), ("rml", "finetune")):
+        with pytest.raises(ValueError, match="stop_after must be one of"):
+            runner.train_and_evaluate(
+                IDFERMMethod(), _config(tmp_path / variant / stage, variant,
+                                        extra={**TINY, "stop_after": stage}),
+                experiment=synthetic_ck8)

@@ -16,7 +16,12 @@ Variant ``rml`` trains, in each fold and each stage in its own resumable folder:
    frames are used; each epoch draws one of the subject's neutral frames per face and flips
    both faces of a pair together. A grid of validation faces / generated / real neutral
    faces is written per epoch (``hng/grids/``). Afterwards the identity-preservation rate of
-   faces generated from the held-out test subjects goes to ``hng.json``.
+   faces generated from the held-out test subjects goes to ``hng.json``, and the neutral
+   faces generated from the training faces (stage 4's references, uint8, ~3 MB a CK+ fold)
+   to ``hng_references.npz``: with both files in the fold folder, stages 1-2 are skipped,
+   so a fold can run its HNG in one process (``extra stop_after="hng"`` ends the fold
+   there, writing no ``result.json``) and its RML stages in another, e.g. in two device
+   calls (``tools/gpu_run.py --keep=hng.json,hng_references.npz``).
 3. ``pretrain_rml``: the RML network's conv groups and EC branch with softmax (the paper
    pretrains on Multi-PIE with SGD; we pretrain on the fold's training faces, with Adam:
    see :func:`rml_pretrain_optimizer`).
@@ -40,7 +45,8 @@ no batch normalisation and stayed at chance under the ResNets' SGD),
 ``--pretrain_lr``: the RML network's pretraining), ``rml_init`` (a ``.keras`` RML network,
 e.g. FER+-pretrained, to start from), ``per_class`` (2),
 ``weight_decay`` (1e-4), ``verification_pairs`` (2000), ``identity`` / ``perceptual`` /
-``identity_far`` (above). An unknown key is an error.
+``identity_far`` (above), ``stop_after`` (``"hng"``: end each fold after stage 2; variant
+``rml`` only). An unknown key is an error.
 """
 
 from __future__ import annotations
@@ -69,13 +75,19 @@ from keras_fer.training import idferm_identity
 from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_identity import generate_neutral, identity_preservation
 from keras_fer.training.optim import config_sgd, steps_per_epoch
+from keras_fer.training.runner import StopAfterStage
+from keras_fer.training.settings import ConfigError
 from keras_fer.training.stages import fit_stage
 
 VARIANTS = ("rml", "baseline")
 EXTRA_KEYS = ("hng", "rml", "hng_epochs", "hng_lr", "hng_batch_size", "hng_weights",
               "expression_depth", "clipnorm", "identity_lr", "identity_epochs",
               "rml_pretrain_optimizer", "rml_pretrain_lr", "rml_init", "per_class",
-              "weight_decay", "verification_pairs", "identity", "perceptual", "identity_far")
+              "weight_decay", "verification_pairs", "identity", "perceptual", "identity_far",
+              "stop_after")
+HNG_REPORT = "hng.json"
+HNG_REFERENCES = "hng_references.npz"
+STOP_STAGES = ("hng",)
 GRID_FACES = 8
 
 
@@ -373,12 +385,32 @@ class IDFERMMethod:
                                        _unit(preprocess.resize_uint8(neutrals, size)), out_dir)
         return None
 
+    def _hng_stages(self, config, data: FoldData, fold_dir: Path) -> np.ndarray:
+        """Stages 1-2; writes ``hng_references.npz`` then ``hng.json``; returns the neutral
+        faces generated from the training faces."""
+        perceptual = self.pretrain_expression(config, data, fold_dir)
+        identity = self.pretrain_identity(config, data, fold_dir)
+        generator = self.train_hng(config, data, fold_dir, perceptual, identity)
+        references = generate_neutral(generator, data.x_train)
+        report = identity_preservation(
+            data, generate_neutral(generator, data.x_test),
+            config.extra.get("verification_pairs", 2000), config.seed,
+            config.extra.get("identity_far", idferm_identity.DEFAULT_FAR))
+        with io_atomic.atomic_path(fold_dir / HNG_REFERENCES) as tmp:
+            np.savez_compressed(tmp, references=references)
+        io_atomic.write_json(fold_dir / HNG_REPORT, report)
+        print(f"[idferm] fold {data.fold}: identity preserved in "
+              f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "
+              f"faces generated from held-out subjects", flush=True)
+        return references
+
     def fit_fold(self, data: FoldData, config: TrainConfig, fold_dir: Path) -> keras.Model:
         if config.variant not in VARIANTS:
             raise ValueError(f"Unknown IDFERM variant {config.variant!r}. Known: {VARIANTS}")
         check_extra(config.extra, EXTRA_KEYS, "IDFERM")
         idferm_identity.identity_setting(config.extra)
         idferm_identity.perceptual_setting(config.extra)
+        stop_after = _stop_after(config)
         references = None
         if config.variant == "rml":
             if data.neutral_faces is None or data.subj_train is None:
@@ -386,18 +418,11 @@ class IDFERMMethod:
                     f"Variant 'rml' needs real neutral frames per subject; {config.dataset} "
                     "has none (use synthetic, ckplus48 with ckplus_neutral next to it, or "
                     "ckplus_neutral), or run --variant=baseline.")
-            perceptual = self.pretrain_expression(config, data, fold_dir)
-            identity = self.pretrain_identity(config, data, fold_dir)
-            generator = self.train_hng(config, data, fold_dir, perceptual, identity)
-            references = generate_neutral(generator, data.x_train)
-            report = identity_preservation(
-                data, generate_neutral(generator, data.x_test),
-                config.extra.get("verification_pairs", 2000), config.seed,
-                config.extra.get("identity_far", idferm_identity.DEFAULT_FAR))
-            io_atomic.write_json(fold_dir / "hng.json", report)
-            print(f"[idferm] fold {data.fold}: identity preserved in "
-                  f"{report['identity_preserved_percent']:.1f}% of {report['num_test_faces']} "
-                  f"faces generated from held-out subjects", flush=True)
+            references = load_references(fold_dir, len(data.x_train))
+            if references is None:
+                references = self._hng_stages(config, data, fold_dir)
+            if stop_after == "hng":
+                raise StopAfterStage("hng")
 
         model = self.build_rml(config, data)
         pretrain = idferm.inference_model(model)
@@ -418,6 +443,40 @@ class IDFERMMethod:
         val = FaceBatches(data.x_val, data.y_val, config.batch_size) if len(data.y_val) else None
         fit_stage(model, fold_dir / "finetune", train, config.epochs, val)
         return idferm.inference_model(model)
+
+
+def _stop_after(config: TrainConfig) -> str | None:
+    value = config.extra.get("stop_after")
+    if value is None:
+        return None
+    if value not in STOP_STAGES or config.variant != "rml":
+        raise ConfigError(f"IDFERM: extra stop_after must be one of {STOP_STAGES} with "
+                          f"--variant=rml. Received: stop_after={value!r}, "
+                          f"variant={config.variant!r}")
+    return value
+
+
+def load_references(fold_dir: str | Path, num_train: int) -> np.ndarray | None:
+    """The fold's HNG references (neutral faces generated from its ``num_train`` training
+    faces) when an earlier process finished its HNG (``hng_references.npz`` and ``hng.json``
+    both there), else ``None``.
+
+    Raises:
+        ConfigError: the file holds another number of faces (another fold or protocol).
+    """
+    fold_dir = Path(fold_dir)
+    path = fold_dir / HNG_REFERENCES
+    if not (path.exists() and (fold_dir / HNG_REPORT).exists()):
+        return None
+    with np.load(path) as stored:
+        references = stored["references"]
+    if len(references) != num_train:
+        raise ConfigError(f"{path} holds {len(references)} generated faces but this fold has "
+                          f"{num_train} training faces: it comes from another fold or "
+                          "protocol; remove it (and hng.json) or use another --model_dir.")
+    print(f"[idferm] {fold_dir.name}: HNG references loaded from {path} (stages 1-2 skipped)",
+          flush=True)
+    return references
 
 
 def add_hng_results(model_dir: str | Path) -> dict:

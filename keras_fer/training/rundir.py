@@ -29,6 +29,9 @@ CONFIG_FILE = "config.json"
 # ``fold`` picks which fold this process trains (one process per fold shares the folder),
 # ``data_dir`` where the same dataset lies on this machine.
 NOT_COMPARED = ("model_dir", "data_dir", "fold", "export", "heatmaps")
+# ``extra`` keys that say when a process stops, not what is trained (IDFERM's ``stop_after``:
+# one process runs a fold's HNG, a later one its RML stages in the same folder).
+EXTRA_NOT_COMPARED = ("stop_after",)
 
 
 class RunDirError(ValueError):
@@ -130,6 +133,12 @@ def locked(model_dir: str | Path, fold: int = -1) -> Iterator[Path]:
         yield model_dir
 
 
+def _compared_extra(extra):
+    if not isinstance(extra, dict):
+        return extra
+    return {k: v for k, v in extra.items() if k not in EXTRA_NOT_COMPARED}
+
+
 def differences(config: TrainConfig, previous: Dict) -> List[str]:
     """``["depth 40 -> 16", ...]``: what the run would change of a previous ``config.json``."""
     current = json.loads(config.to_json())
@@ -138,6 +147,8 @@ def differences(config: TrainConfig, previous: Dict) -> List[str]:
         if key in NOT_COMPARED:
             continue
         old, new = previous.get(key, "(unset)"), current.get(key, "(unset)")
+        if key == "extra":
+            old, new = (_compared_extra(v) for v in (old, new))
         if old != new:
             out.append(f"{key} {json.dumps(old)} -> {json.dumps(new)}")
     return out

@@ -60,6 +60,16 @@ class Method(Protocol):
         """Trains on ``data`` (resuming from ``fold_dir``) and returns the inference model."""
 
 
+class StopAfterStage(Exception):
+    """Raised by a method's ``fit_fold`` to end a fold cleanly after a named stage (e.g.
+    IDFERM's ``extra stop_after="hng"``): the fold writes no ``result.json``, and a later run
+    without the request resumes it from what that stage left."""
+
+    def __init__(self, stage: str):
+        super().__init__(stage)
+        self.stage = stage
+
+
 def predict_proba(model, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Class probabilities of aligned uint8 faces through the test-time (centre crop) path."""
     x = preprocess.to_model_input(faces)
@@ -187,6 +197,8 @@ def train_and_evaluate(method: Method, config: TrainConfig,
             raise
         config.write(model_dir)
         results = _run_folds(method, config, exp, all_idx, after_fold, start)
+        if "stopped_after" in results:
+            return results
         return _after_run(method, config, results)
 
 
@@ -196,7 +208,7 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
     model_dir = Path(config.model_dir)
     chosen = range(len(all_idx)) if config.fold < 0 else [config.fold]
 
-    fold_results, model, data = [], None, None
+    fold_results, model, data, stopped = [], None, None, {}
     for k in chosen:
         fold_dir = model_dir / f"fold_{k}"
         done = fold_dir / "result.json"
@@ -218,7 +230,16 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
             # Each fold starts from the same random state, resumed or not (the methods' models,
             # initialisers and augmenters draw from it).
             keras.utils.set_random_seed(config.seed + k)
-            model = method.fit_fold(data, config, fold_dir)
+            try:
+                model = method.fit_fold(data, config, fold_dir)
+            except StopAfterStage as stop:
+                stopped[k] = stop.stage
+                model = None
+        if model is None:
+            print(f"[{config.method}/{config.variant}] fold {k}: stopped after stage "
+                  f"{stopped[k]!r} as asked (extra stop_after); run again without it to finish "
+                  "the fold", flush=True)
+            continue
         # Evaluation runs outside the scope: there the model takes any batch size.
         result = evaluate_fold(model, data)
         if hasattr(method, "fold_metrics"):
@@ -234,6 +255,9 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
         print(f"[{config.method}/{config.variant}] fold {k}: accuracy {result['accuracy']:.2f}%",
               flush=True)
 
+    if stopped and not fold_results:
+        return {"stopped_after": sorted(set(stopped.values())), "folds_stopped": sorted(stopped),
+                "model_dir": str(model_dir)}
     results = write_results(config, exp, fold_results, len(all_idx), time.time() - start)
     if config.export:
         if model is None:

@@ -85,6 +85,7 @@ class IDFERMExtra:
     identity: Optional[str] = None
     perceptual: Optional[str] = None
     identity_far: Optional[float] = None
+    stop_after: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
