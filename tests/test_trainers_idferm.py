@@ -253,7 +253,7 @@ def test_ckplus_flagfile_runs_from_the_trainer(request, tmp_path, capsys, ckplus
 
 def test_idferm_inputs_are_scaled_exactly_as_served():
     from keras_fer.data import preprocess
-    from keras_fer.training.idferm import _unit
+    from keras_fer.training.idferm_batches import to_unit as _unit
 
     faces = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     served = preprocess.to_model_input(np.resize(faces, (1, 60, 60)))

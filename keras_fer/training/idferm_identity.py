@@ -30,6 +30,7 @@ from keras_fer.evaluation import verification
 from keras_fer.losses.hng import identity_preservation_rate
 from keras_fer.models import face_embedding
 from keras_fer.data.experiments import FoldData
+from keras_fer.training.idferm_batches import to_unit
 
 IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
 PERCEPTUALS = ("expression", face_embedding.FACE_RESNET)
@@ -61,14 +62,10 @@ def face_perceptual_model() -> keras.Model:
                                              name="face_perceptual")
 
 
-def _unit(faces: np.ndarray) -> np.ndarray:
-    return (np.asarray(faces, dtype=np.float32) * preprocess.INV_255)[..., None]
-
-
 def generate_neutral(generator: keras.Model, faces: np.ndarray, batch_size: int = 256):
     """Aligned uint8 ``(N, 60, 60)`` faces -> their generated neutral faces, same frame."""
     size = generator.input_shape[1]
-    x = _unit(preprocess.resize_uint8(faces, size))
+    x = to_unit(preprocess.resize_uint8(faces, size))
     out = np.asarray(generator.predict(x, batch_size=batch_size, verbose=0))[..., 0]
     out = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
     return preprocess.resize_uint8(out, preprocess.ALIGNED_SIZE)
