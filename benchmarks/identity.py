@@ -6,7 +6,9 @@
 Two protocols, on subjects the network being scored never trained on:
 
 - ORL (40 subjects, 10 faces each): every pair of faces. The face network never saw ORL;
-  for a fold-trained stream pass a model whose run held ORL out (as the GPU job lists do).
+  for a fold-trained stream pass a model whose run held ORL out (``tools/train_fold_identity.py``
+  trains both streams on CK+ fold 0's training subjects alone, as the trainers' identity
+  stages do but without their ORL identities).
 - CK+ (CK+48, 7 classes): the test subjects of fold 0 of the 10 subject-disjoint folds
   (seed 0, the trainers' split), every pair of their faces.
 
@@ -50,10 +52,10 @@ NOT_GIVEN = {
                           "--densenet_distilled=pretrained/identity_densenet_distilled_embedding.keras",
     "deepid_distilled": "not measured: make it with tools/distill_identity.py and pass "
                         "--deepid_distilled=pretrained/identity_deepid_distilled_embedding.keras",
-    "densenet_fold": "not measured: training the DenseNet identity stream on a CK+ fold does "
-                     "not fit the shared 2-core CPU of this session; pass --densenet_fold",
-    "deepid_fold": "not measured: training DeepID on a CK+ fold does not fit the shared "
-                   "2-core CPU of this session; pass --deepid_fold",
+    "densenet_fold": "not measured: train it with tools/train_fold_identity.py and pass "
+                     "--densenet_fold=.devdata/identity_fold/densenet_fold.keras",
+    "deepid_fold": "not measured: train it with tools/train_fold_identity.py and pass "
+                   "--deepid_fold=.devdata/identity_fold/deepid_fold.keras",
 }
 
 
@@ -165,11 +167,13 @@ def run(args: argparse.Namespace) -> Dict:
         fm = feature_model(path)
         networks[name] = {**measure(lambda x: np.asarray(fm.predict(x, verbose=0)), sets),
                           "model": str(path)}
-        # tools/distill_identity.py writes how each stream was distilled beside it.
-        report = Path(path).parent / "identity_distilled.json"
-        stream = name.split("_")[0]
-        if name.endswith("_distilled") and report.exists():
-            networks[name]["distillation"] = json.loads(report.read_text()).get(stream)
+        # tools/distill_identity.py (tools/train_fold_identity.py) writes how each stream
+        # was distilled (trained on the fold) beside it.
+        stream, kind = name.split("_")
+        report = Path(path).parent / f"identity_{kind}.json"
+        if report.exists():
+            key = "distillation" if kind == "distilled" else "training"
+            networks[name][key] = json.loads(report.read_text()).get(stream)
     return {
         "accuracy_unit": "percent",
         "protocol": {
