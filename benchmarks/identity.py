@@ -17,7 +17,12 @@ accuracy (percent) at the equal-error threshold (false-accept rate = false-rejec
 Networks: ``face_resnet`` (dlib's face ResNet, Keras, on our 48x48 crops through
 :func:`keras_fer.models.face_embedding.face_embedding_model`), ``face_resnet_int8`` (the
 same model converted by :func:`keras_fer.export.tflite.convert`, int8 calibrated on 200
-FER+ Valid faces, run by ai-edge-litert), and the small streams from model paths
+FER+ Valid faces, run by ai-edge-litert), two parameter-free test-time options of the face
+network, alone and together: ``face_resnet_flip`` (flip averaging: the L2-normalised mean of
+the embeddings of the face and of its mirror, ``face_embedding_model(flip_average=True)``),
+``face_resnet_frame60`` (the whole aligned 60x60 frame, :func:`frame_input`, in place of its
+centre 48x48 crop; for CK+48, whose 48x48 photos are upscaled to 60, that is the whole photo)
+and ``face_resnet_frame60_flip``; and the small streams from model paths
 (``image -> feature`` ``.keras`` files: an IDEnNet identity-pretraining model or DeepID;
 the layer before the softmax is taken). A network without a path is written as ``null``
 with the reason. ``hng_identity_rate``: the mean ``identity_preserved_percent`` of the given
@@ -126,10 +131,16 @@ def feature_model(path: str):
     return model
 
 
-def measure(embed, sets: Dict) -> Dict:
+def frame_input(faces: np.ndarray) -> np.ndarray:
+    """uint8 faces -> float32 ``(N, 60, 60, 1)`` in [0, 1]: the whole aligned frame, no crop."""
+    faces = preprocess.resize_uint8(faces, preprocess.ALIGNED_SIZE)
+    return (faces.astype(np.float32) * preprocess.INV_255)[..., None]
+
+
+def measure(embed, sets: Dict, inputs=preprocess.to_model_input) -> Dict:
     out = {}
     for name, (faces, subjects) in sets.items():
-        r = score(embed(preprocess.to_model_input(faces)), subjects)
+        r = score(embed(inputs(faces)), subjects)
         out[f"{name}_verification_accuracy"] = r["accuracy"]
         out[f"{name}_auc"] = r["auc"]
         out[f"{name}_details"] = {k: r[k] for k in ("threshold", "pairs", "same_pairs")}
@@ -157,6 +168,17 @@ def run(args: argparse.Namespace) -> Dict:
         networks["face_resnet_int8"] = measure(runner.predict, sets)
         networks["face_resnet_int8"]["size_mb"] = round(path.stat().st_size / 2**20, 2)
     print("face_resnet_int8", networks["face_resnet_int8"], flush=True)
+    frame = (preprocess.ALIGNED_SIZE, preprocess.ALIGNED_SIZE, 1)
+    for row, shape, flip, inputs in (
+            ("face_resnet_flip", (48, 48, 1), True, preprocess.to_model_input),
+            ("face_resnet_frame60", frame, False, frame_input),
+            ("face_resnet_frame60_flip", frame, True, frame_input)):
+        variant = face_embedding_model(input_shape=shape, flip_average=flip)
+        networks[row] = {**measure(lambda x, m=variant: np.asarray(
+            m.predict(x, batch_size=64, verbose=0)), sets, inputs),
+            "input": "aligned 60x60 frame" if inputs is frame_input else "centre 48x48 crop",
+            "flip_average": flip}
+        print(row, networks[row], flush=True)
     for name in STREAMS:
         path = getattr(args, name)
         if not path:
@@ -180,7 +202,13 @@ def run(args: argparse.Namespace) -> Dict:
             "orl": f"all {len(sets['orl'][1])} ORL faces ({len(set(sets['orl'][1]))} "
                    "subjects), eye-aligned by keras_fer.data.faces, every pair",
             "input": "every network sees the models' input: the centre 48x48 crop of the "
-                     "aligned 60x60 face (the face network upsamples it to 150x150 RGB)",
+                     "aligned 60x60 face (the face network upsamples it to 150x150 RGB), "
+                     "except the *_frame60 rows",
+            "frame60": "face_resnet_frame60*: the whole aligned 60x60 frame (upsampled to "
+                       "150x150 RGB), not its centre 48x48 crop; CK+48's 48x48 photos are "
+                       "upscaled to 60, so the frame is the whole photo",
+            "flip": "face_resnet*_flip: the L2-normalised mean of the embeddings of the face "
+                    "and of its horizontal mirror (test-time flip averaging)",
             "ckplus": f"CK+48 ck7 fold 0 test subjects of 10 subject-disjoint folds (seed 0): "
                       f"{len(sets['ckplus'][1])} faces of {len(set(sets['ckplus'][1]))} "
                       "subjects, every pair",

@@ -5,7 +5,10 @@ dlib's ResNet (:func:`keras_fer.models.face_identity.dlib_resnet`) wants ``(B, 1
 RGB in 0..255. :class:`FaceNetInput` does the conversion inside a graph (x255, bilinear
 resize to 150, gray repeated as R, G and B: what :func:`~keras_fer.models.face_identity.
 to_face_input` does in NumPy), so the face network can sit inside a trained or exported
-model. :func:`face_embedding_model` and :func:`face_feature_model` wrap it.
+model. :func:`face_embedding_model` and :func:`face_feature_model` wrap it;
+``face_embedding_model(flip_average=True)`` is the test-time flip augmentation of face
+verification (the L2-normalised mean of the embeddings of a face and of its mirror,
+:class:`HorizontalMirror`), off by default so the methods' identity losses are unchanged.
 
 ``identity`` in a method's ``--extra`` settings picks the identity network:
 
@@ -83,6 +86,17 @@ class FaceNetInput(layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+@keras.saving.register_keras_serializable(package="keras_fer")
+class HorizontalMirror(layers.Layer):
+    """``(B, H, W, C)`` images -> their left-right mirror (the width axis reversed)."""
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def _face_outputs(layer_names: Sequence[str] | None, weights: str | None) -> keras.Model:
     net = dlib_resnet(weights=weights)
     if not layer_names:
@@ -95,15 +109,26 @@ def face_embedding_model(
     input_shape: tuple = (48, 48, 1),
     weights: str | None = "dlib",
     name: str = "face_embedding",
+    flip_average: bool = False,
 ) -> keras.Model:
     """``image (B, H, W, 1)`` in ``[0, 1]`` -> dlib's raw 128-d embedding.
 
     The dlib network is a nested model named ``dlib_resnet`` (its variables' paths start with
     ``dlib_resnet_``); ``input_shape`` may have ``None`` sides (any face size).
+
+    ``flip_average=True``: the L2-normalised mean of the raw embeddings of the face and of
+    its horizontal mirror (the same dlib network sees both), so a face and its mirror get the
+    same unit-norm embedding. The default (``False``) is the raw embedding of the face alone.
     """
     image = keras.Input(shape=input_shape, name="image")
-    x = FaceNetInput(name="face_input")(image)
-    return keras.Model(image, _face_outputs(None, weights)(x), name=name)
+    net = _face_outputs(None, weights)
+    embedding = net(FaceNetInput(name="face_input")(image))
+    if flip_average:
+        mirror = HorizontalMirror(name="mirror")(image)
+        mirrored = net(FaceNetInput(name="mirror_face_input")(mirror))
+        mean = layers.Average(name="flip_average")([embedding, mirrored])
+        embedding = layers.UnitNormalization(name="unit_norm")(mean)
+    return keras.Model(image, embedding, name=name)
 
 
 def face_feature_model(
@@ -127,6 +152,7 @@ def face_feature_model(
 
 __all__ = [
     "DEEPID", "DENSENET", "EMBEDDING_DIM", "FACE_PREFIX", "FACE_RESNET", "FaceNetInput",
+    "HorizontalMirror",
     "IDENTITY_NETWORKS", "LAST_TWO_LAYERS", "PERCEPTUAL_LAYERS", "check_extra",
     "check_identity", "face_embedding_model", "face_feature_model",
 ]
