@@ -34,7 +34,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from keras_fer.data.face_detector import Detection, FaceDetector, _as_uint8_image
-from keras_fer.data.faces import _REFINE_SIZE, refine_eye_positions
+from keras_fer.data.faces import REFINE_SIZE, refine_eye_positions
 
 FULL_RANGE_MODEL = "face_detection_full_range_sparse.tflite"
 DEFAULT_MIN_FACE = 40
@@ -174,11 +174,11 @@ class GroupFaceDetector:
         self.refine_canvas = None
         if backend == "litert" and refine_input is not None:
             native = self.short.input_size
-            side = _REFINE_SIZE * int(refine_input) / native
+            side = REFINE_SIZE * int(refine_input) / native
             if refine_input != native:
                 if side != int(side):
                     raise ValueError(f"refine_input must make a whole canvas of "
-                                     f"{_REFINE_SIZE} * refine_input / {native} px. "
+                                     f"{REFINE_SIZE} * refine_input / {native} px. "
                                      f"Received: refine_input={refine_input}")
                 try:
                     self.refiner = make(min_detection_confidence, margins=(0.0,),

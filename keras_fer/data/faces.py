@@ -45,18 +45,18 @@ _MAX_SUPERSAMPLE = 8
 # Keypoint refinement re-detects on an upright face in this canvas, eyes 0.2 of it apart:
 # BlazeFace eye keypoints are off by up to ~8 degrees on tilted faces, and by ~2 after two
 # refinement steps (measured on rotated ORL and astronaut images).
-_REFINE_SIZE = 192
+REFINE_SIZE = 192
 _REFINE_EYES = ((0.4, 0.44), (0.6, 0.44))
 
 
 def refine_eye_positions(side: int) -> Tuple[Tuple[float, float], Tuple[float, float]]:
     """Eye positions (fractions) of a ``side`` px refinement canvas holding the face at the same
-    pixels, relative to its centre, as the default ``_REFINE_SIZE`` canvas: less (or more)
-    context around the same face, for a detector run at ``side / _REFINE_SIZE`` of 128 px."""
-    if side == _REFINE_SIZE:
+    pixels, relative to its centre, as the default ``REFINE_SIZE`` canvas: less (or more)
+    context around the same face, for a detector run at ``side / REFINE_SIZE`` of 128 px."""
+    if side == REFINE_SIZE:
         return _REFINE_EYES
-    half = (_REFINE_EYES[1][0] - _REFINE_EYES[0][0]) / 2 * _REFINE_SIZE
-    above = (0.5 - _REFINE_EYES[0][1]) * _REFINE_SIZE
+    half = (_REFINE_EYES[1][0] - _REFINE_EYES[0][0]) / 2 * REFINE_SIZE
+    above = (0.5 - _REFINE_EYES[0][1]) * REFINE_SIZE
     centre = side / 2
     y = (centre - above) / side
     return ((centre - half) / side, y), ((centre + half) / side, y)
@@ -221,13 +221,13 @@ class FaceAligner:
             float32 ``(6, 2)`` keypoints in ``image`` pixels (the input when re-detection
             finds no face near the expected place).
 
-        The upright face is a ``_REFINE_SIZE`` (192) px canvas, eyes 0.2 of it apart, unless
+        The upright face is a ``REFINE_SIZE`` (192) px canvas, eyes 0.2 of it apart, unless
         the detector has a ``refine_canvas`` attribute ``(side, eye_positions)``
         (``GroupFaceDetector``: 144 px for its short-range model run at 96 px).
         """
         image = _as_uint8_image(image)
         keypoints = np.asarray(keypoints, dtype=np.float32)
-        side, eyes = getattr(self.detector, "refine_canvas", None) or (_REFINE_SIZE, _REFINE_EYES)
+        side, eyes = getattr(self.detector, "refine_canvas", None) or (REFINE_SIZE, _REFINE_EYES)
         expected = (np.mean(eyes, axis=0) * side) - 0.5
         eye_distance = (eyes[1][0] - eyes[0][0]) * side
         for _ in range(self.refine_steps):
