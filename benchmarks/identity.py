@@ -132,9 +132,11 @@ def feature_model(path: str):
 
 
 def frame_input(faces: np.ndarray) -> np.ndarray:
-    """uint8 faces -> float32 ``(N, 60, 60, 1)`` in [0, 1]: the whole aligned frame, no crop."""
-    faces = preprocess.resize_uint8(faces, preprocess.ALIGNED_SIZE)
-    return (faces.astype(np.float32) * preprocess.INV_255)[..., None]
+    """uint8 faces -> float32 ``(N, 60, 60, 1)`` in [0, 1]: the whole aligned frame, no crop
+    (as IDFERM's ``hng.json`` measures its ``frame60`` rate)."""
+    from keras_fer.training.idferm_identity import frame_input as idferm_frame_input
+
+    return idferm_frame_input(faces)
 
 
 def measure(embed, sets: Dict, inputs=preprocess.to_model_input) -> Dict:
@@ -221,7 +223,8 @@ def run(args: argparse.Namespace) -> Dict:
     }
 
 
-def real_neutral_rate(report: Dict, exp, embed) -> Dict:
+def real_neutral_rate(report: Dict, exp, embed, threshold_key: str = "threshold_cosine_distance"
+                      ) -> Dict:
     """The fold's test at its own threshold, real neutral frames in place of generated ones.
 
     Every (expressive face, real neutral frame of the same subject) pair of the fold's test
@@ -238,8 +241,7 @@ def real_neutral_rate(report: Dict, exp, embed) -> Dict:
     distances = (1.0 - faces @ neutral.T)[same]
     return {"faces": int(test.sum()), "neutral_frames": int(keep.sum()),
             "pairs": int(same.sum()),
-            "preserved_percent": 100.0 * float(np.mean(distances <= report[
-                "threshold_cosine_distance"])),
+            "preserved_percent": 100.0 * float(np.mean(distances <= report[threshold_key])),
             "mean_cosine_distance": float(np.mean(distances))}
 
 
@@ -257,21 +259,29 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
     exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
     model = face_embedding_model(input_shape=(None, None, 1))  # as IDFERM's hng.json
 
-    def embed(x):
-        return np.asarray(model.predict(preprocess.to_model_input(x), batch_size=64,
-                                        verbose=0), np.float64)
+    def embed_with(inputs):
+        return lambda x: np.asarray(model.predict(inputs(x), batch_size=64, verbose=0),
+                                    np.float64)
 
     folds = []
     for r in reports:
-        real = real_neutral_rate(r, exp, embed)
-        folds.append({"fold": r["fold"], "generated_preserved_percent":
-                      r["identity_preserved_percent"],
-                      "generated_mean_cosine_distance": r["mean_cosine_distance"],
-                      "threshold_cosine_distance": r["threshold_cosine_distance"],
-                      "test_far_percent": r["test_far_percent"],
-                      "real_neutral": real})
+        fold = {"fold": r["fold"], "generated_preserved_percent": r["identity_preserved_percent"],
+                "generated_mean_cosine_distance": r["mean_cosine_distance"],
+                "threshold_cosine_distance": r["threshold_cosine_distance"],
+                "test_far_percent": r["test_far_percent"],
+                "real_neutral": real_neutral_rate(r, exp, embed_with(preprocess.to_model_input))}
+        if "frame60" in r:  # hng.json of session 9 and later: the whole aligned frame too
+            frame = r["frame60"]
+            fold["frame60"] = {
+                "generated_preserved_percent": frame["identity_preserved_percent"],
+                "generated_mean_cosine_distance": frame["mean_cosine_distance"],
+                "threshold_cosine_distance": frame["threshold_cosine_distance"],
+                "test_far_percent": frame["test_far_percent"],
+                "real_neutral": real_neutral_rate(frame | {"test_subjects": r["test_subjects"]},
+                                                  exp, embed_with(frame_input))}
+        folds.append(fold)
         print("hng fold", folds[-1], flush=True)
-    return {
+    doc = {
         "hng_identity_rate": float(np.mean([f["generated_preserved_percent"] for f in folds])),
         "hng_identity_rate_note": f"mean of {len(folds)} hng.json (IDFERM, CK+ ck7, "
                                   "threshold at 1% false accepts of each fold's training + ORL "
@@ -280,6 +290,12 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
                                                 for f in folds])),
         "hng_folds": folds,
     }
+    if all("frame60" in f for f in folds):
+        doc["hng_identity_rate_frame60"] = float(np.mean(
+            [f["frame60"]["generated_preserved_percent"] for f in folds]))
+        doc["hng_real_neutral_rate_frame60"] = float(np.mean(
+            [f["frame60"]["real_neutral"]["preserved_percent"] for f in folds]))
+    return doc
 
 
 def markdown(doc: Dict) -> str:
@@ -300,6 +316,15 @@ def markdown(doc: Dict) -> str:
         rows.append(f"| real neutral frames (what a perfect HNG scores) | "
                     f"{doc['hng_real_neutral_rate']:.1f} | "
                     f"{np.mean([f['real_neutral']['mean_cosine_distance'] for f in folds]):.3f} |")
+        if doc.get("hng_identity_rate_frame60") is not None:
+            rows.append(f"| generated, on the whole aligned frame | "
+                        f"{doc['hng_identity_rate_frame60']:.1f} | " + "{:.3f} |".format(
+                            np.mean([f["frame60"]["generated_mean_cosine_distance"]
+                                     for f in folds])))
+            rows.append(f"| real neutral frames, on the whole aligned frame | "
+                        f"{doc['hng_real_neutral_rate_frame60']:.1f} | " + "{:.3f} |".format(
+                            np.mean([f["frame60"]["real_neutral"]["mean_cosine_distance"]
+                                     for f in folds])))
     return "\n".join(rows) + "\n"
 
 

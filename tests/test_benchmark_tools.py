@@ -220,3 +220,22 @@ def test_hng_real_neutral_reference_counts_same_subject_pairs_within_the_thresho
     assert (out["faces"], out["neutral_frames"], out["pairs"]) == (3, 2, 3)
     assert out["preserved_percent"] == pytest.approx(100.0 * 2 / 3)
     assert out["mean_cosine_distance"] == pytest.approx(1.0 / 3)
+
+
+def test_identity_table_shows_the_hng_rate_on_the_whole_frame_when_measured():
+    spec = importlib.util.spec_from_file_location(
+        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
+    identity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(identity)
+    fold = {"generated_mean_cosine_distance": 0.09,
+            "real_neutral": {"mean_cosine_distance": 0.03, "preserved_percent": 90.0}}
+    doc = {"networks": {}, "hng_identity_rate": 0.1, "hng_real_neutral_rate": 88.9,
+           "hng_folds": [fold]}
+    assert "whole aligned frame" not in identity.markdown(doc)
+    doc["hng_folds"] = [{**fold, "frame60": {
+        "generated_mean_cosine_distance": 0.2,
+        "real_neutral": {"mean_cosine_distance": 0.05, "preserved_percent": 97.0}}}]
+    doc.update(hng_identity_rate_frame60=2.5, hng_real_neutral_rate_frame60=97.0)
+    table = identity.markdown(doc)
+    assert "| generated, on the whole aligned frame | 2.5 | 0.200 |" in table
+    assert "| real neutral frames, on the whole aligned frame | 97.0 | 0.050 |" in table

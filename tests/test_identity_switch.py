@@ -95,3 +95,60 @@ def test_idferm_face_identity_trains_on_both_backends(tmp_path, backend):
     assert report["network"] == "face_resnet"
     assert 0.0 <= report["identity_preserved_percent"] <= 100.0
     assert report["threshold_far_percent"] <= 5.0
+
+
+def _border_model():
+    """Embedding = the 8x8 average-pooled face's outer ring, centred on mid-gray, plus a
+    constant: the 48x48 crop of a 60x60 frame keeps none of the frame's outer 6 pixels, so
+    faces that differ only there embed alike on the crop and apart on the frame."""
+    import keras
+    from keras import layers
+
+    class Ring(layers.Layer):
+        def call(self, x):
+            g = keras.ops.image.resize(x, (8, 8), interpolation="area")[..., 0] - 0.5
+            ring = keras.ops.concatenate([g[:, 0, :], g[:, 7, :], g[:, 1:7, 0], g[:, 1:7, 7]],
+                                         axis=1)
+            return keras.ops.concatenate([ring, 0.0 * ring[:, :1] + 0.5], axis=1)
+
+    inputs = keras.Input((None, None, 1))
+    return keras.Model(inputs, Ring()(inputs))
+
+
+def test_hng_rate_is_measured_on_the_crop_and_on_the_whole_frame():
+    """``identity_preservation`` reports the rate twice, with its own threshold each: on the
+    models' 48 crop (top level) and on the whole 60 frame (``frame60``). Subjects here differ
+    only in the frame's outer 6 pixels, which the crop cuts away."""
+    from types import SimpleNamespace
+    from keras_fer.training.idferm_identity import identity_preservation
+
+    rng = np.random.default_rng(0)
+    n_subjects, per = 10, 4
+    faces, subjects = [], []
+    for s in range(n_subjects):
+        frame = rng.integers(0, 256, (60, 60))
+        for _ in range(per):
+            face = frame.copy()
+            face[6:54, 6:54] = 128
+            faces.append(face)
+            subjects.append(f"S{s}")
+    faces, subjects = np.asarray(faces, np.uint8), np.array(subjects)
+    train = np.isin(subjects, [f"S{s}" for s in range(6)])
+    data = SimpleNamespace(fold=0, x_train=faces[train], subj_train=subjects[train],
+                           identity_x=None, identity_y=None, x_test=faces[~train],
+                           subj_test=subjects[~train],
+                           test_subjects=sorted(set(subjects[~train].tolist())))
+    # A generator that returns another test subject's face: wrong identity, same centre.
+    others = np.roll(faces[~train], per, axis=0)
+    report = identity_preservation(data, others, n_pairs=200, seed=0, far=0.05,
+                                   model=_border_model())
+    assert report["identity_preserved_percent"] == 100.0  # the crop cannot tell them apart
+    assert report["frame60"]["identity_preserved_percent"] == 0.0
+    assert report["frame60"]["mean_cosine_distance"] > 0.1 > report["mean_cosine_distance"]
+    same = identity_preservation(data, faces[~train], n_pairs=200, seed=0, far=0.05,
+                                 model=_border_model())
+    assert same["identity_preserved_percent"] == same["frame60"][
+        "identity_preserved_percent"] == 100.0
+    assert set(same["frame60"]) == {"threshold_cosine_distance", "threshold_far_percent",
+                                    "test_far_percent", "identity_preserved_percent",
+                                    "mean_cosine_distance"}

@@ -345,14 +345,20 @@ def add_hng_results(model_dir: str | Path) -> dict:
     """
     path = Path(model_dir) / "results.json"
     results = json.loads(path.read_text())
-    rates = []
+    rates, frame_rates = [], []
     for fold in results["folds"]:
         hng = Path(model_dir) / f"fold_{fold['fold']}" / "hng.json"
         if hng.exists():
-            fold["identity_preserved_percent"] = json.loads(hng.read_text())[
-                "identity_preserved_percent"]
+            report = json.loads(hng.read_text())
+            fold["identity_preserved_percent"] = report["identity_preserved_percent"]
             rates.append(fold["identity_preserved_percent"])
+            if "frame60" in report:  # hng.json of session 9 and later
+                fold["identity_preserved_percent_frame60"] = report["frame60"][
+                    "identity_preserved_percent"]
+                frame_rates.append(fold["identity_preserved_percent_frame60"])
     if rates:
         results["mean_identity_preserved_percent"] = float(np.mean(rates))
+        if len(frame_rates) == len(rates):
+            results["mean_identity_preserved_percent_frame60"] = float(np.mean(frame_rates))
         io_atomic.write_json(path, results)
     return results
