@@ -259,7 +259,10 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
         return {"stopped_after": sorted(set(stopped.values())), "folds_stopped": sorted(stopped),
                 "model_dir": str(model_dir)}
     results = write_results(config, exp, fold_results, len(all_idx), time.time() - start)
-    if config.export:
+    if config.export and stopped:
+        print(f"[{config.method}/{config.variant}] not exported: fold(s) {sorted(stopped)} "
+              "stopped early", flush=True)
+    elif config.export:
         if model is None:
             last = chosen[-1] if isinstance(chosen, list) else len(all_idx) - 1
             model = keras.saving.load_model(model_dir / f"fold_{last}" / "inference.keras")
