@@ -31,7 +31,7 @@ these commands (2 shared CPU cores, TensorFlow backend: DeepID 100 epochs in 113
 DenseNet cut to 20 of the flagfile's 40 epochs, 744 s, to fit the session's CPU budget, so
 its step schedule drops the rate at epochs 10 and 15):
 
-    FER_DATA_DIR=/work/shared/data nice -n 10 python tools/train_fold_identity.py \
+    FER_DATA_DIR=/work/shared/data nice -n 10 python tools/train_fold_identity.py \\
         --densenet_epochs=20
     python benchmarks/identity.py \\
         --densenet_distilled=pretrained/identity_densenet_distilled_embedding.keras \\
