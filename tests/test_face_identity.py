@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jax_subprocess import jax_env
 from keras_fer.models import face_identity
 from keras_fer.models.face_identity import dlib_resnet, to_face_input
 
@@ -24,7 +25,6 @@ FACES_PER_DATASET = 20
 FERPLUS_TILE = 48
 FERPLUS_TILES_PER_ROW = 128
 MIN_COSINE = 0.9999
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 # Parameters of the 29 convolutions, 29 affine layers (frozen) and the 256 -> 128 fc.
 TOTAL_PARAMS = 5_614_592
 
@@ -165,13 +165,7 @@ def test_jax_backend_gives_the_same_embeddings(model, chips, tmp_path):
         np.save(sys.argv[2], out)
         """)
     # A fresh cache: the JAX process converts the .dat file itself.
-    env = dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=FAST_XLA,
-        KERAS_FER_CACHE=str(tmp_path / "cache"),
-    )
+    env = jax_env(KERAS_FER_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "chips.npy"), str(tmp_path / "out.npy")],
         capture_output=True, text=True, env=env, timeout=600,

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+from jax_subprocess import jax_env
 from keras_fer.losses.hng import (
     feature_extractor,
     identity_loss,
@@ -27,7 +28,6 @@ from keras_fer.losses.hng import (
 from keras_fer.models import idferm
 from keras_fer.models.hng_step import HNGModel
 
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY_HNG = idferm.HNGConfig(
     image_size=16, latent_dim=8, encoder_filters=(4, 8), decoder_filters=(8, 4),
     discriminator_filters=(4,),
@@ -368,13 +368,11 @@ _JAX_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def jax_results():
-    # XLA's CPU optimisation passes dominate a one-step run; the checks do not depend on them.
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_XLA)
     proc = subprocess.run(
         [sys.executable, "-c", _JAX_SCRIPT, os.path.dirname(__file__)],
         capture_output=True,
         text=True,
-        env=env,
+        env=jax_env(),
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -9,11 +9,6 @@ subprocess (``KERAS_BACKEND=jax``), as in tests/test_models_idferm.py.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -21,9 +16,9 @@ import pytest
 
 from keras_fer.models import idferm
 from keras_fer.models.transfer import init_from
+from jax_subprocess import jax_report
 from resnet18_source import TRUNK_LAYERS, make_source, trunk_features, trunk_weights
 
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 R18_RML = dict(num_classes=7, trunk="resnet18_std", fc_units=8, connect_units=8,
                embedding_dim=6, metric_units=5)
 
@@ -136,15 +131,5 @@ def test_resnet18_rml_fit_step_tensorflow(source):
 @pytest.mark.slow
 def test_resnet18_rml_fit_step_jax(source):
     pytest.importorskip("jax")
-    script = textwrap.dedent("""
-        import json, sys
-        sys.path.insert(0, sys.argv[1])
-        import test_models_idferm_resnet18 as t
-        print("REPORT " + json.dumps(t.fit_step_report(sys.argv[2])))
-    """)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_XLA)
-    proc = subprocess.run([sys.executable, "-c", script, os.path.dirname(__file__),
-                           str(source[0])], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("REPORT "))
-    _check_fit_report(json.loads(line[len("REPORT "):]), "jax")
+    _check_fit_report(jax_report("test_models_idferm_resnet18", "fit_step_report", source[0]),
+                      "jax")

@@ -1,16 +1,13 @@
 """IF-GAN: G/D/E shapes, ablation, targets, losses, inference export, TF and JAX train steps."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from jax_subprocess import jax_report
 from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_grid
 from keras_fer.layers.attention import SelfAttention2D
 from keras_fer.losses.gan import discriminator_loss, generator_adversarial_loss, l1_loss
@@ -28,7 +25,6 @@ from keras_fer.models.ifgan import (
 from keras_fer.models.patchgan import PatchGANConfig, build_patchgan
 from keras_fer.models.unet import ATTENTION_LAYERS, UNetConfig, build_unet_generator
 
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY = dict(generator_filters=8, discriminator_filters=8, classifier_filters=8, feature_dim=16)
 
 
@@ -268,23 +264,7 @@ def test_train_step_tensorflow():
 def test_train_step_jax_in_subprocess_and_export_loads_here(tmp_path):
     """The GPU workflow: train on JAX, bring the .keras back, load it on this backend."""
     pytest.importorskip("jax")
-    tests_dir = Path(__file__).resolve().parent
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import test_models_ifgan as t; "
-        "print('REPORT ' + json.dumps(t.train_two_steps(sys.argv[2])))"
-    )
-    # XLA's CPU optimisation passes dominate a two-step run; the checks do not depend on them.
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_XLA)
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(tests_dir), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("REPORT "))
-    _check_train_report(json.loads(line[len("REPORT "):]), "jax")
+    _check_train_report(jax_report("test_models_ifgan", "train_two_steps", tmp_path), "jax")
     saved = np.load(tmp_path / "predictions.npz")
     restored = keras.saving.load_model(tmp_path / "ifgan.keras")
     np.testing.assert_allclose(restored.predict(saved["x"], verbose=0), saved["probs"], atol=1e-5)

@@ -7,12 +7,7 @@ stand-in for the 20 MB file), splitting its first convolution onto E's two input
 TensorFlow in process, JAX in a subprocess, as in tests/test_models_ifgan.py.
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -28,9 +23,9 @@ from keras_fer.models.ifgan import (
     ifgan_targets,
     transfer_classifier_weights,
 )
+from jax_subprocess import jax_report
 from resnet18_source import TRUNK_LAYERS, make_source, trunk_features, trunk_weights
 
-FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TINY_GD = dict(generator_filters=8, discriminator_filters=8, feature_dim=16)
 STEM = "resnet18_std_stem_conv"
 
@@ -161,13 +156,5 @@ def test_resnet18_e_train_step_tensorflow(source):
 @pytest.mark.slow
 def test_resnet18_e_train_step_jax(source):
     pytest.importorskip("jax")
-    tests_dir = Path(__file__).resolve().parent
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-            "import test_models_ifgan_resnet18 as t; "
-            "print('REPORT ' + json.dumps(t.train_r18_steps(sys.argv[2])))")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=FAST_XLA)
-    result = subprocess.run([sys.executable, "-c", code, str(tests_dir), str(source[0])],
-                            env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("REPORT "))
-    _check_r18_report(json.loads(line[len("REPORT "):]), "jax")
+    _check_r18_report(jax_report("test_models_ifgan_resnet18", "train_r18_steps", source[0]),
+                      "jax")
