@@ -223,8 +223,7 @@ def run(args: argparse.Namespace) -> Dict:
     }
 
 
-def real_neutral_rate(report: Dict, exp, embed, threshold_key: str = "threshold_cosine_distance"
-                      ) -> Dict:
+def real_neutral_rate(report: Dict, exp, embed) -> Dict:
     """The fold's test at its own threshold, real neutral frames in place of generated ones.
 
     Every (expressive face, real neutral frame of the same subject) pair of the fold's test
@@ -241,7 +240,8 @@ def real_neutral_rate(report: Dict, exp, embed, threshold_key: str = "threshold_
     distances = (1.0 - faces @ neutral.T)[same]
     return {"faces": int(test.sum()), "neutral_frames": int(keep.sum()),
             "pairs": int(same.sum()),
-            "preserved_percent": 100.0 * float(np.mean(distances <= report[threshold_key])),
+            "preserved_percent": 100.0 * float(np.mean(distances <= report[
+                "threshold_cosine_distance"])),
             "mean_cosine_distance": float(np.mean(distances))}
 
 
@@ -263,22 +263,21 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
         return lambda x: np.asarray(model.predict(inputs(x), batch_size=64, verbose=0),
                                     np.float64)
 
+    def rates(report, inputs):
+        """One input's figures of a fold: the generated faces' (from ``hng.json``) and the
+        real neutral frames' at the same threshold."""
+        return {"generated_preserved_percent": report["identity_preserved_percent"],
+                "generated_mean_cosine_distance": report["mean_cosine_distance"],
+                "threshold_cosine_distance": report["threshold_cosine_distance"],
+                "test_far_percent": report["test_far_percent"],
+                "real_neutral": real_neutral_rate(report, exp, embed_with(inputs))}
+
     folds = []
     for r in reports:
-        fold = {"fold": r["fold"], "generated_preserved_percent": r["identity_preserved_percent"],
-                "generated_mean_cosine_distance": r["mean_cosine_distance"],
-                "threshold_cosine_distance": r["threshold_cosine_distance"],
-                "test_far_percent": r["test_far_percent"],
-                "real_neutral": real_neutral_rate(r, exp, embed_with(preprocess.to_model_input))}
+        fold = {"fold": r["fold"], **rates(r, preprocess.to_model_input)}
         if "frame60" in r:  # hng.json of session 9 and later: the whole aligned frame too
-            frame = r["frame60"]
-            fold["frame60"] = {
-                "generated_preserved_percent": frame["identity_preserved_percent"],
-                "generated_mean_cosine_distance": frame["mean_cosine_distance"],
-                "threshold_cosine_distance": frame["threshold_cosine_distance"],
-                "test_far_percent": frame["test_far_percent"],
-                "real_neutral": real_neutral_rate(frame | {"test_subjects": r["test_subjects"]},
-                                                  exp, embed_with(frame_input))}
+            fold["frame60"] = rates({**r["frame60"], "test_subjects": r["test_subjects"]},
+                                    frame_input)
         folds.append(fold)
         print("hng fold", folds[-1], flush=True)
     doc = {
