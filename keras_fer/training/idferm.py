@@ -21,7 +21,7 @@ Variant ``rml`` trains, in each fold and each stage in its own resumable folder:
    to ``hng_references.npz``: with both files in the fold folder, stages 1-2 are skipped,
    so a fold can run its HNG in one process (``extra stop_after="hng"`` ends the fold
    there, writing no ``result.json``) and its RML stages in another, e.g. in two device
-   calls (``tools/gpu_run.py --keep=hng.json,hng_references.npz``).
+   calls (``tools/gpu_run.py --keep=hng_references.npz``: JSON files come back anyway).
 3. ``pretrain_rml``: the RML network's conv groups and EC branch with softmax (the paper
    pretrains on Multi-PIE with SGD; we pretrain on the fold's training faces, with Adam:
    see :func:`rml_pretrain_optimizer`).
@@ -347,7 +347,7 @@ def add_hng_results(model_dir: str | Path) -> dict:
     results = json.loads(path.read_text())
     rates, frame_rates = [], []
     for fold in results["folds"]:
-        hng = Path(model_dir) / f"fold_{fold['fold']}" / "hng.json"
+        hng = Path(model_dir) / f"fold_{fold['fold']}" / HNG_REPORT
         if hng.exists():
             report = json.loads(hng.read_text())
             fold["identity_preserved_percent"] = report["identity_preserved_percent"]
