@@ -1,7 +1,8 @@
 """Face verification of the project's identity networks -> ``benchmarks/results/identity.json``.
 
     python benchmarks/identity.py [--densenet_distilled PATH] [--deepid_distilled PATH]
-        [--densenet_fold PATH] [--deepid_fold PATH] [--hng_json PATH ...] [--hng_only]
+        [--densenet_fold PATH] [--deepid_fold PATH] [--hng_json PATH ...]
+        [--hng_probe DIR ...] [--hng_only]
 
 Two protocols, on subjects the network being scored never trained on:
 
@@ -30,7 +31,10 @@ IDFERM ``hng.json`` files (measured with the face network), or ``null``; beside 
 ``hng_real_neutral_rate``, the same test at each fold's own threshold applied to the *real*
 neutral frames of the fold's test subjects (``ckplus_neutral``) against their expressive
 faces: what a perfect generator, one that returns the person's true neutral face, would
-score. ``--hng_only`` updates just these fields of an existing ``identity.json``.
+score. ``hng_probe``: the same figures for each ``--hng_probe`` folder (an HNG setting: its
+run's ``config.json`` and ``hng_fold<k>.json`` files, e.g. ``benchmarks/results/gpu/
+idferm_hng_probe/*``), with the setting's perceptual features and identity weight.
+``--hng_only`` updates just the ``hng_*`` fields of an existing ``identity.json``.
 """
 
 from __future__ import annotations
@@ -297,6 +301,41 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
     return doc
 
 
+def hng_probe(folders: Sequence[str], root: Path) -> Dict:
+    """``{setting folder name: {perceptual, identity_weight, hng rates}}`` of HNG settings."""
+    out = {}
+    for folder in map(Path, folders):
+        extra = json.loads((folder / "config.json").read_text()).get("extra", {})
+        paths = sorted(folder.glob("hng_fold*.json"))
+        if not paths:
+            raise SystemExit(f"--hng_probe {folder}: no hng_fold<k>.json there; import the "
+                             "run's fold_<k>/hng.json files first")
+        fields = hng_fields([str(p) for p in paths], root)
+        out[folder.name] = {
+            "perceptual": extra.get("perceptual", "expression"),
+            "identity_weight": extra.get("hng_weights", {}).get("identity_weight", 0.03),
+            "folds": [f["fold"] for f in fields["hng_folds"]],
+            **{k: v for k, v in fields.items() if k.startswith("hng_") and k != "hng_folds"
+               and not k.endswith("_note")},
+            "generated_mean_cosine_distance": float(np.mean(
+                [f["generated_mean_cosine_distance"] for f in fields["hng_folds"]]))}
+    return out
+
+
+def probe_markdown(probe: Dict) -> list:
+    rows = ["", "| HNG setting (perceptual features, identity weight) | folds | identity kept "
+            "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) |",
+            "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"])):
+        frame = r.get("hng_identity_rate_frame60")
+        rows.append(f"| {r['perceptual']}, {r['identity_weight']:g} | "
+                    f"{','.join(map(str, r['folds']))} | {r['hng_identity_rate']:.1f} | "
+                    f"{'n/m' if frame is None else f'{frame:.1f}'} | "
+                    f"{r['generated_mean_cosine_distance']:.3f} | "
+                    f"{r['hng_real_neutral_rate']:.1f} |")
+    return rows
+
+
 def markdown(doc: Dict) -> str:
     rows = ["| network | ORL accuracy (%) | ORL AUC | CK+ accuracy (%) | CK+ AUC |",
             "| --- | --- | --- | --- | --- |"]
@@ -324,6 +363,8 @@ def markdown(doc: Dict) -> str:
                         f"{doc['hng_real_neutral_rate_frame60']:.1f} | " + "{:.3f} |".format(
                             np.mean([f["frame60"]["real_neutral"]["mean_cosine_distance"]
                                      for f in folds])))
+    if doc.get("hng_probe"):
+        rows += probe_markdown(doc["hng_probe"])
     return "\n".join(rows) + "\n"
 
 
@@ -333,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for name in STREAMS:
         parser.add_argument(f"--{name}", default="")
     parser.add_argument("--hng_json", nargs="*", default=[])
+    parser.add_argument("--hng_probe", nargs="*", default=[],
+                        help="folders of HNG settings (config.json + hng_fold<k>.json)")
     parser.add_argument("--hng_only", action="store_true",
                         help="update only the hng_* fields of the existing --out file")
     parser.add_argument("--out", default=str(OUT))
@@ -345,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> Dict:
                               Path(args.data_dir) if args.data_dir else data_dir()))
     else:
         doc = run(args)
+    if args.hng_probe:
+        doc["hng_probe"] = hng_probe(args.hng_probe,
+                                     Path(args.data_dir) if args.data_dir else data_dir())
     io_atomic.write_results(args.out, doc, markdown(doc), indent=1)
     print(markdown(doc))
     return doc

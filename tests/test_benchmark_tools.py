@@ -239,3 +239,45 @@ def test_identity_table_shows_the_hng_rate_on_the_whole_frame_when_measured():
     table = identity.markdown(doc)
     assert "| generated, on the whole aligned frame | 2.5 | 0.200 |" in table
     assert "| real neutral frames, on the whole aligned frame | 97.0 | 0.050 |" in table
+
+
+def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tmp_path,
+                                                                              monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
+    identity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(identity)
+    seen = []
+
+    def fields(paths, root):  # the real one embeds CK+ with the face network
+        seen.append([Path(p).name for p in paths])
+        rate = 10.0 * len(seen)
+        return {"hng_identity_rate": rate, "hng_identity_rate_note": "n",
+                "hng_real_neutral_rate": 91.8,
+                "hng_folds": [{"fold": k, "generated_mean_cosine_distance": d}
+                              for k, d in ((0, 0.05), (1, 0.07))]}
+
+    monkeypatch.setattr(identity, "hng_fields", fields)
+    for name, extra in (("face_w10", {"perceptual": "face_resnet",
+                                      "hng_weights": {"identity_weight": 10.0}}),
+                        ("default", {})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"extra": extra}))
+        for k in (1, 0):
+            (folder / f"hng_fold{k}.json").write_text("{}")
+    probe = identity.hng_probe([tmp_path / "face_w10", tmp_path / "default"], tmp_path)
+    assert seen == [["hng_fold0.json", "hng_fold1.json"]] * 2
+    assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
+                                 "folds": [0, 1], "hng_identity_rate": 10.0,
+                                 "hng_real_neutral_rate": 91.8,
+                                 "generated_mean_cosine_distance": pytest.approx(0.06)}
+    assert (probe["default"]["perceptual"], probe["default"]["identity_weight"]) == (
+        "expression", 0.03)
+    rows = identity.probe_markdown(probe)
+    assert rows[3] == "| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 |"
+    assert rows[4] == "| face_resnet, 10 | 0,1 | 10.0 | n/m | 0.060 | 91.8 |"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="no hng_fold<k>.json"):
+        identity.hng_probe([tmp_path / "empty"], tmp_path)
