@@ -48,13 +48,56 @@ sys.path.insert(0, str(REPO))
 DEFAULT_EPOCHS = {"densenet": 60, "deepid": 160}
 
 
-def distillation_set(data_root: Path, cache_dir: Path):
+def distillation_set(data_root: Path, cache_dir: Path, teacher_input: str = "crop"):
     """FER+ Train's faces with the face network's embeddings as targets."""
     from keras_fer.training import distill
 
     faces = distill.read_ferplus_train(data_root / "ferplus" / "data")
-    targets = distill.teacher_embeddings(faces, cache_dir, "ferplus_train")
+    targets = distill.teacher_embeddings(faces, cache_dir, "ferplus_train",
+                                         teacher_input=teacher_input)
     return faces, targets, {"ferplus_train": int(len(faces))}
+
+
+def validation_set(data_root: Path):
+    """CK+48's faces and subjects outside fold 0's test subjects (10 folds, fold_seed 0).
+
+    No stream is distilled on CK+, so these people are unseen; and ``benchmarks/identity.py``
+    verifies on ORL and on fold 0's test subjects only, so choices made on these pairs (the
+    teacher's input, epochs) leave its figures held out."""
+    from keras_fer.data.experiments import fold_indices, load_experiment
+
+    exp = load_experiment("ckplus48", data_root, "ck7", use_orl=False)
+    test = fold_indices(exp, 10, 0, 0.1)[0][2]
+    keep = np.setdiff1d(np.arange(len(exp.faces)), test)
+    return exp.faces[keep], np.asarray(exp.subjects)[keep]
+
+
+def validation_verification(student, faces: np.ndarray, subjects: np.ndarray) -> dict:
+    """Every pair of the validation faces: the AUC and the accuracy at the equal-error
+    threshold (false accepts = false rejects, as ``benchmarks/identity.py``; a threshold
+    chosen for accuracy would just reject everything, 99% of the pairs being different)."""
+    from keras_fer.data import preprocess
+    from keras_fer.evaluation import verification
+
+    emb = np.asarray(student.predict(preprocess.to_model_input(faces), batch_size=256,
+                                     verbose=0), np.float64)
+    i, j = np.triu_indices(len(subjects), k=1)
+    same = subjects[i] == subjects[j]
+    scores = verification.cosine_scores(emb, np.stack([i, j], 1))
+    order = np.argsort(scores)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    auc = (ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    # Accepting the k highest scores: false rejects (n_pos - true accepts) / n_pos against
+    # false accepts / n_neg; the equal-error point is where they cross.
+    accepted_same = np.cumsum(same[order[::-1]])
+    k = np.arange(1, len(scores) + 1)
+    frr, far = 1.0 - accepted_same / n_pos, (k - accepted_same) / n_neg
+    eer = float(np.min(np.maximum(frr, far)))
+    return {"ckplus_valid_verification_accuracy": 100.0 * (1.0 - eer),
+            "ckplus_valid_auc": float(auc), "ckplus_valid_faces": int(len(subjects)),
+            "ckplus_valid_subjects": int(len(set(subjects.tolist())))}
 
 
 def build_stream(name: str, depth: int):
@@ -81,6 +124,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--depth", type=int, default=40, help="IDEnNet's DenseNet depth")
     parser.add_argument("--streams", default="densenet,deepid")
+    parser.add_argument("--teacher_input", default="crop",
+                        help="what the teacher embeds: crop (the students' input, default), "
+                        "frame (the whole aligned frame) or frame_flip (with its mirror)")
     parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=True,
                         help="distil the mean-centred embedding (see distill.centre_targets)")
     args = parser.parse_args(argv)
@@ -88,16 +134,21 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--streams takes densenet and/or deepid; received {sorted(unknown)}")
 
+    from keras_fer.training import distill
+
+    if args.teacher_input not in distill.TEACHER_INPUTS:
+        parser.error(f"--teacher_input takes one of {distill.TEACHER_INPUTS}; received "
+                     f"{args.teacher_input!r}")
     import keras
 
     from keras_fer import io_atomic
     from keras_fer.data.paths import data_dir
-    from keras_fer.training import distill
 
     root = Path(args.data_dir) if args.data_dir else data_dir()
     cache, out = Path(args.cache_dir), Path(args.out)
     start = time.time()
-    faces, targets, counts = distillation_set(root, cache / "teacher")
+    faces, targets, counts = distillation_set(root, cache / "teacher", args.teacher_input)
+    valid = validation_set(root) if (root / "ckplus48").is_dir() else None
     print(f"teacher embeddings of {len(faces)} faces {counts} in {time.time() - start:.0f} s",
           flush=True)
     if args.center:
@@ -109,12 +160,16 @@ def main(argv=None) -> None:
         keras.utils.set_random_seed(0)
         student = distill.student_model(model, layer, prefix)
         t0 = time.time()
-        stage = cache / (f"{name}_centred" if args.center else name)
+        stage = cache / "".join([name, "_centred" if args.center else "",
+                                 "" if args.teacher_input == "crop" else
+                                 f"_{args.teacher_input}"])
         epochs = args.epochs or DEFAULT_EPOCHS[name]
         result = distill.distill_stream(student, faces, targets, stage, epochs,
                                         args.batch_size, args.lr, seed=7)
         result.update(sources=counts, lr=args.lr, seconds=round(time.time() - t0),
-                      centred=args.center,
+                      centred=args.center, teacher_input=args.teacher_input,
+                      **(validation_verification(student, *valid) if valid else
+                         {"ckplus_valid": f"not measured: no ckplus48 under {root}"}),
                       depth=args.depth if name == "densenet" else None)
         for suffix, saved in (("", model), ("_embedding", student)):
             with io_atomic.atomic_path(out / f"identity_{name}_distilled{suffix}.keras") as tmp:
