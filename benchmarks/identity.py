@@ -68,27 +68,6 @@ NOT_GIVEN = {
 }
 
 
-def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
-    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def eer_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """``(accuracy percent, threshold)`` at the threshold where FAR and FRR are closest."""
-    candidates = np.unique(scores)
-    pos, neg = np.sort(scores[same]), np.sort(scores[~same])
-    frr = np.searchsorted(pos, candidates, side="left") / len(pos)
-    far = 1.0 - np.searchsorted(neg, candidates, side="left") / len(neg)
-    k = int(np.argmin(np.abs(far - frr)))
-    t = candidates[k]
-    acc = 100.0 * float(np.mean((scores >= t) == same))
-    return acc, float(t)
-
-
 def all_pairs(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.triu_indices(len(subjects), k=1)
     return np.stack([i, j], 1), subjects[i] == subjects[j]
@@ -99,8 +78,8 @@ def score(embeddings: np.ndarray, subjects: np.ndarray) -> Dict:
 
     pairs, same = all_pairs(np.asarray(subjects))
     s = verification.cosine_scores(embeddings, pairs)
-    acc, threshold = eer_accuracy(s, same)
-    return {"auc": roc_auc(s, same), "accuracy": acc, "threshold": threshold,
+    acc, threshold = verification.eer_accuracy(s, same)
+    return {"auc": verification.roc_auc(s, same), "accuracy": acc, "threshold": threshold,
             "pairs": int(len(pairs)), "same_pairs": int(same.sum())}
 
 

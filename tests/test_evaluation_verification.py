@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from keras_fer.evaluation import verification
 from keras_fer.evaluation.verification import (
     choose_threshold,
     cosine_scores,
@@ -90,3 +91,31 @@ def test_end_to_end_perfect_embeddings():
     scores = cosine_scores(emb, pairs)
     threshold = choose_threshold(scores, same)
     assert verification_accuracy(scores, same, threshold) == 100.0
+
+
+def test_roc_auc_counts_ties_as_half_and_matches_scipy_ranks():
+    from scipy.stats import rankdata
+
+    scores = np.array([0.9, 0.5, 0.5, 0.2, 0.5, 0.8, 0.1])
+    same = np.array([True, True, False, False, False, True, False])
+    pos, neg = scores[same], scores[~same]
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert verification.roc_auc(scores, same) == pytest.approx(brute)
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=500), 1)  # many ties
+    same = rng.random(500) < 0.2
+    ranks = rankdata(scores)
+    n_pos, n_neg = same.sum(), (~same).sum()
+    expected = (ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    assert verification.roc_auc(scores, same) == pytest.approx(expected, abs=1e-12)
+
+
+def test_eer_accuracy_picks_the_score_where_false_accepts_meet_false_rejects():
+    # Same pairs 0.9, 0.8, 0.3; different pairs 0.7, 0.2, 0.1, 0.05, 0.0.
+    scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.05, 0.0])
+    same = np.array([True, True, True, False, False, False, False, False])
+    accuracy, threshold = verification.eer_accuracy(scores, same)
+    # |FAR - FRR| of score >= t: 1/5 at 0.3 (FRR 0, FAR 1/5), 2/15 at 0.7 (FRR 1/3, FAR 1/5),
+    # 1/3 at 0.8 (FRR 1/3, FAR 0); at 0.7 six of the eight pairs are right.
+    assert threshold == 0.7
+    assert accuracy == pytest.approx(100 * 6 / 8)

@@ -74,8 +74,7 @@ def validation_set(data_root: Path):
 
 def validation_verification(student, faces: np.ndarray, subjects: np.ndarray) -> dict:
     """Every pair of the validation faces: the AUC and the accuracy at the equal-error
-    threshold (false accepts = false rejects, as ``benchmarks/identity.py``; a threshold
-    chosen for accuracy would just reject everything, 99% of the pairs being different)."""
+    threshold, as ``benchmarks/identity.py`` scores its sets."""
     from keras_fer.data import preprocess
     from keras_fer.evaluation import verification
 
@@ -84,19 +83,10 @@ def validation_verification(student, faces: np.ndarray, subjects: np.ndarray) ->
     i, j = np.triu_indices(len(subjects), k=1)
     same = subjects[i] == subjects[j]
     scores = verification.cosine_scores(emb, np.stack([i, j], 1))
-    order = np.argsort(scores)
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    n_pos, n_neg = int(same.sum()), int((~same).sum())
-    auc = (ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    # Accepting the k highest scores: false rejects (n_pos - true accepts) / n_pos against
-    # false accepts / n_neg; the equal-error point is where they cross.
-    accepted_same = np.cumsum(same[order[::-1]])
-    k = np.arange(1, len(scores) + 1)
-    frr, far = 1.0 - accepted_same / n_pos, (k - accepted_same) / n_neg
-    eer = float(np.min(np.maximum(frr, far)))
-    return {"ckplus_valid_verification_accuracy": 100.0 * (1.0 - eer),
-            "ckplus_valid_auc": float(auc), "ckplus_valid_faces": int(len(subjects)),
+    accuracy, _ = verification.eer_accuracy(scores, same)
+    return {"ckplus_valid_verification_accuracy": accuracy,
+            "ckplus_valid_auc": verification.roc_auc(scores, same),
+            "ckplus_valid_faces": int(len(subjects)),
             "ckplus_valid_subjects": int(len(set(subjects.tolist())))}
 
 

@@ -119,3 +119,28 @@ def choose_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     same_prefix = np.concatenate([[0], np.cumsum(sorted_same)])
     correct = diff_prefix[below] + (same_prefix[-1] - same_prefix[below])
     return float(candidates[int(np.argmax(correct))])
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for same vs different pairs (Mann-Whitney U,
+    average ranks for ties)."""
+    scores, same = _check_scores(scores, same)
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+    n_pos, n_neg = int(same.sum()), int((~same).sum())
+    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def eer_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """``(accuracy percent, threshold)`` at the equal-error threshold: among the distinct
+    scores, the one where the false-accept and false-reject rates of ``score >= threshold``
+    are closest. (With many more different pairs than same ones, the threshold that
+    maximises accuracy rejects nearly everything; this one weighs both kinds of error.)"""
+    scores, same = _check_scores(scores, same)
+    candidates = np.unique(scores)
+    pos, neg = np.sort(scores[same]), np.sort(scores[~same])
+    frr = np.searchsorted(pos, candidates, side="left") / len(pos)
+    far = 1.0 - np.searchsorted(neg, candidates, side="left") / len(neg)
+    t = candidates[int(np.argmin(np.abs(far - frr)))]
+    return verification_accuracy(scores, same, t), float(t)
