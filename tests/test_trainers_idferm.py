@@ -407,3 +407,38 @@ def test_stop_after_is_for_the_rml_variant_and_its_hng_only(tmp_path, synthetic_
                 IDFERMMethod(), _config(tmp_path / variant / stage, variant,
                                         extra={**TINY, "stop_after": stage}),
                 experiment=synthetic_ck8)
+
+
+@pytest.mark.slow
+def test_hng_init_starts_every_fold_hng_from_a_pretrained_generator(tmp_path, synthetic_ck8,
+                                                                   capsys):
+    """``extra hng_init``: the fold's HNG is built as ``extra hng`` says, takes the saved
+    generator's encoder and decoder (tools/pretrain_hng.py), then trains its stage."""
+    from keras_fer.models import idferm
+    from keras_fer.training import hng_pretrain
+
+    config = idferm_training._sized(idferm.HNGConfig, TINY["hng"])
+
+    def aux(name, two_outputs=False):  # stand-ins for the frozen feature networks
+        inputs = keras.Input((16, 16, 1))
+        conv = keras.layers.Conv2D(3, 3, name=f"{name}_conv")(inputs)
+        dense = keras.layers.Dense(4)(keras.layers.Flatten()(conv))
+        return keras.Model(inputs, [conv, dense] if two_outputs else conv)
+
+    faces = np.random.default_rng(0).integers(0, 256, (8, 64, 64), dtype=np.uint8)
+    generator = hng_pretrain.pretrain_generator(faces, config, aux("p"), aux("i", True), {},
+                                                tmp_path / "stage", epochs=1, batch_size=4)
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    model_dir = tmp_path / "run"
+    stopped = runner.train_and_evaluate(
+        IDFERMMethod(), _config(model_dir, extra={**TINY, "stop_after": "hng",
+                                                  "hng_init": str(path)}),
+        experiment=synthetic_ck8)
+    assert stopped["folds_stopped"] == [0]
+    assert f"HNG encoder and decoder initialised from {path}" in capsys.readouterr().out
+    assert (model_dir / "fold_0" / "hng" / "final.weights.h5").exists()
+    missing = {**TINY, "stop_after": "hng", "hng_init": str(tmp_path / "none.keras")}
+    with pytest.raises(FileNotFoundError, match="hng_init: no generator at"):
+        runner.train_and_evaluate(IDFERMMethod(), _config(tmp_path / "run2", extra=missing),
+                                  experiment=synthetic_ck8)

@@ -37,6 +37,8 @@ Method settings come from ``--extra`` (JSON): ``hng`` / ``rml`` (fields of ``HNG
 under both RML branches, for ``rml_init`` from the shipped FER+ model, rebuilt as .keras by
 tools/keras_from_savedmodel.py), ``hng_epochs`` (default ``pretrain_epochs``), ``hng_lr`` (2e-4,
 Adam with beta_1 0.5), ``hng_batch_size`` (64), ``hng_weights`` (``HNGModel`` loss weights),
+``hng_init`` (a generator pretrained as a face autoencoder by tools/pretrain_hng.py, same
+``hng`` settings: each fold's HNG starts from it; see ``training.hng_pretrain``),
 ``expression_depth`` (ResNet 12 or 18), ``clipnorm`` (5.0: global gradient-norm clip of the
 fine-tuning stage, ``null`` for none), ``identity_lr`` / ``identity_epochs`` (Adam 1e-3 with
 cosine decay for ``pretrain_epochs``; the CK+ flagfiles use 100: the DeepID identity net has
@@ -70,7 +72,7 @@ from keras_fer.models.transfer import init_from
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
 from keras_fer.models.face_embedding import check_extra
-from keras_fer.training import idferm_identity
+from keras_fer.training import hng_pretrain, idferm_identity
 from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_batches import (  # noqa: F401 (re-exported)
     NeutralPairs, QueryBatches, neutral_targets, to_unit)
@@ -85,7 +87,7 @@ EXTRA_KEYS = ("hng", "rml", "hng_epochs", "hng_lr", "hng_batch_size", "hng_weigh
               "expression_depth", "clipnorm", "identity_lr", "identity_epochs",
               "rml_pretrain_optimizer", "rml_pretrain_lr", "rml_init", "per_class",
               "weight_decay", "verification_pairs", "identity", "perceptual", "identity_far",
-              "stop_after")
+              "stop_after", "hng_init")
 HNG_REPORT = "hng.json"
 HNG_REFERENCES = "hng_references.npz"
 STOP_STAGES = ("hng",)
@@ -223,6 +225,8 @@ class IDFERMMethod:
         hng = HNGModel(idferm.build_hng_encoder(hcfg), idferm.build_hng_decoder(hcfg),
                        idferm.build_hng_discriminator(hcfg), perceptual, identity,
                        **extra.get("hng_weights", {}))
+        if extra.get("hng_init"):
+            print(f"[idferm] {hng_pretrain.load_generator(hng, extra['hng_init'])}", flush=True)
         lr = extra.get("hng_lr", 2e-4)
         hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
         epochs = extra.get("hng_epochs", config.pretrain_epochs)

@@ -86,6 +86,7 @@ class IDFERMExtra:
     perceptual: Optional[str] = None
     identity_far: Optional[float] = None
     stop_after: Optional[str] = None
+    hng_init: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
