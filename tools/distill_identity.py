@@ -28,7 +28,11 @@ and verified ORL at 79.6 / 72.2%), 60 DenseNet and 160 DeepID epochs (``--epochs
 both): twice a first GPU run's 30 / 80, whose training loss was still falling; at these counts
 it ends flat (DenseNet -0.649 over its last 12 epochs, DeepID -0.630 over 30). On the GPU
 machine (session 10, ``tools/jobs/distill_centred_long_and_idennet_if_r18_s0.txt``) that
-took 341 s and 319 s; on a 2-core CPU the DenseNet's epochs take ~10 minutes each.
+took 341 s and 319 s; on a 2-core CPU the DenseNet's epochs take ~10 minutes each. The
+shipped DeepID was then made with ``--streams=deepid --teacher_input=frame`` (targets: the
+teacher's embeddings of the whole aligned frame; 47 min on the 2-core CPU), chosen over the
+crop-target one on the validation figure (85.97 against 83.30); the DenseNet with frame
+targets needs the GPU (``tools/jobs/distill_densenet_frame_targets.txt``).
 """
 
 from __future__ import annotations
