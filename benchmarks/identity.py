@@ -282,6 +282,12 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
 
 def hng_probe(folders: Sequence[str], root: Path) -> Dict:
     """``{setting folder name: {perceptual, identity_weight, hng rates}}`` of HNG settings."""
+    import inspect
+
+    from keras_fer.models.hng_step import HNGModel
+    from keras_fer.training.idferm_identity import perceptual_setting
+
+    default_weight = inspect.signature(HNGModel).parameters["identity_weight"].default
     out = {}
     for folder in map(Path, folders):
         extra = json.loads((folder / "config.json").read_text()).get("extra", {})
@@ -291,8 +297,9 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
                              "run's fold_<k>/hng.json files first")
         fields = hng_fields([str(p) for p in paths], root)
         out[folder.name] = {
-            "perceptual": extra.get("perceptual", "expression"),
-            "identity_weight": extra.get("hng_weights", {}).get("identity_weight", 0.03),
+            "perceptual": perceptual_setting(extra),
+            "identity_weight": extra.get("hng_weights", {}).get("identity_weight",
+                                                                default_weight),
             "folds": [f["fold"] for f in fields["hng_folds"]],
             **{k: v for k, v in fields.items() if k.startswith("hng_") and k != "hng_folds"
                and not k.endswith("_note")},
