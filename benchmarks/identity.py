@@ -68,21 +68,6 @@ NOT_GIVEN = {
 }
 
 
-def all_pairs(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    i, j = np.triu_indices(len(subjects), k=1)
-    return np.stack([i, j], 1), subjects[i] == subjects[j]
-
-
-def score(embeddings: np.ndarray, subjects: np.ndarray) -> Dict:
-    from keras_fer.evaluation import verification
-
-    pairs, same = all_pairs(np.asarray(subjects))
-    s = verification.cosine_scores(embeddings, pairs)
-    acc, threshold = verification.eer_accuracy(s, same)
-    return {"auc": verification.roc_auc(s, same), "accuracy": acc, "threshold": threshold,
-            "pairs": int(len(pairs)), "same_pairs": int(same.sum())}
-
-
 def load_sets(root: Path) -> Dict[str, tuple]:
     """``{"orl": (faces, subjects), "ckplus": (faces, subjects)}``, aligned uint8 60x60.
 
@@ -92,11 +77,12 @@ def load_sets(root: Path) -> Dict[str, tuple]:
     verified ORL at 80.7% (AUC 0.897); aligned, at 94-98% (measured 2026-11-29). CK+48 is
     already cropped."""
     from keras_fer.data import faces, readers
-    from keras_fer.data.experiments import fold_indices, load_experiment
+    from keras_fer.data.experiments import load_experiment
+    from keras_fer.evaluation.verification import ckplus_verification_split
 
     orl = faces.align_records(readers.read_identity_folder(root / "orl_faces"), progress=False)
     exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
-    test = fold_indices(exp, 10, 0, 0.1)[0][2]
+    test = ckplus_verification_split(exp)[0]
     return {"orl": (np.asarray(orl.images), np.asarray(orl.subject)),
             "ckplus": (exp.faces[test], np.asarray(exp.subjects)[test])}
 
@@ -123,9 +109,11 @@ def frame_input(faces: np.ndarray) -> np.ndarray:
 
 
 def measure(embed, sets: Dict, inputs=preprocess.to_model_input) -> Dict:
+    from keras_fer.evaluation import verification
+
     out = {}
     for name, (faces, subjects) in sets.items():
-        r = score(embed(inputs(faces)), subjects)
+        r = verification.all_pairs_verification(embed(inputs(faces)), subjects)
         out[f"{name}_verification_accuracy"] = r["accuracy"]
         out[f"{name}_auc"] = r["auc"]
         out[f"{name}_details"] = {k: r[k] for k in ("threshold", "pairs", "same_pairs")}

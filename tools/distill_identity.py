@@ -63,16 +63,17 @@ def distillation_set(data_root: Path, cache_dir: Path, teacher_input: str = "cro
 
 
 def validation_set(data_root: Path):
-    """CK+48's faces and subjects outside fold 0's test subjects (10 folds, fold_seed 0).
+    """CK+48's faces and subjects outside the benchmark's CK+ test subjects
+    (``verification.ckplus_verification_split``).
 
     No stream is distilled on CK+, so these people are unseen; and ``benchmarks/identity.py``
-    verifies on ORL and on fold 0's test subjects only, so choices made on these pairs (the
+    verifies on ORL and on those test subjects only, so choices made on these pairs (the
     teacher's input, epochs) leave its figures held out."""
-    from keras_fer.data.experiments import fold_indices, load_experiment
+    from keras_fer.data.experiments import load_experiment
+    from keras_fer.evaluation.verification import ckplus_verification_split
 
     exp = load_experiment("ckplus48", data_root, "ck7", use_orl=False)
-    test = fold_indices(exp, 10, 0, 0.1)[0][2]
-    keep = np.setdiff1d(np.arange(len(exp.faces)), test)
+    keep = ckplus_verification_split(exp)[1]
     return exp.faces[keep], np.asarray(exp.subjects)[keep]
 
 
@@ -84,13 +85,9 @@ def validation_verification(student, faces: np.ndarray, subjects: np.ndarray) ->
 
     emb = np.asarray(student.predict(preprocess.to_model_input(faces), batch_size=256,
                                      verbose=0), np.float64)
-    i, j = np.triu_indices(len(subjects), k=1)
-    same = subjects[i] == subjects[j]
-    scores = verification.cosine_scores(emb, np.stack([i, j], 1))
-    accuracy, _ = verification.eer_accuracy(scores, same)
-    return {"ckplus_valid_verification_accuracy": accuracy,
-            "ckplus_valid_auc": verification.roc_auc(scores, same),
-            "ckplus_valid_faces": int(len(subjects)),
+    r = verification.all_pairs_verification(emb, subjects)
+    return {"ckplus_valid_verification_accuracy": r["accuracy"],
+            "ckplus_valid_auc": r["auc"], "ckplus_valid_faces": int(len(subjects)),
             "ckplus_valid_subjects": int(len(set(subjects.tolist())))}
 
 

@@ -65,12 +65,13 @@ ORL_NOTE = ("trained on CK+48 ck7 fold 0's training subjects only: ORL, which th
 def fold_data(root: Path):
     """Fold 0 of the trainers' split (every training subject), without ORL."""
     from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
+    from keras_fer.evaluation.verification import ckplus_verification_split
 
     exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
     idx = fold_indices(exp, FOLDS, FOLD_SEED, 0.0)[FOLD]
     data = make_fold(exp, FOLD, idx, seed=0)
     # The same test subjects as benchmarks/identity.py (which splits with val_fraction 0.1).
-    bench_test = fold_indices(exp, FOLDS, FOLD_SEED, 0.1)[FOLD][2]
+    bench_test = ckplus_verification_split(exp)[0]
     assert set(exp.subjects[bench_test]) == set(data.test_subjects)
     assert not set(data.test_subjects) & set(data.train_subjects)
     assert data.identity_x is None

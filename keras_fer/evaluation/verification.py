@@ -144,3 +144,31 @@ def eer_accuracy(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     far = 1.0 - np.searchsorted(neg, candidates, side="left") / len(neg)
     t = candidates[int(np.argmin(np.abs(far - frr)))]
     return verification_accuracy(scores, same, t), float(t)
+
+
+def all_pairs_verification(embeddings: np.ndarray, subjects: np.ndarray) -> dict:
+    """Every pair of ``embeddings`` scored by cosine, same subject or not: ``{"auc",
+    "accuracy"`` (percent, at the equal-error threshold), ``"threshold", "pairs",
+    "same_pairs"}``."""
+    subjects = np.asarray(subjects)
+    i, j = np.triu_indices(len(subjects), k=1)
+    same = subjects[i] == subjects[j]
+    scores = cosine_scores(embeddings, np.stack([i, j], 1))
+    accuracy, threshold = eer_accuracy(scores, same)
+    return {"auc": roc_auc(scores, same), "accuracy": accuracy, "threshold": threshold,
+            "pairs": int(len(scores)), "same_pairs": int(same.sum())}
+
+
+# The CK+ verification set of benchmarks/identity.py: the test subjects of fold 0 of the
+# trainers' 10 subject-disjoint CK+48 ck7 folds (fold_seed 0, validation share 0.1, which moves
+# only training rows). tools/train_fold_identity.py trains on that fold's training subjects;
+# tools/distill_identity.py validates on every subject outside it.
+CKPLUS_FOLDS, CKPLUS_FOLD, CKPLUS_FOLD_SEED = 10, 0, 0
+
+
+def ckplus_verification_split(exp) -> tuple[np.ndarray, np.ndarray]:
+    """``(test rows, all other rows)`` of a CK+ ``Experiment`` (see above)."""
+    from keras_fer.data.experiments import fold_indices
+
+    test = fold_indices(exp, CKPLUS_FOLDS, CKPLUS_FOLD_SEED, 0.1)[CKPLUS_FOLD][2]
+    return test, np.setdiff1d(np.arange(len(exp.faces)), test)
