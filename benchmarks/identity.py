@@ -40,6 +40,7 @@ idferm_hng_probe/*``), with the setting's perceptual features and identity weigh
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -216,6 +217,17 @@ def real_neutral_rate(report: Dict, exp, embed) -> Dict:
             "mean_cosine_distance": float(np.mean(distances))}
 
 
+@functools.lru_cache(maxsize=None)
+def _hng_reference(root: str):
+    """CK+48 ck7 (its neutral frames) and the face network as IDFERM's ``hng.json`` embeds,
+    loaded once for every ``hng_fields`` call (one per ``--hng_probe`` setting)."""
+    from keras_fer.data.experiments import load_experiment
+    from keras_fer.models.face_embedding import face_embedding_model
+
+    return (load_experiment("ckplus48", Path(root), "ck7", use_orl=False),
+            face_embedding_model(input_shape=(None, None, 1)))
+
+
 def hng_fields(paths: Sequence[str], root: Path) -> Dict:
     """``hng_identity_rate`` (+ note) and ``hng_real_neutral_rate`` from IDFERM ``hng.json``s."""
     if not paths:
@@ -223,12 +235,8 @@ def hng_fields(paths: Sequence[str], root: Path) -> Dict:
                 "hng_identity_rate_note": "not measured: needs an IDFERM run with "
                 "identity=face_resnet on CK+ (GPU, part 4); pass --hng_json fold_*/hng.json",
                 "hng_real_neutral_rate": None}
-    from keras_fer.data.experiments import load_experiment
-    from keras_fer.models.face_embedding import face_embedding_model
-
     reports = [json.loads(Path(p).read_text()) for p in paths]
-    exp = load_experiment("ckplus48", root, "ck7", use_orl=False)
-    model = face_embedding_model(input_shape=(None, None, 1))  # as IDFERM's hng.json
+    exp, model = _hng_reference(str(root))
 
     def embed_with(inputs):
         return lambda x: np.asarray(model.predict(inputs(x), batch_size=64, verbose=0),
