@@ -29,6 +29,7 @@ from keras_fer import io_atomic
 from keras_fer.data import preprocess
 from keras_fer.data.augment import FaceBatches
 from keras_fer.models.face_embedding import EMBEDDING_DIM, face_embedding_model
+from keras_fer.training.idferm_identity import frame_input
 from keras_fer.training.optim import make_sgd
 from keras_fer.training.stages import fit_stage
 
@@ -83,8 +84,7 @@ def teacher_embeddings(faces: np.ndarray, cache_dir: str | Path, name: str,
     out = np.zeros((0, EMBEDDING_DIM), np.float32)
     if len(faces):
         x = (preprocess.to_model_input(faces) if teacher_input == "crop" else
-             preprocess.resize_uint8(faces, preprocess.ALIGNED_SIZE)[..., None].astype(
-                 np.float32) * preprocess.INV_255)
+             frame_input(faces))
         out = np.asarray(teacher.predict(x, batch_size=TEACHER_BATCH, verbose=0), np.float32)
     io_atomic.save_npy(path, out)
     return out
