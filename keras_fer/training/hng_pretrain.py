@@ -64,6 +64,25 @@ class SelfPairs(keras.utils.PyDataset):
         return x, x
 
 
+def make_hng(config: idferm.HNGConfig, perceptual: keras.Model, identity: keras.Model,
+             weights: dict, lr: float = 2e-4) -> HNGModel:
+    """An HNG of ``config`` with the frozen feature models of its losses and its loss
+    ``weights``, compiled with one Adam (beta_1 0.5) per part (paper, Algorithm 1); how both
+    a fold's HNG stage and :func:`pretrain_generator` build theirs."""
+    hng = HNGModel(idferm.build_hng_encoder(config), idferm.build_hng_decoder(config),
+                   idferm.build_hng_discriminator(config), perceptual, identity, **weights)
+    hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
+    return hng
+
+
+def fit_hng(hng: HNGModel, stage_dir: str | Path, pairs: keras.utils.PyDataset, epochs: int,
+            callbacks=()) -> None:
+    """``stages.fit_stage`` for the HNG wrapper, which must be built before weights can be
+    restored (resume, BackupAndRestore)."""
+    hng.build((None,) + tuple(hng.encoder.input_shape[1:]))
+    fit_stage(hng, stage_dir, pairs, epochs, callbacks=list(callbacks))
+
+
 def pretrain_generator(faces: np.ndarray, config: idferm.HNGConfig, perceptual: keras.Model,
                        identity: keras.Model, weights: dict, stage_dir: str | Path,
                        epochs: int, lr: float = 2e-4, batch_size: int = 64,
@@ -78,11 +97,8 @@ def pretrain_generator(faces: np.ndarray, config: idferm.HNGConfig, perceptual: 
         stage_dir: Checkpoints and ``final.weights.h5`` (a finished stage is not retrained).
         epochs, lr, batch_size, seed: As the folds' HNG stage (Adam, beta_1 0.5).
     """
-    hng = HNGModel(idferm.build_hng_encoder(config), idferm.build_hng_decoder(config),
-                   idferm.build_hng_discriminator(config), perceptual, identity, **weights)
-    hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
-    hng.build((None,) + tuple(hng.encoder.input_shape[1:]))  # resuming loads weights
-    fit_stage(hng, stage_dir, SelfPairs(faces, batch_size, seed), epochs)
+    hng = make_hng(config, perceptual, identity, weights, lr)
+    fit_hng(hng, stage_dir, SelfPairs(faces, batch_size, seed), epochs)
     return hng.generator
 
 
@@ -118,4 +134,4 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
             f"({sum(int(np.prod(v.shape)) for v in hng.generator.weights)} weights)")
 
 
-__all__ = ["SelfPairs", "load_generator", "pretrain_generator"]
+__all__ = ["SelfPairs", "fit_hng", "load_generator", "make_hng", "pretrain_generator"]

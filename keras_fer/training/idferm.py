@@ -73,7 +73,6 @@ from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import FoldData
 from keras_fer.models.face_embedding import check_extra
 from keras_fer.training import hng_pretrain, idferm_identity
-from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_batches import (  # noqa: F401 (re-exported)
     NeutralPairs, QueryBatches, neutral_targets, to_unit)
 from keras_fer.training.idferm_identity import generate_neutral, identity_preservation
@@ -129,15 +128,6 @@ def _sized(cls, values: dict, **fixed):
                          f"{sorted(known)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**{**values, **fixed})
-
-
-def _fit_hng_stage(hng: HNGModel, stage_dir: Path, pairs: NeutralPairs, epochs: int,
-                   grid: HNGGridCallback | None) -> None:
-    """``stages.fit_stage`` for the HNG wrapper, which must be built before weights can
-    be restored, plus the per-epoch grid callback."""
-    # Weight loading (resume, BackupAndRestore) needs a built model.
-    hng.build((None,) + tuple(hng.encoder.input_shape[1:]))
-    fit_stage(hng, stage_dir, pairs, epochs, callbacks=[grid] if grid is not None else [])
 
 
 class IDFERMMethod:
@@ -222,16 +212,14 @@ class IDFERMMethod:
             extra.get("hng_batch_size", 64), seed=config.seed + 3)
         print(f"[idferm] HNG: {len(pairs.faces)} (expressive, neutral) training pairs of "
               f"{len(set(data.neutral_subjects[own].tolist()))} subjects", flush=True)
-        hng = HNGModel(idferm.build_hng_encoder(hcfg), idferm.build_hng_decoder(hcfg),
-                       idferm.build_hng_discriminator(hcfg), perceptual, identity,
-                       **extra.get("hng_weights", {}))
+        hng = hng_pretrain.make_hng(hcfg, perceptual, identity, extra.get("hng_weights", {}),
+                                    extra.get("hng_lr", 2e-4))
         if extra.get("hng_init"):
             print(f"[idferm] {hng_pretrain.load_generator(hng, extra['hng_init'])}", flush=True)
-        lr = extra.get("hng_lr", 2e-4)
-        hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
         epochs = extra.get("hng_epochs", config.pretrain_epochs)
-        _fit_hng_stage(hng, fold_dir / "hng", pairs, epochs,
-                       self._grid(data, size, fold_dir / "hng" / "grids"))
+        grid = self._grid(data, size, fold_dir / "hng" / "grids")
+        hng_pretrain.fit_hng(hng, fold_dir / "hng", pairs, epochs,
+                             [grid] if grid is not None else [])
         return hng.generator
 
     def _grid(self, data: FoldData, size: int, out_dir: Path) -> HNGGridCallback | None:
