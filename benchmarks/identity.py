@@ -34,6 +34,9 @@ faces: what a perfect generator, one that returns the person's true neutral face
 score. ``hng_probe``: the same figures for each ``--hng_probe`` folder (an HNG setting: its
 run's ``config.json`` and ``hng_fold<k>.json`` files, e.g. ``benchmarks/results/gpu/
 idferm_hng_probe/*``), with the setting's perceptual features and identity weight.
+Where a folder also holds ``hng_test_faces_fold<k>.npz`` (the faces generated from the test
+subjects), its row adds how far they moved towards the real neutral frames
+(``idferm_identity.neutrality``): the identity rate alone would give a copy of the input 100%.
 ``--hng_only`` updates just the ``hng_*`` fields of an existing ``identity.json``.
 """
 
@@ -300,21 +303,50 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
             **{k: v for k, v in fields.items() if k.startswith("hng_") and k != "hng_folds"
                and not k.endswith("_note")},
             "generated_mean_cosine_distance": float(np.mean(
-                [f["generated_mean_cosine_distance"] for f in fields["hng_folds"]]))}
+                [f["generated_mean_cosine_distance"] for f in fields["hng_folds"]])),
+            **probe_neutrality(folder, root)}
     return out
+
+
+def probe_neutrality(folder: Path, root: Path) -> Dict:
+    """Means over a setting's ``hng_test_faces_fold<k>.npz`` (IDFERM's ``hng_test_faces.npz``,
+    session 11 on) of :func:`idferm_identity.neutrality` against CK+'s real neutral frames:
+    whether the generated faces moved towards the person's neutral face or copied the input.
+    Empty when the setting's run predates those files."""
+    from keras_fer.training.idferm_identity import neutrality
+
+    paths = sorted(folder.glob("hng_test_faces_fold*.npz"))
+    if not paths:
+        return {}
+    exp = _hng_reference(str(root))[0]
+    folds = []
+    for path in paths:
+        with np.load(path) as stored:
+            folds.append(neutrality(stored["inputs"], stored["generated"], stored["subjects"],
+                                    exp.neutral_faces, exp.neutral_subjects))
+    keys = ("closer_to_neutral_percent", "pixel_l1_generated_to_neutral",
+            "pixel_l1_input_to_neutral")
+    return {"neutrality_folds": len(folds),
+            **{k: float(np.mean([f[k] for f in folds])) for k in keys}}
 
 
 def probe_markdown(probe: Dict) -> list:
     rows = ["", "| HNG setting (perceptual features, identity weight) | folds | identity kept "
-            "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) |",
-            "| --- | --- | ---: | ---: | ---: | ---: |"]
+            "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) | "
+            "closer to the real neutral than the input (%) | pixel L1 to the real neutral: "
+            "generated / input |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"])):
         frame = r.get("hng_identity_rate_frame60")
         rows.append(f"| {r['perceptual']}, {r['identity_weight']:g} | "
                     f"{','.join(map(str, r['folds']))} | {r['hng_identity_rate']:.1f} | "
                     f"{'n/m' if frame is None else f'{frame:.1f}'} | "
                     f"{r['generated_mean_cosine_distance']:.3f} | "
-                    f"{r['hng_real_neutral_rate']:.1f} |")
+                    f"{r['hng_real_neutral_rate']:.1f} | " + (
+                        f"{r['closer_to_neutral_percent']:.1f} | "
+                        f"{r['pixel_l1_generated_to_neutral']:.3f} / "
+                        f"{r['pixel_l1_input_to_neutral']:.3f} |"
+                        if "closer_to_neutral_percent" in r else "n/m | n/m |"))
     return rows
 
 

@@ -3,6 +3,7 @@ what came back into results/gpu, and the throughput table gathered from the stag
 
 import importlib.util
 import json
+import types
 import sys
 import tarfile
 from pathlib import Path
@@ -266,17 +267,31 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
         (folder / "config.json").write_text(json.dumps({"extra": extra}))
         for k in (1, 0):
             (folder / f"hng_fold{k}.json").write_text("{}")
+    # face_w10's run also saved its generated test faces: one moved to the real neutral (0),
+    # one copied its input (200)
+    np.savez_compressed(tmp_path / "face_w10" / "hng_test_faces_fold0.npz",
+                        inputs=np.full((2, 48, 48), 200, np.uint8),
+                        generated=np.stack([np.zeros((60, 60), np.uint8),
+                                            np.full((60, 60), 200, np.uint8)]),
+                        subjects=np.array(["S1", "S1"]))
+    exp = types.SimpleNamespace(neutral_faces=np.zeros((1, 60, 60), np.uint8),
+                                neutral_subjects=np.array(["S1"]))
+    monkeypatch.setattr(identity, "_hng_reference", lambda root: (exp, None))
     probe = identity.hng_probe([tmp_path / "face_w10", tmp_path / "default"], tmp_path)
     assert seen == [["hng_fold0.json", "hng_fold1.json"]] * 2
     assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
                                  "folds": [0, 1], "hng_identity_rate": 10.0,
                                  "hng_real_neutral_rate": 91.8,
-                                 "generated_mean_cosine_distance": pytest.approx(0.06)}
+                                 "generated_mean_cosine_distance": pytest.approx(0.06),
+                                 "neutrality_folds": 1, "closer_to_neutral_percent": 50.0,
+                                 "pixel_l1_generated_to_neutral": pytest.approx(100 / 255),
+                                 "pixel_l1_input_to_neutral": pytest.approx(200 / 255)}
     assert (probe["default"]["perceptual"], probe["default"]["identity_weight"]) == (
         "expression", 0.03)
     rows = identity.probe_markdown(probe)
-    assert rows[3] == "| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 |"
-    assert rows[4] == "| face_resnet, 10 | 0,1 | 10.0 | n/m | 0.060 | 91.8 |"
+    assert rows[3] == "| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m |"
+    assert rows[4] == ("| face_resnet, 10 | 0,1 | 10.0 | n/m | 0.060 | 91.8 | 50.0 | "
+                       "0.392 / 0.784 |")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no hng_fold<k>.json"):

@@ -15,6 +15,7 @@ import pytest
 from keras_fer.data import experiments, packs
 from keras_fer.training import runner
 from keras_fer.training import idferm as idferm_training
+from keras_fer.training import idferm_identity
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.idferm import IDFERMMethod, NeutralPairs, QueryBatches, neutral_targets
 from trainers import idferm as trainer
@@ -365,6 +366,11 @@ def test_stop_after_hng_then_a_later_run_trains_rml_from_the_stored_references(
     assert references.dtype == np.uint8 and references.ndim == 3
     assert 0.0 <= json.loads((fold_dir / "hng.json").read_text())[
         "identity_preserved_percent"] <= 100.0
+    with np.load(fold_dir / idferm_training.HNG_TEST_FACES) as test_faces:
+        assert test_faces["generated"].shape == test_faces["inputs"].shape[:1] + (60, 60)
+        assert len(test_faces["subjects"]) == len(test_faces["inputs"])
+        assert set(test_faces["subjects"].tolist()) == set(json.loads(
+            (fold_dir / "hng.json").read_text())["test_subjects"])
 
     second = tmp_path / "rml_call"
     (second / "fold_0").mkdir(parents=True)
@@ -386,6 +392,23 @@ def test_stop_after_hng_then_a_later_run_trains_rml_from_the_stored_references(
     assert seen["num_train"] == len(references)
     assert (second / "fold_0" / "finetune" / "final.weights.h5").exists()
     assert not (second / "fold_0" / "hng").exists()
+
+
+def test_neutrality_compares_generated_faces_and_inputs_with_the_nearest_real_neutral():
+    neutrals = np.stack([np.full((60, 60), v, np.uint8) for v in (100, 120, 200)])
+    neutral_subjects = np.array(["a", "a", "b"])
+    inputs = np.stack([np.full((48, 48), v, np.uint8) for v in (150, 150, 0)])
+    # a: moved from 150 to 110 (nearest neutral 100 or 120 -> 10/255; input's 30/255);
+    # a: copied its input (30/255 both); c: no neutral frame, left out.
+    generated = np.stack([np.full((60, 60), v, np.uint8) for v in (110, 150, 0)])
+    report = idferm_identity.neutrality(inputs, generated, np.array(["a", "a", "c"]),
+                                        neutrals, neutral_subjects)
+    assert report["num_faces"] == 2
+    assert report["pixel_l1_generated_to_neutral"] == pytest.approx((10 + 30) / 2 / 255)
+    assert report["pixel_l1_input_to_neutral"] == pytest.approx(30 / 255)
+    assert report["closer_to_neutral_percent"] == 50.0
+    assert idferm_identity.neutrality(inputs, generated, np.array(["c"] * 3), neutrals,
+                                      neutral_subjects) is None
 
 
 def test_stored_references_of_another_fold_are_a_clear_error(tmp_path):

@@ -88,6 +88,10 @@ EXTRA_KEYS = ("hng", "rml", "hng_epochs", "hng_lr", "hng_batch_size", "hng_weigh
               "weight_decay", "verification_pairs", "identity", "perceptual", "identity_far",
               "stop_after", "hng_init")
 HNG_REPORT = "hng.json"
+# The faces generated from the fold's test subjects, with their inputs and subjects, for
+# idferm_identity.neutrality (benchmarks/identity.py --hng_probe), which needs the test
+# subjects' real neutral frames that a fold never holds.
+HNG_TEST_FACES = "hng_test_faces.npz"
 HNG_REFERENCES = "hng_references.npz"
 STOP_STAGES = ("hng",)
 GRID_FACES = 8
@@ -242,8 +246,12 @@ class IDFERMMethod:
         identity = self.pretrain_identity(config, data, fold_dir)
         generator = self.train_hng(config, data, fold_dir, perceptual, identity)
         references = generate_neutral(generator, data.x_train)
+        generated_test = generate_neutral(generator, data.x_test)
+        with io_atomic.atomic_path(fold_dir / HNG_TEST_FACES) as tmp:
+            np.savez_compressed(tmp, inputs=data.x_test, generated=generated_test,
+                                subjects=np.asarray(data.subj_test).astype(str))
         report = identity_preservation(
-            data, generate_neutral(generator, data.x_test),
+            data, generated_test,
             config.extra.get("verification_pairs", 2000), config.seed,
             config.extra.get("identity_far", idferm_identity.DEFAULT_FAR))
         with io_atomic.atomic_path(fold_dir / HNG_REFERENCES) as tmp:

@@ -20,6 +20,15 @@ the same threshold's false-accept rate on different-subject pairs of the fold's 
 subjects (never seen by the threshold) is reported beside it. ``hng.json`` holds it on the
 models' 48x48 crop (top level, as first measured) and on the whole aligned frame
 (``frame60``, with its own threshold), on which the network verifies far better.
+
+The rate alone cannot tell a neutral face from a copy of the input (a generator that copied
+its input would keep identity in 100%). The fold never holds its test subjects' neutral
+frames, so the trainer saves the generated test faces (``hng_test_faces.npz``) and
+:func:`neutrality` (``benchmarks/identity.py --hng_probe``) sets them beside the real neutral
+frames of the same subjects: the mean absolute pixel
+difference (0..1, whole aligned frame) of generated -> real neutral and of input -> real
+neutral (what copying would score), and the share of faces that end closer to the real
+neutral than their input was.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from keras_fer.evaluation import verification
 from keras_fer.losses.hng import identity_preservation_rate
 from keras_fer.models import face_embedding
 from keras_fer.data.experiments import FoldData
-from keras_fer.training.idferm_batches import to_unit
+from keras_fer.training.idferm_batches import neutral_targets, to_unit
 
 IDENTITIES = (face_embedding.FACE_RESNET, face_embedding.DEEPID)
 PERCEPTUALS = ("expression", face_embedding.FACE_RESNET)
@@ -146,6 +155,43 @@ def identity_preservation(data: FoldData, generated_test: np.ndarray, n_pairs: i
     }
 
 
+def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
+               neutral_faces: np.ndarray, neutral_subjects: np.ndarray) -> dict | None:
+    """How far generated faces moved towards the real neutral frames of their subjects
+    (module docstring); ``None`` when no face's subject has one.
+
+    Args:
+        inputs: uint8 ``(N, S, S)`` expressive faces (any size; compared at 60x60).
+        generated: uint8 ``(N, S', S')`` the faces generated from them, same order.
+        subjects: ``(N,)`` their subject ids.
+        neutral_faces: uint8 ``(M, S'', S'')`` real neutral frames.
+        neutral_subjects: ``(M,)`` their subject ids.
+
+    Each face is compared with the nearest (in pixels) real neutral frame of its subject, for
+    the generated face and for its input alike.
+    """
+    rows = neutral_targets(np.asarray(subjects).astype(str),
+                           np.asarray(neutral_subjects).astype(str))
+    have = [i for i, r in enumerate(rows) if len(r)]
+    if not have:
+        return None
+
+    def unit(faces):
+        return preprocess.resize_uint8(faces, preprocess.ALIGNED_SIZE).astype(np.float32) / 255.0
+
+    neutrals = unit(neutral_faces)
+
+    def nearest(faces):
+        return np.array([np.abs(neutrals[rows[i]] - face).mean(axis=(1, 2)).min()
+                         for i, face in zip(have, unit(faces[have]))])
+
+    to_generated, to_input = nearest(np.asarray(generated)), nearest(np.asarray(inputs))
+    return {"num_faces": len(have),
+            "pixel_l1_generated_to_neutral": float(to_generated.mean()),
+            "pixel_l1_input_to_neutral": float(to_input.mean()),
+            "closer_to_neutral_percent": 100.0 * float(np.mean(to_generated < to_input))}
+
+
 def _rate(model, inputs, reference, data: FoldData, generated_test: np.ndarray, n_pairs: int,
           seed: int, far: float) -> dict:
     """The threshold on ``reference`` (faces, subjects) and the rate, on one input of the face
@@ -168,5 +214,5 @@ def _rate(model, inputs, reference, data: FoldData, generated_test: np.ndarray, 
     return report
 
 
-__all__ = ["generate_neutral", "identity_preservation", "identity_preservation_rate",
+__all__ = ["generate_neutral", "identity_preservation", "neutrality", "identity_preservation_rate",
            "face_identity_model", "face_perceptual_model", "far_threshold"]
