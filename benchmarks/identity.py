@@ -297,6 +297,7 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
         fields = hng_fields([str(p) for p in paths], root)
         out[folder.name] = {
             "perceptual": perceptual_setting(extra),
+            "hng_init": Path(extra["hng_init"]).name if extra.get("hng_init") else None,
             "identity_weight": extra.get("hng_weights", {}).get("identity_weight",
                                                                 default_weight),
             "folds": [f["fold"] for f in fields["hng_folds"]],
@@ -308,45 +309,75 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
     return out
 
 
+NEUTRALITY = "neutrality.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _neutral_judge():
+    """The shipped default expression model (FER+, 8 classes with "neutral"; CK+ never seen)
+    as ``faces -> (N,) bool``: does it call the face neutral? Returns (judge, model name)."""
+    from keras_fer.inference.predictor import Predictor
+
+    predictor = Predictor()
+    neutral = predictor.class_names.index("neutral")
+    path = Path(predictor.model_path)
+    return ((lambda faces: predictor.classify(faces).argmax(axis=1) == neutral),
+            f"{path.parent.parent.name}/{path.parent.name}/{path.name}")
+
+
 def probe_neutrality(folder: Path, root: Path) -> Dict:
     """Means over a setting's ``hng_test_faces_fold<k>.npz`` (IDFERM's ``hng_test_faces.npz``,
     session 11 on) of :func:`idferm_identity.neutrality` against CK+'s real neutral frames:
     whether the generated faces moved towards the person's neutral face or copied the input.
-    Empty when the setting's run predates those files."""
+
+    The figures are kept in the folder's ``neutrality.json``, which is committed in place of
+    the faces (git-ignored); it is read back when the faces are not there. Empty when the
+    setting's run predates those files.
+    """
+    from keras_fer import io_atomic
     from keras_fer.training.idferm_identity import neutrality
 
     paths = sorted(folder.glob("hng_test_faces_fold*.npz"))
     if not paths:
-        return {}
+        stored = folder / NEUTRALITY
+        return json.loads(stored.read_text()) if stored.exists() else {}
     exp = _hng_reference(str(root))[0]
+    judge, judge_name = _neutral_judge()
     folds = []
     for path in paths:
-        with np.load(path) as stored:
-            folds.append(neutrality(stored["inputs"], stored["generated"], stored["subjects"],
-                                    exp.neutral_faces, exp.neutral_subjects))
-    keys = ("closer_to_neutral_percent", "pixel_l1_generated_to_neutral",
-            "pixel_l1_input_to_neutral")
-    return {"neutrality_folds": len(folds),
-            **{k: float(np.mean([f[k] for f in folds])) for k in keys}}
+        with np.load(path) as faces:
+            folds.append(neutrality(faces["inputs"], faces["generated"], faces["subjects"],
+                                    exp.neutral_faces, exp.neutral_subjects, judge))
+    keys = [k for k in folds[0] if k != "num_faces"]
+    doc = {"neutrality_folds": len(folds), "neutral_judge": judge_name,
+           **{k: float(np.mean([f[k] for f in folds])) for k in keys}}
+    io_atomic.write_json(folder / NEUTRALITY, doc)
+    return doc
 
 
 def probe_markdown(probe: Dict) -> list:
-    rows = ["", "| HNG setting (perceptual features, identity weight) | folds | identity kept "
+    rows = ["", "| HNG setting (perceptual features, identity weight, starting point) | folds | identity kept "
             "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) | "
             "closer to the real neutral than the input (%) | pixel L1 to the real neutral: "
-            "generated / input |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"])):
+            "generated / input | called neutral by the FER+ model (%): generated / input / "
+            "real neutral |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"],
+                                                   r.get("hng_init") or "")):
         frame = r.get("hng_identity_rate_frame60")
-        rows.append(f"| {r['perceptual']}, {r['identity_weight']:g} | "
+        init = f", from {r['hng_init']}" if r.get("hng_init") else ""
+        rows.append(f"| {r['perceptual']}, {r['identity_weight']:g}{init} | "
                     f"{','.join(map(str, r['folds']))} | {r['hng_identity_rate']:.1f} | "
                     f"{'n/m' if frame is None else f'{frame:.1f}'} | "
                     f"{r['generated_mean_cosine_distance']:.3f} | "
                     f"{r['hng_real_neutral_rate']:.1f} | " + (
                         f"{r['closer_to_neutral_percent']:.1f} | "
                         f"{r['pixel_l1_generated_to_neutral']:.3f} / "
-                        f"{r['pixel_l1_input_to_neutral']:.3f} |"
-                        if "closer_to_neutral_percent" in r else "n/m | n/m |"))
+                        f"{r['pixel_l1_input_to_neutral']:.3f} | "
+                        f"{r['called_neutral_percent_generated']:.1f} / "
+                        f"{r['called_neutral_percent_input']:.1f} / "
+                        f"{r['called_neutral_percent_real_neutral']:.1f} |"
+                        if "closer_to_neutral_percent" in r else "n/m | n/m | n/m |"))
     return rows
 
 

@@ -277,21 +277,36 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     exp = types.SimpleNamespace(neutral_faces=np.zeros((1, 60, 60), np.uint8),
                                 neutral_subjects=np.array(["S1"]))
     monkeypatch.setattr(identity, "_hng_reference", lambda root: (exp, None))
+    # the expression model's verdict: only black faces are neutral
+    monkeypatch.setattr(identity, "_neutral_judge",
+                        lambda: ((lambda faces: faces.max(axis=(1, 2)) == 0), "judge"))
     probe = identity.hng_probe([tmp_path / "face_w10", tmp_path / "default"], tmp_path)
     assert seen == [["hng_fold0.json", "hng_fold1.json"]] * 2
     assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
+                                 "hng_init": None,
                                  "folds": [0, 1], "hng_identity_rate": 10.0,
                                  "hng_real_neutral_rate": 91.8,
                                  "generated_mean_cosine_distance": pytest.approx(0.06),
-                                 "neutrality_folds": 1, "closer_to_neutral_percent": 50.0,
+                                 "neutrality_folds": 1, "neutral_judge": "judge",
+                                 "closer_to_neutral_percent": 50.0,
+                                 "called_neutral_percent_generated": 50.0,
+                                 "called_neutral_percent_input": 0.0,
+                                 "called_neutral_percent_real_neutral": 100.0,
                                  "pixel_l1_generated_to_neutral": pytest.approx(100 / 255),
                                  "pixel_l1_input_to_neutral": pytest.approx(200 / 255)}
     assert (probe["default"]["perceptual"], probe["default"]["identity_weight"]) == (
         "expression", 0.03)
+    # the figures stay in neutrality.json once the (git-ignored) faces are gone
+    (tmp_path / "face_w10" / "hng_test_faces_fold0.npz").unlink()
+    again = identity.hng_probe([tmp_path / "face_w10"], tmp_path)["face_w10"]
+    assert {k: v for k, v in again.items() if "neutral" in k} == {
+        k: v for k, v in probe["face_w10"].items() if "neutral" in k}
+    assert again["closer_to_neutral_percent"] == 50.0
     rows = identity.probe_markdown(probe)
-    assert rows[3] == "| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m |"
+    assert rows[3] == ("| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m | "
+                       "n/m |")
     assert rows[4] == ("| face_resnet, 10 | 0,1 | 10.0 | n/m | 0.060 | 91.8 | 50.0 | "
-                       "0.392 / 0.784 |")
+                       "0.392 / 0.784 | 50.0 / 0.0 / 100.0 |")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no hng_fold<k>.json"):

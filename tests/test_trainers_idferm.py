@@ -407,6 +407,11 @@ def test_neutrality_compares_generated_faces_and_inputs_with_the_nearest_real_ne
     assert report["pixel_l1_generated_to_neutral"] == pytest.approx((10 + 30) / 2 / 255)
     assert report["pixel_l1_input_to_neutral"] == pytest.approx(30 / 255)
     assert report["closer_to_neutral_percent"] == 50.0
+    # an expression classifier that calls a face neutral when it is dark enough
+    judged = idferm_identity.neutrality(inputs, generated, np.array(["a", "a", "c"]), neutrals,
+                                        neutral_subjects, is_neutral=lambda f: f.mean((1, 2)) < 130)
+    assert (judged["called_neutral_percent_generated"], judged["called_neutral_percent_input"],
+            judged["called_neutral_percent_real_neutral"]) == (50.0, 0.0, 100.0)
     assert idferm_identity.neutrality(inputs, generated, np.array(["c"] * 3), neutrals,
                                       neutral_subjects) is None
 

@@ -156,7 +156,8 @@ def identity_preservation(data: FoldData, generated_test: np.ndarray, n_pairs: i
 
 
 def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
-               neutral_faces: np.ndarray, neutral_subjects: np.ndarray) -> dict | None:
+               neutral_faces: np.ndarray, neutral_subjects: np.ndarray,
+               is_neutral=None) -> dict | None:
     """How far generated faces moved towards the real neutral frames of their subjects
     (module docstring); ``None`` when no face's subject has one.
 
@@ -166,6 +167,9 @@ def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
         subjects: ``(N,)`` their subject ids.
         neutral_faces: uint8 ``(M, S'', S'')`` real neutral frames.
         neutral_subjects: ``(M,)`` their subject ids.
+        is_neutral: optional ``uint8 (K, 60, 60) faces -> (K,) bool``, an expression
+            classifier's "neutral" verdict; adds the share of generated faces, of their
+            inputs and of their subjects' real neutral frames it calls neutral.
 
     Each face is compared with the nearest (in pixels) real neutral frame of its subject, for
     the generated face and for its input alike.
@@ -186,10 +190,19 @@ def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
                          for i, face in zip(have, unit(faces[have]))])
 
     to_generated, to_input = nearest(np.asarray(generated)), nearest(np.asarray(inputs))
-    return {"num_faces": len(have),
-            "pixel_l1_generated_to_neutral": float(to_generated.mean()),
-            "pixel_l1_input_to_neutral": float(to_input.mean()),
-            "closer_to_neutral_percent": 100.0 * float(np.mean(to_generated < to_input))}
+    report = {"num_faces": len(have),
+              "pixel_l1_generated_to_neutral": float(to_generated.mean()),
+              "pixel_l1_input_to_neutral": float(to_input.mean()),
+              "closer_to_neutral_percent": 100.0 * float(np.mean(to_generated < to_input))}
+    if is_neutral is not None:
+        size = preprocess.ALIGNED_SIZE
+        frames = np.unique(np.concatenate([rows[i] for i in have]))
+        for name, faces in (("generated", np.asarray(generated)[have]),
+                            ("input", np.asarray(inputs)[have]),
+                            ("real_neutral", np.asarray(neutral_faces)[frames])):
+            verdict = np.asarray(is_neutral(preprocess.resize_uint8(faces, size)), bool)
+            report[f"called_neutral_percent_{name}"] = 100.0 * float(verdict.mean())
+    return report
 
 
 def _rate(model, inputs, reference, data: FoldData, generated_test: np.ndarray, n_pairs: int,
