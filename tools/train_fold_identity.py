@@ -25,7 +25,9 @@ Writes to ``--out`` (default ``.devdata/identity_fold``, git-ignored; never comm
 ``densenet_fold.keras`` / ``deepid_fold.keras`` (the identity classifiers: ``image -> softmax``,
 whose layer before the softmax ``benchmarks/identity.py`` takes as the embedding) and
 ``identity_fold.json`` (per stream: epochs, faces, identities, seconds, final training
-accuracy), which ``benchmarks/identity.py`` copies into each row. Stage folders go under
+accuracy), which ``benchmarks/identity.py`` copies into each row. The ``densenet_fold`` row was
+remade in session 11 from the re-distilled stream (``--streams=densenet --densenet_epochs=20
+--out=.devdata/identity_fold_s11``, 355 s), the ``deepid_fold`` row is session 8's. Stage folders go under
 ``<out>/work`` (resumable). The committed ``benchmarks/results/identity.json`` rows came from
 these commands (2 shared CPU cores, TensorFlow backend: DeepID 100 epochs in 113 s; the
 DenseNet cut to 20 of the flagfile's 40 epochs, 744 s, to fit the session's CPU budget, so
