@@ -72,6 +72,11 @@ def test_far_threshold_and_same_expression_pairs():
     assert 0.0 <= far <= 0.1 and threshold > 0
     pairs = same_expression_pairs(np.array([0, 0, 1, 0]), np.array(["a", "b", "c", "a"]), 10, 0)
     assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (1, 3)]
+    # unknown subjects (FER+: ""; or no ids at all): every such face is its own subject
+    pairs = same_expression_pairs(np.array([0, 0, 1, 0]), None, 10, 0)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 3), (1, 3)]
+    pairs = same_expression_pairs(np.array([0, 0, 0, 0]), np.array(["", "", "a", "a"]), 10, 0)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])

@@ -27,8 +27,13 @@ REPORT = "identity_free.json"
 def same_expression_pairs(labels: np.ndarray, subjects: np.ndarray, max_pairs: int,
                           seed: int) -> np.ndarray:
     """Index pairs ``(P, 2)`` of faces with the same label and different subjects (all such
-    pairs when there are at most ``max_pairs``, else a random sample of them)."""
-    labels, subjects = np.asarray(labels), np.asarray(subjects)
+    pairs when there are at most ``max_pairs``, else a random sample of them). A face whose
+    subject is unknown (``""``, as every FER+ face, or ``subjects`` ``None``) counts as its
+    own subject: FER+ holds nearly one face a person."""
+    labels = np.asarray(labels)
+    known = np.full(len(labels), "") if subjects is None else np.asarray(subjects).astype(str)
+    subjects = np.where(known == "", np.char.add("\0unknown ", np.arange(len(labels)).astype(str)),
+                        known)
     i, j = np.triu_indices(len(labels), k=1)
     keep = (labels[i] == labels[j]) & (subjects[i] != subjects[j])
     pairs = np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
@@ -46,7 +51,7 @@ def identity_freeness(generator: keras.Model, faces: np.ndarray, labels: np.ndar
         generator: IF-GAN's G, ``(B, S, S, 1)`` in [0, 1] -> same.
         faces: Model input ``(N, S, S, 1)`` in [0, 1] (test faces, centre crop).
         labels: ``(N,)`` expression labels.
-        subjects: ``(N,)`` subject ids.
+        subjects: ``(N,)`` subject ids (``""`` unknown), or ``None`` (all unknown).
         embedder: Embedding model (default: the face network, any input size).
         max_pairs: Pairs sampled at most.
         seed: Seeds the sample.
