@@ -11,6 +11,7 @@ import keras
 from keras_fer.models import idferm
 from keras_fer.models.hng_step import HNGModel
 from keras_fer.training import hng_pretrain
+from keras_fer.training.settings import ConfigError
 
 TINY_HNG = idferm.HNGConfig(image_size=16, latent_dim=8, encoder_filters=(4, 8),
                             decoder_filters=(8, 4), discriminator_filters=(4,))
@@ -76,7 +77,11 @@ def test_a_pretrained_generator_starts_a_new_hng_with_its_weights(tmp_path):
 
     wider = idferm.HNGConfig(image_size=16, latent_dim=16, encoder_filters=(4, 8),
                              decoder_filters=(8, 4), discriminator_filters=(4,))
-    with pytest.raises(ValueError, match="pretrain with the same 'hng' settings"):
+    with pytest.raises(ConfigError, match="give the fold the same extra 'hng'"):
+        hng_pretrain.load_generator(_hng(wider), path)
+    # with the record tools/pretrain_hng.py writes beside it, the error names its settings
+    (tmp_path / "generator.keras.json").write_text('{"hng": {"upsample": "resize"}}')
+    with pytest.raises(ConfigError, match='pretrained with --hng={"upsample": "resize"}'):
         hng_pretrain.load_generator(_hng(wider), path)
     with pytest.raises(FileNotFoundError, match="tools/pretrain_hng.py"):
         hng_pretrain.load_generator(fresh, tmp_path / "missing.keras")

@@ -83,6 +83,20 @@ def test_hng_golden_parameter_counts():
     assert idferm.build_hng_discriminator().count_params() == 544 + 32832 + 131200 + 8193
 
 
+def test_hng_resize_decoder_has_no_transposed_convolutions():
+    decoder = idferm.build_hng_decoder(idferm.HNGConfig(upsample="resize"))
+    assert decoder.output_shape == (None, 64, 64, 1)
+    kinds = {type(l).__name__ for l in decoder.layers}
+    assert "Conv2DTranspose" not in kinds and {"UpSampling2D", "Conv2D"} <= kinds
+    # the same projection; 3x3 convs 256->128: 9*256*128+128 = 295040; 128->64: 73792;
+    # 64->32: 18464; 32->1: 9*32+1 = 289.
+    assert decoder.count_params() == 1052672 + 295040 + 73792 + 18464 + 289
+    out = _np(decoder(np.random.default_rng(0).random((2, 256)).astype("float32")))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    with pytest.raises(ValueError, match="'deconv' or 'resize'"):
+        idferm.HNGConfig(upsample="nearest")
+
+
 def test_hng_config_rejects_indivisible_size():
     with pytest.raises(ValueError, match="divisible"):
         idferm.HNGConfig(image_size=60, decoder_filters=(8, 8, 8))

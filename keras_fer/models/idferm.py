@@ -58,6 +58,9 @@ class HNGConfig:
             stride-2 transposed convolutions; a last transposed convolution makes the image.
         discriminator_filters: Channels of the stride-2 discriminator convolutions.
         negative_slope: LeakyReLU slope.
+        upsample: The decoder's 2x steps: ``"deconv"`` (the paper's 4x4 stride-2 transposed
+            convolutions) or ``"resize"`` (bilinear 2x resize then a 3x3 convolution, which
+            cannot make the checkerboard artefacts of uneven transposed-convolution overlap).
     """
 
     image_size: int = HNG_SIZE
@@ -66,8 +69,11 @@ class HNGConfig:
     decoder_filters: tuple[int, ...] = (256, 128, 64, 32)
     discriminator_filters: tuple[int, ...] = (32, 64, 128)
     negative_slope: float = NEGATIVE_SLOPE
+    upsample: str = "deconv"
 
     def __post_init__(self):
+        if self.upsample not in ("deconv", "resize"):
+            raise ValueError(f"`upsample` must be 'deconv' or 'resize'. Received: {self.upsample!r}")
         _check_positive(self.image_size, "image_size")
         _check_positive(self.latent_dim, "latent_dim")
         for field in ("encoder_filters", "decoder_filters", "discriminator_filters"):
@@ -107,14 +113,18 @@ def build_hng_decoder(config: HNGConfig = HNGConfig(), name: str = "hng_decoder"
     x = layers.Dense(seed * seed * config.decoder_filters[0], name=f"{name}_project")(inputs)
     x = layers.Reshape((seed, seed, config.decoder_filters[0]), name=f"{name}_reshape")(x)
     x = layers.LeakyReLU(config.negative_slope, name=f"{name}_project_lrelu")(x)
+    def up(x, filters, layer_name, activation=None):
+        if config.upsample == "deconv":
+            return layers.Conv2DTranspose(filters, 4, strides=2, padding="same",
+                                          activation=activation, name=layer_name)(x)
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{layer_name}_resize")(x)
+        return layers.Conv2D(filters, 3, padding="same", activation=activation,
+                             name=layer_name)(x)
+
     for i, filters in enumerate(config.decoder_filters[1:]):
-        x = layers.Conv2DTranspose(
-            filters, 4, strides=2, padding="same", name=f"{name}_block{i + 1}_deconv"
-        )(x)
+        x = up(x, filters, f"{name}_block{i + 1}_deconv")
         x = layers.LeakyReLU(config.negative_slope, name=f"{name}_block{i + 1}_lrelu")(x)
-    image = layers.Conv2DTranspose(
-        1, 4, strides=2, padding="same", activation="sigmoid", name=f"{name}_image"
-    )(x)
+    image = up(x, 1, f"{name}_image", activation="sigmoid")
     return keras.Model(inputs, image, name=name)
 
 

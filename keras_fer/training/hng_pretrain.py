@@ -17,6 +17,7 @@ the fold's stage trains it to map expressive faces to neutral ones as before.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from keras_fer.models import idferm
 from keras_fer.models.hng_step import HNGModel
 from keras_fer.training.idferm_batches import to_unit
+from keras_fer.training.settings import ConfigError
 from keras_fer.training.stages import fit_stage
 
 
@@ -110,7 +112,8 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
 
     Raises:
         FileNotFoundError: No file at ``path``.
-        ValueError: The saved generator's architecture differs from ``hng``'s.
+        ConfigError: The saved generator's architecture differs from ``hng``'s, or the file
+            holds no HNG generator (a user's setting: the trainers print it on one line).
     """
     path = Path(path)
     if not path.is_file():
@@ -121,14 +124,18 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
         try:
             src = source.get_layer(part.name)
         except ValueError:
-            raise ValueError(f"hng_init: {path} has no {part.name!r} (not an HNG generator "
-                             "saved by tools/pretrain_hng.py)") from None
+            raise ConfigError(f"hng_init: {path} has no {part.name!r} (not an HNG generator "
+                              "saved by tools/pretrain_hng.py)") from None
         got = [w.shape for w in src.get_weights()]
         want = [tuple(v.shape) for v in part.weights]
         if [tuple(s) for s in got] != want:
-            raise ValueError(f"hng_init: the {part.name} in {path} has weights of shapes "
-                             f"{got[:3]}... where this fold's HNG (extra 'hng') has "
-                             f"{want[:3]}...: pretrain with the same 'hng' settings")
+            record = Path(f"{path}.json")
+            made = (f" (it was pretrained with --hng={json.dumps(json.loads(record.read_text()).get('hng', {}))})"
+                    if record.is_file() else "")
+            raise ConfigError(f"hng_init: the {part.name} in {path} has weights of shapes "
+                              f"{got[:3]}... where this fold's HNG (extra 'hng') has "
+                              f"{want[:3]}...{made}: give the fold the same extra 'hng' or "
+                              "pretrain with the fold's")
         part.set_weights(src.get_weights())
     return (f"HNG encoder and decoder initialised from {path} "
             f"({sum(int(np.prod(v.shape)) for v in hng.generator.weights)} weights)")
