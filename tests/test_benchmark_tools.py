@@ -115,6 +115,28 @@ def test_import_keeps_results_plots_timing_and_hng_reports_only(tmp_path):
     assert (dest / "idferm_x/rml/hng_grid_fold0_epoch50.png").read_bytes() == b"50"
 
 
+def test_import_hng_probe_keeps_config_hng_reports_faces_and_the_last_grid(tmp_path):
+    run = tmp_path / "runs" / "idferm_hng_probe_x"
+    for k in (0, 1):
+        (run / f"fold_{k}" / "hng" / "grids").mkdir(parents=True)
+        (run / f"fold_{k}" / "hng.json").write_text(json.dumps({"fold": k}))
+        (run / f"fold_{k}" / "hng_test_faces.npz").write_bytes(b"faces%d" % k)
+        (run / f"fold_{k}" / "hng_references.npz").write_bytes(b"refs")
+        (run / f"fold_{k}" / "hng" / "latest.weights.h5").write_bytes(b"w")
+    for epoch in (25, 100):
+        (run / "fold_0" / "hng" / "grids" / f"epoch_{epoch:03d}.png").write_bytes(b"%d" % epoch)
+    (run / "config.json").write_text('{"extra": {}}')
+    dest = tmp_path / "results" / "idferm_hng_probe" / "w10"
+    import_runs.main([f"--runs={tmp_path / 'runs'}", f"--dest={tmp_path / 'results'}",
+                      "--hng_probe=w10", "idferm_hng_probe_x"])
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "config.json", "hng_fold0.json", "hng_fold1.json", "hng_grid_fold0_epoch100.png",
+        "hng_test_faces_fold0.npz", "hng_test_faces_fold1.npz"]
+    assert (dest / "hng_test_faces_fold1.npz").read_bytes() == b"faces1"
+    with pytest.raises(FileNotFoundError, match="stop_after='hng'"):
+        import_runs.import_hng_probe(tmp_path / "runs", tmp_path / "elsewhere")
+
+
 def test_import_refuses_a_run_that_was_not_aggregated(tmp_path):
     (tmp_path / "runs" / "r" / "v" / "fold_0").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="aggregate_only"):
