@@ -180,14 +180,11 @@ def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
     if not have:
         return None
 
-    def unit(faces):
-        return preprocess.resize_uint8(faces, preprocess.ALIGNED_SIZE).astype(np.float32) / 255.0
-
-    neutrals = unit(neutral_faces)
+    neutrals = frame_input(neutral_faces)[..., 0]
 
     def nearest(faces):
         return np.array([np.abs(neutrals[rows[i]] - face).mean(axis=(1, 2)).min()
-                         for i, face in zip(have, unit(faces[have]))])
+                         for i, face in zip(have, frame_input(faces[have])[..., 0])])
 
     to_generated, to_input = nearest(np.asarray(generated)), nearest(np.asarray(inputs))
     report = {"num_faces": len(have),

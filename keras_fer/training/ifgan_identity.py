@@ -31,11 +31,9 @@ def same_expression_pairs(labels: np.ndarray, subjects: np.ndarray, max_pairs: i
     subject is unknown (``""``, as every FER+ face, or ``subjects`` ``None``) counts as its
     own subject: FER+ holds nearly one face a person."""
     labels = np.asarray(labels)
-    known = np.full(len(labels), "") if subjects is None else np.asarray(subjects).astype(str)
-    subjects = np.where(known == "", np.char.add("\0unknown ", np.arange(len(labels)).astype(str)),
-                        known)
+    subjects = np.full(len(labels), "") if subjects is None else np.asarray(subjects).astype(str)
     i, j = np.triu_indices(len(labels), k=1)
-    keep = (labels[i] == labels[j]) & (subjects[i] != subjects[j])
+    keep = (labels[i] == labels[j]) & ((subjects[i] != subjects[j]) | (subjects[i] == ""))
     pairs = np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
     if len(pairs) > max_pairs:
         pairs = pairs[np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)]
