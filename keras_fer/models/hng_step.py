@@ -26,7 +26,7 @@ import keras
 
 from keras_fer.losses.gan import discriminator_loss, generator_adversarial_loss, l1_loss
 from keras_fer.losses.hng import identity_loss, perceptual_loss, symmetry_loss
-from keras_fer.models.idferm import hng_to_model_input
+from keras_fer.models.hng import ResidualImage, build_hng_generator, hng_to_model_input
 from keras_fer.models.gan_steps import MultiOptimizerModel
 
 LOG_NAMES = (
@@ -71,6 +71,8 @@ class HNGModel(MultiOptimizerModel):
         adversarial_weight: ``w4`` (decoder only).
         laplacian_symmetry: Compute the symmetry loss in Laplacian space.
         adversarial_mode: ``"bce"`` (the paper's Eqs. 4-5) or ``"lsgan"``.
+        residual: The generated face is the input plus the decoder's change
+            (``HNGConfig.residual``, :class:`~keras_fer.models.hng.ResidualImage`).
         **kwargs: ``keras.Model`` arguments (``name``).
     """
 
@@ -88,6 +90,7 @@ class HNGModel(MultiOptimizerModel):
         adversarial_weight: float = 0.1,
         laplacian_symmetry: bool = False,
         adversarial_mode: str = "bce",
+        residual: bool = False,
         **kwargs,
     ):
         kwargs.setdefault("name", "hng")
@@ -116,15 +119,22 @@ class HNGModel(MultiOptimizerModel):
         self.adversarial_weight = float(adversarial_weight)
         self.laplacian_symmetry = laplacian_symmetry
         self.adversarial_mode = adversarial_mode
+        self.residual = bool(residual)
+        self._residual_image = ResidualImage(name="hng_residual") if residual else None
 
     @property
     def generator(self) -> keras.Model:
         """Encoder + decoder as one functional model: expressive face -> neutral face."""
-        inputs = keras.Input(self.encoder.input_shape[1:], name="image")
-        return keras.Model(inputs, self.decoder(self.encoder(inputs)), name="hng_generator")
+        return build_hng_generator(self.encoder, self.decoder, self.residual)
 
     def call(self, inputs, training=False):
-        return self.decoder(self.encoder(inputs, training=training), training=training)
+        return self._generate(inputs, training)
+
+    def _generate(self, faces, training: bool):
+        decoded = self.decoder(self.encoder(faces, training=training), training=training)
+        if self._residual_image is None:
+            return decoded
+        return self._residual_image([faces, decoded])
 
     def variable_groups(self) -> dict[str, list]:
         return {
@@ -159,7 +169,7 @@ class HNGModel(MultiOptimizerModel):
 
     def compute_losses(self, x, y, training: bool = True) -> tuple[dict, dict]:
         """One forward pass: the encoder, decoder and discriminator losses and their parts."""
-        generated = self.decoder(self.encoder(x, training=training), training=training)
+        generated = self._generate(x, training)
         feat = perceptual_loss(
             self.perceptual_model,
             _fit_input(self.perceptual_model, generated),

@@ -72,7 +72,8 @@ def make_hng(config: idferm.HNGConfig, perceptual: keras.Model, identity: keras.
     ``weights``, compiled with one Adam (beta_1 0.5) per part (paper, Algorithm 1); how both
     a fold's HNG stage and :func:`pretrain_generator` build theirs."""
     hng = HNGModel(idferm.build_hng_encoder(config), idferm.build_hng_decoder(config),
-                   idferm.build_hng_discriminator(config), perceptual, identity, **weights)
+                   idferm.build_hng_discriminator(config), perceptual, identity,
+                   residual=config.residual, **weights)
     hng.compile(*[keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(3)])
     return hng
 
@@ -99,6 +100,10 @@ def pretrain_generator(faces: np.ndarray, config: idferm.HNGConfig, perceptual: 
         stage_dir: Checkpoints and ``final.weights.h5`` (a finished stage is not retrained).
         epochs, lr, batch_size, seed: As the folds' HNG stage (Adam, beta_1 0.5).
     """
+    if config.residual:
+        raise ConfigError("pretrain_hng: a residual HNG (--hng='{\"residual\": true}') reconstructs a "
+                          "face by changing nothing, so it learns nothing here; pretrain the "
+                          "whole-face HNG, or train the residual one from scratch (no hng_init)")
     hng = make_hng(config, perceptual, identity, weights, lr)
     fit_hng(hng, stage_dir, SelfPairs(faces, batch_size, seed), epochs)
     return hng.generator
@@ -120,6 +125,11 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
         raise FileNotFoundError(f"hng_init: no generator at {path}; make one with "
                                 "tools/pretrain_hng.py")
     source = keras.saving.load_model(path, compile=False)
+    saved_residual = any(isinstance(layer, idferm.ResidualImage) for layer in source.layers)
+    if saved_residual != hng.residual:
+        raise ConfigError(f"hng_init: {path} holds a generator with residual="
+                          f"{str(saved_residual).lower()} where this fold's HNG (extra 'hng') has "
+                          f"residual={str(hng.residual).lower()}: give both the same")
     for part in (hng.encoder, hng.decoder):
         try:
             src = source.get_layer(part.name)
