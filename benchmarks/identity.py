@@ -298,6 +298,8 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
         out[folder.name] = {
             "perceptual": perceptual_setting(extra),
             "hng_init": Path(extra["hng_init"]).name if extra.get("hng_init") else None,
+            "hng_epochs": extra.get("hng_epochs"),
+            "hng": extra.get("hng", {}),
             "identity_weight": extra.get("hng_weights", {}).get("identity_weight",
                                                                 default_weight),
             "folds": [f["fold"] for f in fields["hng_folds"]],
@@ -363,9 +365,12 @@ def probe_markdown(probe: Dict) -> list:
             "real neutral |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"],
-                                                   r.get("hng_init") or "")):
+                                                   r.get("hng_init") or "",
+                                                   len(r["folds"]), r.get("hng_epochs") or 0)):
         frame = r.get("hng_identity_rate_frame60")
         init = f", from {r['hng_init']}" if r.get("hng_init") else ""
+        init += f", {r['hng_epochs']} epochs" if r.get("hng_epochs") not in (None, 100) else ""
+        init += "".join(f", {k} {str(v).lower()}" for k, v in sorted(r.get("hng", {}).items()))
         rows.append(f"| {r['perceptual']}, {r['identity_weight']:g}{init} | "
                     f"{','.join(map(str, r['folds']))} | {r['hng_identity_rate']:.1f} | "
                     f"{'n/m' if frame is None else f'{frame:.1f}'} | "

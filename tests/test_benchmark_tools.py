@@ -281,7 +281,8 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
                               for k, d in ((0, 0.05), (1, 0.07))]}
 
     monkeypatch.setattr(identity, "hng_fields", fields)
-    for name, extra in (("face_w10", {"perceptual": "face_resnet",
+    for name, extra in (("face_w10", {"perceptual": "face_resnet", "hng_epochs": 200,
+                                      "hng": {"residual": True},
                                       "hng_weights": {"identity_weight": 10.0}}),
                         ("default", {})):
         folder = tmp_path / name
@@ -305,7 +306,8 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     probe = identity.hng_probe([tmp_path / "face_w10", tmp_path / "default"], tmp_path)
     assert seen == [["hng_fold0.json", "hng_fold1.json"]] * 2
     assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
-                                 "hng_init": None,
+                                 "hng_init": None, "hng_epochs": 200,
+                                 "hng": {"residual": True},
                                  "folds": [0, 1], "hng_identity_rate": 10.0,
                                  "hng_real_neutral_rate": 91.8,
                                  "generated_mean_cosine_distance": pytest.approx(0.06),
@@ -327,7 +329,7 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     rows = identity.probe_markdown(probe)
     assert rows[3] == ("| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m | "
                        "n/m |")
-    assert rows[4] == ("| face_resnet, 10 | 0,1 | 10.0 | n/m | 0.060 | 91.8 | 50.0 | "
+    assert rows[4] == ("| face_resnet, 10, 200 epochs, residual true | 0,1 | 10.0 | n/m | 0.060 | 91.8 | 50.0 | "
                        "0.392 / 0.784 | 50.0 / 0.0 / 100.0 |")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
