@@ -300,6 +300,8 @@ def hng_probe(folders: Sequence[str], root: Path) -> Dict:
             "hng_init": Path(extra["hng_init"]).name if extra.get("hng_init") else None,
             "hng_epochs": extra.get("hng_epochs"),
             "hng": extra.get("hng", {}),
+            "other_weights": {k: v for k, v in extra.get("hng_weights", {}).items()
+                              if k != "identity_weight"},
             "identity_weight": extra.get("hng_weights", {}).get("identity_weight",
                                                                 default_weight),
             "folds": [f["fold"] for f in fields["hng_folds"]],
@@ -371,6 +373,7 @@ def probe_markdown(probe: Dict) -> list:
         init = f", from {r['hng_init']}" if r.get("hng_init") else ""
         init += f", {r['hng_epochs']} epochs" if r.get("hng_epochs") not in (None, 100) else ""
         init += "".join(f", {k} {str(v).lower()}" for k, v in sorted(r.get("hng", {}).items()))
+        init += "".join(f", {k} {v:g}" for k, v in sorted(r.get("other_weights", {}).items()))
         rows.append(f"| {r['perceptual']}, {r['identity_weight']:g}{init} | "
                     f"{','.join(map(str, r['folds']))} | {r['hng_identity_rate']:.1f} | "
                     f"{'n/m' if frame is None else f'{frame:.1f}'} | "

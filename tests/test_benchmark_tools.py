@@ -283,7 +283,8 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     monkeypatch.setattr(identity, "hng_fields", fields)
     for name, extra in (("face_w10", {"perceptual": "face_resnet", "hng_epochs": 200,
                                       "hng": {"residual": True},
-                                      "hng_weights": {"identity_weight": 10.0}}),
+                                      "hng_weights": {"identity_weight": 10.0,
+                                                      "pixel_weight": 1.0}}),
                         ("default", {})):
         folder = tmp_path / name
         folder.mkdir()
@@ -308,6 +309,7 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
                                  "hng_init": None, "hng_epochs": 200,
                                  "hng": {"residual": True},
+                                 "other_weights": {"pixel_weight": 1.0},
                                  "folds": [0, 1], "hng_identity_rate": 10.0,
                                  "hng_real_neutral_rate": 91.8,
                                  "generated_mean_cosine_distance": pytest.approx(0.06),
@@ -329,8 +331,8 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     rows = identity.probe_markdown(probe)
     assert rows[3] == ("| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m | "
                        "n/m |")
-    assert rows[4] == ("| face_resnet, 10, 200 epochs, residual true | 0,1 | 10.0 | n/m | 0.060 | 91.8 | 50.0 | "
-                       "0.392 / 0.784 | 50.0 / 0.0 / 100.0 |")
+    assert rows[4] == ("| face_resnet, 10, 200 epochs, residual true, pixel_weight 1 | 0,1 | "
+                       "10.0 | n/m | 0.060 | 91.8 | 50.0 | 0.392 / 0.784 | 50.0 / 0.0 / 100.0 |")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no hng_fold<k>.json"):
