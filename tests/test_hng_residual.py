@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -67,6 +68,9 @@ def test_residual_generator_changes_nothing_when_the_decoder_says_so():
 
 def test_residual_step_trains_and_its_generator_saves_and_loads(tmp_path):
     model = _hng(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras' "build() was called on layer 'hng' ..."
+        model.build((None, 16, 16, 1))
     rng = np.random.default_rng(1)
     x = rng.random((4, 16, 16, 1)).astype(np.float32)
     y = rng.random((4, 16, 16, 1)).astype(np.float32)

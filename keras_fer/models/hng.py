@@ -147,6 +147,10 @@ class ResidualImage(layers.Layer):
     ``(-1, 1)`` to each pixel of the input face, both ``(B, S, S, 1)`` in ``[0, 1]``.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built = True  # no weights: nothing to build (an HNGModel holding it builds clean)
+
     def call(self, inputs):
         face, decoded = inputs
         return ops.clip(face + 2.0 * decoded - 1.0, 0.0, 1.0)
