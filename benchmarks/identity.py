@@ -339,19 +339,23 @@ def probe_neutrality(folder: Path, root: Path) -> Dict:
     setting's run predates those files.
     """
     from keras_fer import io_atomic
-    from keras_fer.training.idferm_identity import neutrality
+    from keras_fer.training.idferm_identity import identity_kept, neutrality
 
     paths = sorted(folder.glob("hng_test_faces_fold*.npz"))
     if not paths:
         stored = folder / NEUTRALITY
         return json.loads(stored.read_text()) if stored.exists() else {}
-    exp = _hng_reference(str(root))[0]
+    exp, model = _hng_reference(str(root))
     judge, judge_name = _neutral_judge()
     folds = []
     for path in paths:
+        # hng_test_faces_fold<k>.npz beside hng_fold<k>.json (the fold's threshold)
+        report = folder / path.name.replace("hng_test_faces_", "hng_").replace(".npz", ".json")
+        threshold = json.loads(report.read_text())["threshold_cosine_distance"]
         with np.load(path) as faces:
+            kept = identity_kept(model, faces["inputs"], faces["generated"], threshold)
             folds.append(neutrality(faces["inputs"], faces["generated"], faces["subjects"],
-                                    exp.neutral_faces, exp.neutral_subjects, judge))
+                                    exp.neutral_faces, exp.neutral_subjects, judge, kept))
     keys = [k for k in folds[0] if k != "num_faces"]
     doc = {"neutrality_folds": len(folds), "neutral_judge": judge_name,
            **{k: float(np.mean([f[k] for f in folds])) for k in keys}}
@@ -364,8 +368,8 @@ def probe_markdown(probe: Dict) -> list:
             "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) | "
             "closer to the real neutral than the input (%) | pixel L1 to the real neutral: "
             "generated / input | called neutral by the FER+ model (%): generated / input / "
-            "real neutral |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "real neutral | kept and called neutral (%) |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(probe.values(), key=lambda r: (r["perceptual"], r["identity_weight"],
                                                    r.get("hng_init") or "",
                                                    len(r["folds"]), r.get("hng_epochs") or 0)):
@@ -385,7 +389,9 @@ def probe_markdown(probe: Dict) -> list:
                         f"{r['called_neutral_percent_generated']:.1f} / "
                         f"{r['called_neutral_percent_input']:.1f} / "
                         f"{r['called_neutral_percent_real_neutral']:.1f} |"
-                        if "closer_to_neutral_percent" in r else "n/m | n/m | n/m |"))
+                        if "closer_to_neutral_percent" in r else "n/m | n/m | n/m |")
+                    + (f" {r['kept_and_called_neutral_percent']:.1f} |"
+                       if "kept_and_called_neutral_percent" in r else " n/m |"))
     return rows
 
 

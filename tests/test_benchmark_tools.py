@@ -290,7 +290,7 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"extra": extra}))
         for k in (1, 0):
-            (folder / f"hng_fold{k}.json").write_text("{}")
+            (folder / f"hng_fold{k}.json").write_text('{"threshold_cosine_distance": 0.1}')
     # face_w10's run also saved its generated test faces: one moved to the real neutral (0),
     # one copied its input (200)
     np.savez_compressed(tmp_path / "face_w10" / "hng_test_faces_fold0.npz",
@@ -304,7 +304,14 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     # the expression model's verdict: only black faces are neutral
     monkeypatch.setattr(identity, "_neutral_judge",
                         lambda: ((lambda faces: faces.max(axis=(1, 2)) == 0), "judge"))
+    # the face network's verdict per face, at the fold's threshold: both keep identity
+    from keras_fer.training import idferm_identity
+    thresholds = []
+    monkeypatch.setattr(idferm_identity, "identity_kept",
+                        lambda model, inputs, generated, threshold:
+                        thresholds.append(threshold) or np.ones(len(inputs), bool))
     probe = identity.hng_probe([tmp_path / "face_w10", tmp_path / "default"], tmp_path)
+    assert thresholds == [0.1]
     assert seen == [["hng_fold0.json", "hng_fold1.json"]] * 2
     assert probe["face_w10"] == {"perceptual": "face_resnet", "identity_weight": 10.0,
                                  "hng_init": None, "hng_epochs": 200,
@@ -318,6 +325,7 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
                                  "called_neutral_percent_generated": 50.0,
                                  "called_neutral_percent_input": 0.0,
                                  "called_neutral_percent_real_neutral": 100.0,
+                                 "kept_and_called_neutral_percent": 50.0,
                                  "pixel_l1_generated_to_neutral": pytest.approx(100 / 255),
                                  "pixel_l1_input_to_neutral": pytest.approx(200 / 255)}
     assert (probe["default"]["perceptual"], probe["default"]["identity_weight"]) == (
@@ -330,9 +338,10 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     assert again["closer_to_neutral_percent"] == 50.0
     rows = identity.probe_markdown(probe)
     assert rows[3] == ("| expression, 0.03 | 0,1 | 20.0 | n/m | 0.060 | 91.8 | n/m | n/m | "
-                       "n/m |")
+                       "n/m | n/m |")
     assert rows[4] == ("| face_resnet, 10, 200 epochs, residual true, pixel_weight 1 | 0,1 | "
-                       "10.0 | n/m | 0.060 | 91.8 | 50.0 | 0.392 / 0.784 | 50.0 / 0.0 / 100.0 |")
+                       "10.0 | n/m | 0.060 | 91.8 | 50.0 | 0.392 / 0.784 | 50.0 / 0.0 / 100.0 | "
+                       "50.0 |")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no hng_fold<k>.json"):

@@ -412,8 +412,35 @@ def test_neutrality_compares_generated_faces_and_inputs_with_the_nearest_real_ne
                                         neutral_subjects, is_neutral=lambda f: f.mean((1, 2)) < 130)
     assert (judged["called_neutral_percent_generated"], judged["called_neutral_percent_input"],
             judged["called_neutral_percent_real_neutral"]) == (50.0, 0.0, 100.0)
+    assert "kept_and_called_neutral_percent" not in judged
+    # the neutral one (110) lost its identity, the copy (150) kept it: neither is both
+    both = idferm_identity.neutrality(inputs, generated, np.array(["a", "a", "c"]), neutrals,
+                                      neutral_subjects, is_neutral=lambda f: f.mean((1, 2)) < 130,
+                                      kept=np.array([False, True, True]))
+    assert both["kept_and_called_neutral_percent"] == 0.0
+    both = idferm_identity.neutrality(inputs, generated, np.array(["a", "a", "c"]), neutrals,
+                                      neutral_subjects, is_neutral=lambda f: f.mean((1, 2)) < 130,
+                                      kept=np.array([True, True, False]))
+    assert both["kept_and_called_neutral_percent"] == 50.0
     assert idferm_identity.neutrality(inputs, generated, np.array(["c"] * 3), neutrals,
                                       neutral_subjects) is None
+
+
+def test_identity_kept_compares_each_generated_face_with_its_own_input():
+    # an "embedding" model: the mean of the 48x48 crop's left and right halves
+    inputs = keras.Input((48, 48, 1))
+    halves = keras.layers.Lambda(lambda x: keras.ops.stack(
+        [keras.ops.mean(x[:, :, :24], axis=(1, 2, 3)),
+         keras.ops.mean(x[:, :, 24:], axis=(1, 2, 3))], axis=1))(inputs)
+    model = keras.Model(inputs, halves)
+    left = np.zeros((48, 48), np.uint8)
+    left[:, :24] = 200
+    right = left[:, ::-1].copy()
+    faces = np.stack([left, left, right])
+    generated = np.stack([left, right, right])  # kept, swapped (orthogonal), kept
+    kept = idferm_identity.identity_kept(model, faces, generated, threshold=0.1)
+    assert kept.tolist() == [True, False, True]
+    assert idferm_identity.identity_kept(model, faces, generated, threshold=1.0).all()
 
 
 def test_stored_references_of_another_fold_are_a_clear_error(tmp_path):

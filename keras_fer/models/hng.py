@@ -71,7 +71,8 @@ class HNGConfig:
         if not isinstance(self.residual, bool):
             raise ValueError(f"`residual` must be true or false. Received: {self.residual!r}")
         if self.upsample not in ("deconv", "resize"):
-            raise ValueError(f"`upsample` must be 'deconv' or 'resize'. Received: {self.upsample!r}")
+            raise ValueError("`upsample` must be 'deconv' or 'resize'. "
+                             f"Received: {self.upsample!r}")
         check_positive(self.image_size, "image_size")
         check_positive(self.latent_dim, "latent_dim")
         for field in ("encoder_filters", "decoder_filters", "discriminator_filters"):

@@ -28,7 +28,9 @@ frames, so the trainer saves the generated test faces (``hng_test_faces.npz``) a
 frames of the same subjects: the mean absolute pixel
 difference (0..1, whole aligned frame) of generated -> real neutral and of input -> real
 neutral (what copying would score), and the share of faces that end closer to the real
-neutral than their input was.
+neutral than their input was. Given an expression classifier, it also counts the faces that
+are both: called neutral by it and keeping identity (:func:`identity_kept`, at the fold's
+threshold), the one figure a copy cannot pass.
 """
 
 from __future__ import annotations
@@ -100,6 +102,19 @@ def _embed(model: keras.Model, faces: np.ndarray, inputs=preprocess.to_model_inp
     return np.asarray(out, np.float64).reshape(len(faces), -1)
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(N, D)`` embedding arrays."""
+    return np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
+                                         1e-12)
+
+
+def identity_kept(model: keras.Model, inputs: np.ndarray, generated: np.ndarray,
+                  threshold: float) -> np.ndarray:
+    """``(N,)`` bool: each generated face keeps its input's identity (cosine distance of their
+    embeddings on the models' 48x48 crop within ``threshold``, as ``hng.json``'s rate)."""
+    return 1.0 - _cosine(_embed(model, inputs), _embed(model, generated)) <= threshold
+
+
 def different_pairs(subjects: np.ndarray, n_pairs: int, seed: int) -> np.ndarray:
     """``n_pairs`` index pairs of two different subjects (the second half of
     :func:`verification.verification_pairs`, which draws them uniformly over subject pairs)."""
@@ -157,7 +172,7 @@ def identity_preservation(data: FoldData, generated_test: np.ndarray, n_pairs: i
 
 def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
                neutral_faces: np.ndarray, neutral_subjects: np.ndarray,
-               is_neutral=None) -> dict | None:
+               is_neutral=None, kept: np.ndarray | None = None) -> dict | None:
     """How far generated faces moved towards the real neutral frames of their subjects
     (module docstring); ``None`` when no face's subject has one.
 
@@ -170,6 +185,9 @@ def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
         is_neutral: optional ``uint8 (K, 60, 60) faces -> (K,) bool``, an expression
             classifier's "neutral" verdict; adds the share of generated faces, of their
             inputs and of their subjects' real neutral frames it calls neutral.
+        kept: optional ``(N,)`` bool, each generated face keeps its input's identity
+            (:func:`identity_kept`); with ``is_neutral``, adds the share of generated faces
+            that are both called neutral and kept (``kept_and_called_neutral_percent``).
 
     Each face is compared with the nearest (in pixels) real neutral frame of its subject, for
     the generated face and for its input alike.
@@ -199,6 +217,9 @@ def neutrality(inputs: np.ndarray, generated: np.ndarray, subjects: np.ndarray,
                             ("real_neutral", np.asarray(neutral_faces)[frames])):
             verdict = np.asarray(is_neutral(preprocess.resize_uint8(faces, size)), bool)
             report[f"called_neutral_percent_{name}"] = 100.0 * float(verdict.mean())
+            if name == "generated" and kept is not None:
+                both = verdict & np.asarray(kept, bool)[have]
+                report["kept_and_called_neutral_percent"] = 100.0 * float(both.mean())
     return report
 
 
@@ -216,13 +237,12 @@ def _rate(model, inputs, reference, data: FoldData, generated_test: np.ndarray, 
         pairs = different_pairs(test_subjects, n_pairs, seed + 1)
         distances = 1.0 - verification.cosine_scores(test_inputs, pairs)
         report["test_far_percent"] = 100.0 * float(np.mean(distances <= threshold))
-    generated = _embed(model, generated_test, inputs)
-    cosine = np.sum(test_inputs * generated, 1) / np.maximum(
-        np.linalg.norm(test_inputs, axis=1) * np.linalg.norm(generated, axis=1), 1e-12)
+    cosine = _cosine(test_inputs, _embed(model, generated_test, inputs))
     report["identity_preserved_percent"] = 100.0 * float(np.mean(1.0 - cosine <= threshold))
     report["mean_cosine_distance"] = float(np.mean(1.0 - cosine))
     return report
 
 
-__all__ = ["generate_neutral", "identity_preservation", "neutrality", "identity_preservation_rate",
+__all__ = ["generate_neutral", "identity_preservation", "identity_kept", "neutrality",
+           "identity_preservation_rate",
            "face_identity_model", "face_perceptual_model", "far_threshold"]
