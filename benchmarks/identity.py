@@ -364,8 +364,8 @@ def probe_neutrality(folder: Path, root: Path) -> Dict:
 
 
 def probe_markdown(probe: Dict) -> list:
-    rows = ["", "| HNG setting (perceptual features, identity weight, starting point) | folds | identity kept "
-            "(%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) | "
+    rows = ["", "| HNG setting (perceptual features, identity weight, starting point) | folds | "
+            "identity kept (%) | on the whole frame (%) | mean cosine distance | real neutral frames (%) | "
             "closer to the real neutral than the input (%) | pixel L1 to the real neutral: "
             "generated / input | called neutral by the FER+ model (%): generated / input / "
             "real neutral | kept and called neutral (%) |",

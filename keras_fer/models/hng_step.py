@@ -119,8 +119,12 @@ class HNGModel(MultiOptimizerModel):
         self.adversarial_weight = float(adversarial_weight)
         self.laplacian_symmetry = laplacian_symmetry
         self.adversarial_mode = adversarial_mode
-        self.residual = bool(residual)
         self._residual_image = ResidualImage(name="hng_residual") if residual else None
+
+    @property
+    def residual(self) -> bool:
+        """Whether the generated face is the input plus the decoder's change."""
+        return self._residual_image is not None
 
     @property
     def generator(self) -> keras.Model:

@@ -101,9 +101,10 @@ def pretrain_generator(faces: np.ndarray, config: idferm.HNGConfig, perceptual: 
         epochs, lr, batch_size, seed: As the folds' HNG stage (Adam, beta_1 0.5).
     """
     if config.residual:
-        raise ConfigError("pretrain_hng: a residual HNG (--hng='{\"residual\": true}') reconstructs a "
-                          "face by changing nothing, so it learns nothing here; pretrain the "
-                          "whole-face HNG, or train the residual one from scratch (no hng_init)")
+        raise ConfigError("pretrain_hng: a residual HNG (--hng='{\"residual\": true}') "
+                          "reconstructs a face by changing nothing, so it learns nothing here; "
+                          "pretrain the whole-face HNG, or train the residual one from scratch "
+                          "(no hng_init)")
     hng = make_hng(config, perceptual, identity, weights, lr)
     fit_hng(hng, stage_dir, SelfPairs(faces, batch_size, seed), epochs)
     return hng.generator
@@ -140,8 +141,10 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
         want = [tuple(v.shape) for v in part.weights]
         if [tuple(s) for s in got] != want:
             record = Path(f"{path}.json")
-            made = (f" (it was pretrained with --hng={json.dumps(json.loads(record.read_text()).get('hng', {}))})"
-                    if record.is_file() else "")
+            made = ""
+            if record.is_file():
+                settings = json.loads(record.read_text()).get("hng", {})
+                made = f" (it was pretrained with --hng={json.dumps(settings)})"
             raise ConfigError(f"hng_init: the {part.name} in {path} has weights of shapes "
                               f"{got[:3]}... where this fold's HNG (extra 'hng') has "
                               f"{want[:3]}...{made}: give the fold the same extra 'hng' or "
