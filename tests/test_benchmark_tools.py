@@ -216,6 +216,24 @@ def test_seeds_pool_and_the_paired_difference_has_golden_values(tmp_path):
     assert "3/3 x 2" in table and f"{diff.mean():+.2f}" in table and "4/1 of 6" in table
 
 
+def test_a_run_pairs_with_the_baseline_another_run_trained(tmp_path, monkeypatch):
+    monkeypatch.setattr(gather_results, "BASELINE_RUN", {"r_residual": "r"})
+    _seeded_run(tmp_path, "r", "baseline_s0", "idferm", "baseline", 0, [90.0, 80.0, 70.0])
+    _seeded_run(tmp_path, "r", "rml_s0", "idferm", "rml", 0, [89.0, 80.0, 71.0])
+    _seeded_run(tmp_path, "r_residual", "rml_s0", "idferm", "rml", 0, [92.0, 81.0, 70.0])
+    _seeded_run(tmp_path, "other", "rml_s0", "idferm", "rml", 0, [92.0, 81.0, 70.0])
+    rows = {r["run"] + "/" + r["variant"]: r for r in gather_results.collect(tmp_path)}
+    assert rows["r_residual/rml"]["paired_difference"] == {
+        "mean": 1.0, "std": round(float(np.std([2.0, 1.0, 0.0])), 2), "n": 3, "wins": 2,
+        "losses": 0}
+    assert rows["r_residual/rml"]["baseline_run"] == "r"
+    assert "baseline_run" not in rows["r/rml"]  # its own run's baseline: nothing to say
+    assert rows["r/rml"]["paired_difference"]["mean"] == 0.0
+    assert rows["other/rml"]["paired_difference"] is None  # no baseline anywhere for it
+    table = gather_results.markdown(list(rows.values()))
+    assert "+1.00 ± 0.82 (2/0 of 3, p 0.500), baseline of `r`" in table
+
+
 def test_import_keeps_seed_folders_apart(tmp_path):
     runs = tmp_path / "runs"
     for seed in (0, 1):

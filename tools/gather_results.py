@@ -139,6 +139,9 @@ SETTINGS = {
 
 # Each method's own baseline: the variant its gain is measured against, fold by fold.
 BASELINE = {"tfe": "baseline", "idferm": "baseline", "ifgan": "baseline", "idennet": "original"}
+# Runs that change only the method's own part and so share the baseline another run trained
+# (same flagfile settings for the baseline variant, same folds and seeds): run -> that run.
+BASELINE_RUN = {"idferm_ckplus7_r18_face_residual": "idferm_ckplus7_r18_face"}
 
 
 def collect(root: Path = RESULTS) -> List[Dict]:
@@ -147,8 +150,9 @@ def collect(root: Path = RESULTS) -> List[Dict]:
     A variant trained with several ``--seed`` values over the same folds (``--fold_seed``)
     has one folder per seed (``<run>/<variant>_s<seed>/results.json``, the seed read from its
     ``config.json``); its row pools the fold accuracies of every seed (``seeds`` lists them).
-    Every variant with its method's baseline (:data:`BASELINE`) in the same run also gets the
-    paired per-fold difference (:func:`paired_difference`).
+    Every variant with its method's baseline (:data:`BASELINE`) in the same run, or in the run
+    :data:`BASELINE_RUN` names for it, also gets the paired per-fold difference
+    (:func:`paired_difference`).
     """
     groups: Dict[tuple, List] = {}
     for path in sorted(root.glob("*/*/results.json")):
@@ -182,8 +186,11 @@ def collect(root: Path = RESULTS) -> List[Dict]:
             "p_value": None,
         }
         baseline = BASELINE.get(doc["method"])
-        if variant != baseline and (run, baseline) in groups:
-            row.update(paired_difference(entries, groups[(run, baseline)]))
+        base_run = BASELINE_RUN.get(run, run)
+        if variant != baseline and (base_run, baseline) in groups:
+            row.update(paired_difference(entries, groups[(base_run, baseline)]))
+            if base_run != run:
+                row["baseline_run"] = base_run
         rows.append(row)
     order = {"original": 0, "i": 1, "f": 2, "if": 3, "baseline": 0, "tfe": 1, "ifgan": 1}
     rows.sort(key=lambda r: (r["method"], r["dataset"], r["run"], order.get(r["variant"], 9)))
@@ -240,6 +247,8 @@ def markdown(rows: List[Dict]) -> str:
         pair = r.get("paired_difference")
         vs = ("-" if not pair else f"{pair['mean']:+.2f} ± {pair['std']:.2f} "
               f"({pair['wins']}/{pair['losses']} of {pair['n']}, p {r['p_value']:.3f})")
+        if pair and r.get("baseline_run"):
+            vs += f", baseline of `{r['baseline_run']}`"
         lines.append(f"| {r['method']} / {r['variant']} | {r['dataset']} ({r['protocol']}) | "
                      f"{r['mean_accuracy']:.2f} ± {r['std_accuracy']:.2f} | {folds} | {vs} | "
                      f"{paper} | {gap} | `{r['run']}` |")
