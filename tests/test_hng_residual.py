@@ -93,6 +93,19 @@ def test_residual_step_trains_and_its_generator_saves_and_loads(tmp_path):
         hng_pretrain.load_generator(_hng(False), path)
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_hng_init_that_is_no_generator_says_so_whatever_the_hng(tmp_path, residual):
+    """A file that holds no HNG generator is named as such before any residual mismatch."""
+    other = tmp_path / "classifier.keras"
+    _aux_net("expr", 16).save(other)
+    with pytest.raises(ConfigError, match="has no 'hng_encoder' \\(not an HNG generator"):
+        hng_pretrain.load_generator(_hng(residual), other)
+    junk = tmp_path / "notes.keras"
+    junk.write_text("not a model")
+    with pytest.raises(ConfigError, match="notes.keras is no Keras model file"):
+        hng_pretrain.load_generator(_hng(residual), junk)
+
+
 def test_a_residual_hng_is_not_pretrained_as_an_autoencoder(tmp_path):
     faces = np.zeros((4, 16, 16), np.uint8)
     with pytest.raises(ConfigError, match="changing nothing"):

@@ -125,18 +125,23 @@ def load_generator(hng: HNGModel, path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"hng_init: no generator at {path}; make one with "
                                 "tools/pretrain_hng.py")
-    source = keras.saving.load_model(path, compile=False)
+    not_hng = "not an HNG generator saved by tools/pretrain_hng.py"
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise ConfigError(f"hng_init: {path} is no Keras model file ({not_hng}): "
+                          f"{str(err).splitlines()[0][:120]}") from None
+    names = {layer.name for layer in getattr(source, "layers", [])}
+    missing = [part.name for part in (hng.encoder, hng.decoder) if part.name not in names]
+    if missing:
+        raise ConfigError(f"hng_init: {path} has no {missing[0]!r} ({not_hng})")
     saved_residual = any(isinstance(layer, idferm.ResidualImage) for layer in source.layers)
     if saved_residual != hng.residual:
         raise ConfigError(f"hng_init: {path} holds a generator with residual="
                           f"{str(saved_residual).lower()} where this fold's HNG (extra 'hng') has "
                           f"residual={str(hng.residual).lower()}: give both the same")
     for part in (hng.encoder, hng.decoder):
-        try:
-            src = source.get_layer(part.name)
-        except ValueError:
-            raise ConfigError(f"hng_init: {path} has no {part.name!r} (not an HNG generator "
-                              "saved by tools/pretrain_hng.py)") from None
+        src = source.get_layer(part.name)
         got = [w.shape for w in src.get_weights()]
         want = [tuple(v.shape) for v in part.weights]
         if [tuple(s) for s in got] != want:
