@@ -3,7 +3,7 @@ layout) with its TFLite variants and a parity/accuracy report on the held-out sp
 
 The GPU machine trains with Keras on JAX and sends back ``inference.keras``; this loads it
 under TensorFlow, rebuilds the fold's (or FER+'s fixed) test split from the same data pack
-the run used, and calls :func:`keras_fer.export.export_model`:
+the run used, and calls :func:`keras_fer.export.export_fold`:
 
     python tools/export_trained.py --model=runs/.../fold_0/inference.keras \\
         --dataset=ferplus --data_dir=.devdata --name=idennet_ferplus
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
 def export(args) -> None:
     """Loads the model and the fold's data, exports, pushes and writes ``source.json``."""
-    from keras_fer.export import export_model
+    from keras_fer.export import export_fold
     from keras_fer.models.loading import load_model
     from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 
@@ -118,16 +118,12 @@ def export(args) -> None:
     fold = min(args.fold, len(idx) - 1)
     data = make_fold(exp, fold, idx[fold], seed=args.seed)
     out_dir = Path(args.serving_dir) / f"{args.name}_tflite"
-    result = export_model(
+    result = export_fold(
         model,
-        class_names=list(data.class_names),
-        formats=args.formats,
-        out_dir=out_dir,
-        representative_faces=data.x_train[:500],
-        eval_faces=data.x_test,
-        eval_labels=data.y_test,
-        train_faces=data.x_train,
-        train_labels=data.y_train,
+        data,
+        args.formats,
+        out_dir,
+        representative_count=500,
         qat_epochs=args.qat_epochs,
         serving_base_dir=args.serving_dir if "savedmodel" in args.formats else None,
         model_name=args.name if "savedmodel" in args.formats else None,

@@ -189,3 +189,29 @@ def export_model(
         )
         serving.write_models_config(serving_base_dir, names)
     return ExportResult(artifacts=artifacts, report=report, pushed=pushed)
+
+
+def export_fold(model, fold, formats: str | Sequence[str], out_dir: str | Path,
+                representative_count: int = 200, **kwargs) -> ExportResult:
+    """:func:`export_model` with a trained fold's data: its classes, its first
+    ``representative_count`` training faces to calibrate int8, its training faces and labels
+    for QAT, and its test faces for the parity report.
+
+    Args:
+        fold: a ``data.experiments.FoldData`` (``class_names``, ``x_train``, ``y_train``,
+            ``x_test``, ``y_test``).
+        **kwargs: other :func:`export_model` arguments (``qat_epochs``, ``serving_base_dir``, ...).
+    """
+    return export_model(
+        model,
+        class_names=list(fold.class_names),
+        formats=formats,
+        out_dir=out_dir,
+        representative_faces=fold.x_train[:representative_count],
+        eval_faces=fold.x_test,
+        eval_labels=fold.y_test,
+        train_faces=fold.x_train,
+        train_labels=fold.y_train,
+        **kwargs,
+    )
+

@@ -291,16 +291,6 @@ def export_fold_model(model, data: FoldData, config: TrainConfig) -> Dict:
 
 
 def _export(model, data: FoldData, config: TrainConfig, out_dir: Path):
-    from keras_fer.export import export_model
+    from keras_fer.export import export_fold
 
-    return export_model(
-        model,
-        class_names=list(data.class_names),
-        formats=config.export,
-        out_dir=out_dir,
-        representative_faces=data.x_train[:200],
-        eval_faces=data.x_test,
-        eval_labels=data.y_test,
-        train_faces=data.x_train,
-        train_labels=data.y_train,
-    )
+    return export_fold(model, data, config.export, out_dir)
