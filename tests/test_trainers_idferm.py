@@ -309,6 +309,32 @@ def test_r18_flagfile_puts_the_ferplus_resnet18_under_both_variants(tmp_path):
     assert config.extra["identity"] == "face_resnet"
 
 
+HNG_ONLY = {"hng", "hng_weights", "hng_epochs", "hng_init"}  # settings the baseline never reads
+
+
+def test_residual_r18_flagfile_changes_only_the_hng(tmp_path):
+    """Its run is paired with idferm_ckplus7_r18_face's baseline (gather_results.BASELINE_RUN):
+    legitimate only while the two flagfiles agree on everything the baseline trains with."""
+    configs = {}
+    for name in ("idferm_ckplus7_r18_face", "idferm_ckplus7_r18_face_residual"):
+        with parsed_flags("idferm", f"--flagfile={FLAGFILES / name}.flags",
+                          f"--model_dir={tmp_path}"):
+            configs[name] = trainer.config_from_flags()
+    ours, theirs = configs["idferm_ckplus7_r18_face_residual"], configs["idferm_ckplus7_r18_face"]
+    assert ours.extra["hng"] == {"residual": True} and "hng_init" not in ours.extra
+    assert ours.extra["hng_weights"] == {"identity_weight": 1.0, "pixel_weight": 1.0}
+    strip = lambda c: dataclasses.replace(  # noqa: E731
+        c, extra={k: v for k, v in c.extra.items() if k not in HNG_ONLY})
+    assert strip(ours) == strip(theirs)
+    import importlib.util
+
+    path = FLAGFILES.parents[1] / "tools" / "gather_results.py"
+    spec = importlib.util.spec_from_file_location("gather_results", path)
+    gather = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gather)
+    assert gather.BASELINE_RUN["idferm_ckplus7_r18_face_residual"] == "idferm_ckplus7_r18_face"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["rml", "baseline"])
 def test_resnet18_trunk_starts_from_the_ferplus_resnet18(tmp_path, synthetic_ck8, variant):
