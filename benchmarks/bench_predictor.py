@@ -190,7 +190,8 @@ def bench_ours(paths, class_names, faces, labels, photos, latency_faces, label) 
     with FaceDetector() as detector:
         # SavedModels first: TensorFlow's thread pools can only be set before it first runs.
         for path in sorted(paths, key=lambda p: p.suffix == ".tflite"):
-            with Predictor(path, detector, num_threads=1, class_names=class_names) as predictor:
+            with Predictor(path, detector, num_threads=1, class_names=class_names,
+                           prior="training") as predictor:
                 probs = np.concatenate(
                     [predictor.classify(aligned[i : i + 256]) for i in range(0, len(aligned), 256)]
                 )

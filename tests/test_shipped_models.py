@@ -69,7 +69,7 @@ def ferplus_test(ferplus_dir):
 @pytest.mark.parametrize("reference, twin", PAIRS,
                          ids=[f"{r.parts[-1]}-{t.stem}" for r, t in PAIRS])
 def test_shipped_tflite_twins_agree(reference, twin, ck_faces):
-    saved, lite = Predictor(reference), Predictor(twin)
+    saved, lite = Predictor(reference, prior="training"), Predictor(twin, prior="training")
     assert saved.class_names == lite.class_names
     p_saved, p_lite = saved.classify(ck_faces), lite.classify(ck_faces)
     assert p_saved.shape == p_lite.shape == (len(ck_faces), len(saved.class_names))
@@ -89,7 +89,7 @@ def test_new_models_keep_their_ferplus_test_accuracy(name, variant, ferplus_test
     if size is not None:
         rows = np.random.default_rng(0).choice(len(faces), size, replace=False)
         faces, labels = faces[rows], labels[rows]
-    with Predictor(SERVING.parent / entry["path"]) as predictor:
+    with Predictor(SERVING.parent / entry["path"], prior="training") as predictor:
         assert predictor.class_names == report["class_names"]
         probs = np.concatenate([predictor.classify(faces[i:i + 100])
                                 for i in range(0, len(faces), 100)])

@@ -9,7 +9,7 @@ Examples::
 
 The JSON report (stdout, or ``--output``) is::
 
-    {"input": ..., "model": ..., "class_names": [...],
+    {"input": ..., "model": ..., "class_names": [...], "prior": {...} or null,
      "results": [{"path": ..., ["frame": i, "time_s": t,] "faces": [{"box", "score", "class",
                   "class_id", "probabilities"}]}],
      "errors": [{"path": ..., "error": ...}]}
@@ -102,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated class names or a protocol name (ck7, ferplus8...), overriding "
         "those stored with the model",
+    )
+    parser.add_argument(
+        "--prior",
+        default="balanced",
+        choices=("balanced", "training"),
+        help="balanced (default): probabilities as if every expression were equally common "
+        "(the model's class_prior.json, where it ships one); training: the model's own, "
+        "under its training set's class frequencies (FER+: mostly neutral and happy faces)",
     )
     parser.add_argument("--recursive", action="store_true", help="folder: include sub-folders")
     parser.add_argument("--output", default=None, help="write the JSON here instead of stdout")
@@ -241,6 +249,7 @@ def predict_path(
         "input": str(source),
         "model": str(predictor.model_path),
         "class_names": list(predictor.class_names),
+        "prior": _prior_note(predictor),
         "results": [],
         "errors": [{"path": str(p), "error": reason} for p, reason in problems],
     }
@@ -335,6 +344,15 @@ def _interrupted(plan: Optional[Plan], report: Optional[Dict]) -> int:
     return EXIT_INTERRUPTED
 
 
+def _prior_note(predictor) -> Optional[Dict]:
+    """What the report's probabilities assume: ``None`` for the model's own."""
+    prior = predictor.prior
+    if prior is None:
+        return None
+    return {"tau": prior.tau, "file": str(prior.path),
+            "train_prior": dict(zip(prior.class_names, prior.train_prior))}
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``keras-fer predict``; returns the exit status (see the module docstring)."""
     verbose = getattr(args, "verbose", False)
@@ -354,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
                 num_threads=args.num_threads,
                 class_names=parse_class_names(args.class_names),
                 min_face=args.min_face,
+                prior=args.prior,
             )
         except (ModelLoadError, ValueError) as err:
             raise UsageError(str(err)) from err

@@ -13,6 +13,10 @@ file) is used. With a ``.tflite`` model nothing here imports TensorFlow or Keras
 Class names come from the SavedModel (its ``class_names`` signature), from a text file next to
 a ``.tflite`` file (see :func:`tflite_class_names_path`; one name per line), or from the
 ``class_names`` argument, which wins.
+
+Probabilities assume equally likely classes by default (``prior="balanced"``): a model that
+ships a ``class_prior.json`` has its training set's class frequencies divided out as that
+file says (:mod:`keras_fer.inference.prior`); ``prior="training"`` gives the model's own.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from keras_fer.data.face_search import DEFAULT_MIN_FACE
 from keras_fer.data.faces import ONE_STEP_GAIN, FaceAligner, FaceDetector, FaceResult
 from keras_fer.data.imageio import ImageReadError, read_rgb, to_8bit
+from keras_fer.inference.prior import PRIORS, load_prior
 
 CLASS_NAMES_FILE = "class_names.txt"
 _TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4-8 of every .tflite
@@ -195,6 +200,10 @@ class Predictor:
             :class:`~keras_fer.data.face_search.GroupFaceDetector`: close-ups, group photos,
             small faces), the smallest face side in pixels it must reach (default 40); smaller
             is slower on large photos.
+        prior: ``"balanced"`` (default): probabilities as if every class were equally common,
+            where the model ships a ``class_prior.json`` (:attr:`prior` says what is applied;
+            ``None`` for a model without one); ``"training"``: the model's own probabilities,
+            under its training set's class frequencies.
     """
 
     def __init__(
@@ -205,6 +214,7 @@ class Predictor:
         num_threads: Optional[int] = None,
         class_names: Optional[Sequence[str]] = None,
         min_face: int = DEFAULT_MIN_FACE,
+        prior: str = "balanced",
     ):
         if model_path is None:
             from keras_fer.inference.defaults import default_model_path
@@ -212,6 +222,8 @@ class Predictor:
             model_path = default_model_path()
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1. Received: num_threads={num_threads}")
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}. Received: prior={prior!r}")
         model_path = check_model_path(model_path)
         try:
             if model_path.is_dir():
@@ -232,6 +244,7 @@ class Predictor:
             )
         self.model_path = self._classifier.path
         self.class_names: List[str] = names
+        self.prior = load_prior(self.model_path, names) if prior == "balanced" else None
         self._own_detector = None
         if detector is None:
             from keras_fer.data.face_search import GroupFaceDetector
@@ -269,7 +282,8 @@ class Predictor:
                 other sizes are resized exactly as the model's serving path does).
 
         Returns:
-            float32 ``(N, K)`` probabilities, columns in ``class_names`` order.
+            float32 ``(N, K)`` probabilities, columns in ``class_names`` order (with the
+            class prior divided out when :attr:`prior` is set).
         """
         faces = np.asarray(faces)
         if faces.dtype != np.uint8:
@@ -280,7 +294,8 @@ class Predictor:
             raise ValueError(f"Expected faces (N, H, W[, 1]). Received shape={faces.shape}")
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        return np.asarray(self._classifier(np.ascontiguousarray(faces)), np.float32)
+        probabilities = np.asarray(self._classifier(np.ascontiguousarray(faces)), np.float32)
+        return probabilities if self.prior is None else self.prior.adjust(probabilities)
 
     def predict_faces(self, faces: np.ndarray) -> List[Dict]:
         """Classifies aligned faces; one ``{"class", "class_id", "probabilities"}`` dict each."""
