@@ -118,6 +118,22 @@ def test_predictor_divides_the_prior_out_unless_asked_not_to(tiny_tflite):
         Predictor(path, prior="uniform")
 
 
+def test_flip_tta_averages_each_face_with_its_mirror(tiny_tflite):
+    path, prior = tiny_tflite
+    faces = np.random.default_rng(1).integers(0, 256, (4, 60, 60), dtype=np.uint8)
+    with Predictor(path, num_threads=1, prior="training") as own, \
+            Predictor(path, num_threads=1, tta="flip") as flip:
+        assert (own.tta, flip.tta) == ("none", "flip")
+        mean = (own.classify(faces) + own.classify(faces[:, :, ::-1].copy())) / 2
+        np.testing.assert_allclose(flip.classify(faces), prior_lib.adjust(mean, prior, 0.5),
+                                   atol=1e-6)
+        # a face and its mirror image get the same answer
+        np.testing.assert_allclose(flip.classify(faces[:, :, ::-1].copy()),
+                                   flip.classify(faces), atol=1e-6)
+    with pytest.raises(ValueError, match="tta must be one of none, flip. Received: tta='crops'"):
+        Predictor(path, tta="crops")
+
+
 @pytest.mark.slow
 def test_cli_reports_the_prior_it_applied(tiny_tflite, tmp_path):
     path, _ = tiny_tflite
@@ -132,6 +148,7 @@ def test_cli_reports_the_prior_it_applied(tiny_tflite, tmp_path):
         assert proc.returncode == 0, proc.stderr
         reports[flag] = json.loads(proc.stdout)
     assert reports["--prior=training"]["prior"] is None
+    assert reports["--prior=training"]["tta"] == "none"
     note = reports["--prior=balanced"]["prior"]
     assert note["tau"] == 0.5 and note["file"].endswith("class_prior.json")
     assert list(note["train_prior"]) == CLASSES

