@@ -116,6 +116,12 @@ def test_predictor_divides_the_prior_out_unless_asked_not_to(tiny_tflite):
             float(prior_lib.adjust(raw[:1], prior, 0.5)[0, 0]), abs=1e-6)
     with pytest.raises(ValueError, match="prior must be one of balanced, training. Received"):
         Predictor(path, prior="uniform")
+    # renamed classes keep their columns, and so the model's prior
+    renamed = [f"class {k}" for k in range(7)]
+    with Predictor(path, num_threads=1, class_names=renamed) as named:
+        assert named.class_names == renamed and named.prior.tau == 0.5
+        np.testing.assert_allclose(named.classify(faces), prior_lib.adjust(raw, prior, 0.5),
+                                   atol=1e-6)
 
 
 def test_flip_tta_averages_each_face_with_its_mirror(tiny_tflite):

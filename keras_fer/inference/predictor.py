@@ -252,7 +252,10 @@ class Predictor:
             )
         self.model_path = self._classifier.path
         self.class_names: List[str] = names
-        self.prior = load_prior(self.model_path, names) if prior == "balanced" else None
+        # The prior file is checked against the model's own class names: renaming them
+        # (class_names=...) keeps the columns, and so the prior, as they are.
+        own_names = self._classifier.class_names or names
+        self.prior = load_prior(self.model_path, own_names) if prior == "balanced" else None
         self._own_detector = None
         if detector is None:
             from keras_fer.data.face_search import GroupFaceDetector
