@@ -169,12 +169,23 @@ def test_cli_reports_the_prior_it_applied(tiny_tflite, tmp_path):
     assert proc.returncode == 2 and "invalid choice: 'uniform'" in proc.stderr
 
 
-def test_the_default_model_ships_a_prior_chosen_on_ferplus_valid():
+SHIPPED_PRIORS = sorted((REPO / "saved_models").glob("**/class_prior.json"))
+
+
+def test_the_default_model_ships_a_prior():
     path = default_model_path()
     with Predictor(num_threads=1) as predictor:
-        prior = predictor.prior
-        assert prior is not None and prior.path == path.parent / "class_prior.json"
-    doc = json.loads(prior.path.read_text())
+        assert predictor.prior is not None
+        assert predictor.prior.path == path.parent / "class_prior.json"
+    assert predictor.prior.path in SHIPPED_PRIORS
+
+
+@pytest.mark.parametrize("path", SHIPPED_PRIORS,
+                         ids=[str(p.relative_to(REPO / "saved_models")) for p in SHIPPED_PRIORS])
+def test_every_shipped_prior_was_chosen_on_ferplus_valid(path):
+    doc = json.loads(path.read_text())
+    prior = prior_lib.ClassPrior(tuple(doc["class_names"]), tuple(doc["train_prior"]),
+                                 doc["tau"], path)
     grid = {float(t): s for t, s in doc["valid_balanced_accuracy_by_tau"].items()}
     assert prior.tau == min(t for t, s in grid.items() if s == max(grid.values()))
     assert 0.0 < prior.tau <= 1.0 and "Valid" in doc["chosen_on"]
@@ -184,10 +195,17 @@ def test_the_default_model_ships_a_prior_chosen_on_ferplus_valid():
     shares = dict(zip(prior.class_names, prior.train_prior))
     assert sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
     assert shares["neutral"] > 0.3 and shares["happiness"] > 0.2 and shares["contempt"] < 0.02
-    # the SavedModel it was exported from carries the same file
+    # beside a model whose class names it names (a tflite folder's, or a SavedModel's)
+    names = path.parent / "class_names.txt"
+    assert doc["class_names"] == names.read_text().split("\n")[:len(doc["class_names"])]
+    assert doc["tool"] == "tools/fit_class_prior.py"
+
+
+def test_a_savedmodel_and_its_tflite_twins_share_one_prior():
     saved = REPO / "saved_models" / "expression_ferplus_resnet18" / "1"
-    assert prior_lib.load_prior(saved, list(prior.class_names)) == prior_lib.ClassPrior(
-        prior.class_names, prior.train_prior, prior.tau, prior_lib.prior_file(saved))
+    twin = REPO / "saved_models" / "expression_ferplus_resnet18_tflite" / "tflite"
+    assert (saved / "assets.extra" / "class_prior.json").read_text() == (
+        twin / "class_prior.json").read_text()
 
 
 def test_tool_prior_and_destinations(tmp_path):
