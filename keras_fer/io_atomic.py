@@ -78,20 +78,37 @@ def atomic_path(path: PathLike, suffix: Optional[str] = None) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name[: len(path.name) - len(_suffixes(path))] or path.name
     remove_stale(path.parent, stem)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-{os.getpid()}-",
-                               suffix=_suffixes(path) if suffix is None else suffix,
-                               dir=path.parent)
-    os.close(fd)
-    try:
+    tmp = None
+    try:  # from the temporary's creation on: an interrupt anywhere after it removes it
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp-{os.getpid()}-",
+                                   suffix=_suffixes(path) if suffix is None else suffix,
+                                   dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         # mkstemp makes the file private (0600); the result gets the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~current_umask())
         crash_point(f"rename:{path.name}")
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
+
+
+def remove_own_temporaries(folder: PathLike) -> int:
+    """Removes the temporaries this process left anywhere under ``folder`` (a ``Ctrl-C`` that
+    lands between a temporary's creation and its ``try``); returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for entry in folder.rglob(f".*.tmp-{os.getpid()}-*"):
+        if entry.is_file() or entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+    return removed
 
 
 def write_text(path: PathLike, text: str) -> Path:

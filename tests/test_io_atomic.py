@@ -33,6 +33,33 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
 
 
+def test_an_interrupt_right_after_the_temporary_is_made_removes_it(tmp_path, monkeypatch):
+    """Ctrl-C between mkstemp and the write (here: in os.close) leaves nothing behind."""
+    real_close = os.close
+
+    def interrupted_close(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io_atomic.os, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        with io_atomic.atomic_path(tmp_path / "face.png"):
+            pass  # never reached
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_own_temporaries_leaves_other_processes_and_real_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    own = [tmp_path / f".a.tmp-{os.getpid()}-x1.png",
+           tmp_path / "sub" / f".b.tmp-{os.getpid()}-x2.png"]
+    kept = [tmp_path / ".a.tmp-999999999-x3.png", tmp_path / "a.png", tmp_path / "sub" / "b.png"]
+    for path in own + kept:
+        path.write_bytes(b"x")
+    assert io_atomic.remove_own_temporaries(tmp_path) == 2
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == sorted(kept)
+    assert io_atomic.remove_own_temporaries(tmp_path / "missing") == 0
+
+
 def test_temporary_keeps_every_suffix_for_format_picking_writers(tmp_path):
     with io_atomic.atomic_path(tmp_path / "final.weights.h5") as tmp:
         assert tmp.name.endswith(".weights.h5") and tmp.name.startswith(".final.tmp-")

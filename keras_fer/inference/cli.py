@@ -42,6 +42,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from keras_fer import io_atomic
 from keras_fer.inference import outputs
 from keras_fer.inference.arguments import (  # noqa: F401 - parse_class_names is public here
     NothingToRead,
@@ -318,6 +319,8 @@ def predict_path(
         flush(batch)
     except KeyboardInterrupt:
         report["interrupted"] = True
+        if annotate is not None and annotate.is_dir():
+            io_atomic.remove_own_temporaries(annotate)
     finally:
         bar.close()
         for annotator in annotators.values():
