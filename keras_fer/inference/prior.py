@@ -18,6 +18,7 @@ The choice is stored beside the model as ``class_prior.json``: next to a ``.tfli
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +91,11 @@ def prior_file(model_path: Union[str, Path]) -> Optional[Path]:
     base: its newest version), or ``None``."""
     path = Path(model_path)
     if path.is_dir():
-        versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True)
-        if not (path / "saved_model.pb").is_file() and versions:  # a TF Serving model base
-            path = path / str(versions[0])
+        # predictor imports this module: import its resolver when called, not at load time
+        from keras_fer.inference.predictor import resolve_saved_model_dir
+
+        with contextlib.suppress(FileNotFoundError):  # not a SavedModel: look in the folder
+            path = resolve_saved_model_dir(path)
         candidates = [path / "assets.extra" / PRIOR_FILE]
     else:
         candidates = [path.with_name(f"{path.stem}.{PRIOR_FILE}"), path.with_name(PRIOR_FILE)]
