@@ -52,14 +52,19 @@ def training_prior(train_labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
+def column_truth(labels: np.ndarray, columns: np.ndarray):
+    """``(counted, truth)``: which faces have a class of the model, and its column for each."""
+    counted = np.isin(labels, columns)
+    index = {c: i for i, c in enumerate(columns)}
+    return counted, np.array([index[c] for c in labels[counted]])
+
+
 def scores(probabilities: np.ndarray, labels: np.ndarray, columns: np.ndarray,
            prior: np.ndarray, tau: float) -> Dict[str, float]:
     """Accuracy and balanced accuracy (%) with ``tau`` of the prior divided out."""
     from keras_fer.inference.prior import adjust, balanced_accuracy
 
-    counted = np.isin(labels, columns)
-    index = {c: i for i, c in enumerate(columns)}
-    truth = np.array([index[c] for c in labels[counted]])
+    counted, truth = column_truth(labels, columns)
     predicted = adjust(probabilities[counted], prior, tau).argmax(1)
     return {"accuracy": round(100.0 * float(np.mean(predicted == truth)), 2),
             "balanced_accuracy": round(balanced_accuracy(predicted, truth), 2)}
@@ -86,10 +91,8 @@ def fit(model: Path, data_root: Path) -> Dict:
                                           for i in range(0, len(faces), 256)])
     prior = training_prior(expression[split == "train"], columns)
     valid_labels = expression[split == "valid"]
-    counted = np.isin(valid_labels, columns)
-    index = {c: i for i, c in enumerate(columns)}
-    tau, grid = choose_tau(probs["valid"][counted],
-                           np.array([index[c] for c in valid_labels[counted]]), prior)
+    counted, truth = column_truth(valid_labels, columns)
+    tau, grid = choose_tau(probs["valid"][counted], truth, prior)
     test_labels = expression[split == "test"]
     return {
         "class_names": names,
