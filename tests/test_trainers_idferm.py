@@ -335,6 +335,19 @@ def test_residual_r18_flagfile_changes_only_the_hng(tmp_path):
     assert gather.BASELINE_RUN["idferm_ckplus7_r18_face_residual"] == "idferm_ckplus7_r18_face"
 
 
+def test_ckplus8_r18_flagfile_is_the_residual_ckplus7_one_on_ck8(tmp_path):
+    """CK+ 8 runs the HNG that met the identity goal on CK+ 7; only the data differs."""
+    configs = {}
+    for name in ("idferm_ckplus7_r18_face_residual", "idferm_ckplus8_r18_face"):
+        with parsed_flags("idferm", f"--flagfile={FLAGFILES / name}.flags",
+                          f"--model_dir={tmp_path}"):
+            configs[name] = trainer.config_from_flags()
+    ck8 = configs["idferm_ckplus8_r18_face"]
+    assert (ck8.dataset, ck8.protocol) == ("ckplus_neutral", "ck8")
+    assert ck8 == dataclasses.replace(configs["idferm_ckplus7_r18_face_residual"],
+                                      dataset="ckplus_neutral", protocol="ck8")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["rml", "baseline"])
 def test_resnet18_trunk_starts_from_the_ferplus_resnet18(tmp_path, synthetic_ck8, variant):
