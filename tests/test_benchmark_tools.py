@@ -37,8 +37,9 @@ def test_pack_thins_grids_and_splits_into_parts(tmp_path, monkeypatch):
     Path("runs/m/fold_0/other.csv").write_bytes(b"c" * 3000)
     Path("runs/m/fold_0/final.weights.h5").write_bytes(b"w" * 10)  # not wanted
     Path("runs/m/fold_0/inference.keras").write_bytes(b"k" * 10)   # wanted by --keep
-    parts = gpu_run._pack(["runs"], tmp_path / "out.tar.gz", {"fold_0/inference.keras"},
-                          part_bytes=4000)
+    parts, left_out = gpu_run._pack(["runs"], tmp_path / "out.tar.gz",
+                                    {"fold_0/inference.keras"}, part_bytes=4000)
+    assert left_out == []
     assert [p.name for p in parts] == ["out.tar.gz", "out.tar.gz.1"]
     names = sorted(n for p in parts for n in tarfile.open(p).getnames())
     kept = sorted(n.rsplit("_", 1)[1] for n in names if "/grids/" in n)
@@ -48,6 +49,24 @@ def test_pack_thins_grids_and_splits_into_parts(tmp_path, monkeypatch):
     # No part holds more than part_bytes of files unless one file alone is larger.
     for part in parts:
         assert sum(m.size for m in tarfile.open(part).getmembers()) <= 4000
+
+
+def test_pack_leaves_out_kept_models_before_results(tmp_path, monkeypatch):
+    """Past the return limit, the kept npz are what stays behind, never a fold's results."""
+    monkeypatch.chdir(tmp_path)
+    for fold in range(4):
+        folder = Path(f"runs/m/fold_{fold}")
+        (folder / "hng" / "grids").mkdir(parents=True)
+        (folder / "hng_references.npz").write_bytes(b"n" * 3000)
+        (folder / "hng" / "grids" / "epoch_001.png").write_bytes(b"g" * 500)
+        (folder / "hng.json").write_text("{}")
+    parts, left_out = gpu_run._pack(["runs"], tmp_path / "out.tar.gz", {"hng_references.npz"},
+                                    part_bytes=4000, total_bytes=8100)
+    names = [n for p in parts for n in tarfile.open(p).getnames()]
+    assert sum(n.endswith("hng.json") for n in names) == 4
+    assert sum(n.endswith(".png") for n in names) == 4
+    assert sorted(map(str, left_out)) == [f"runs/m/fold_{k}/hng_references.npz" for k in (2, 3)]
+    assert sum(m.size for p in parts for m in tarfile.open(p).getmembers()) <= 8100
 
 
 def test_jobs_are_spread_over_gpus(tmp_path, monkeypatch):

@@ -108,7 +108,8 @@ def _model_dirs(lines):
     return out
 
 
-PART_BYTES = 14 * 2**20  # files back from the device: at most 8, 16 MiB each
+PART_BYTES = 14 * 2**20  # files back from the device: at most 8, 16 MiB each, 64 MiB in all
+TOTAL_BYTES = 60 * 2**20  # of input: gzip hardly shrinks npz and h5, so keep a margin
 
 
 def _wanted(path: Path, keep_models: set) -> bool:
@@ -134,23 +135,45 @@ def _grids_kept(folder: Path) -> frozenset:
                      if i == 0 or (i + 1) % 25 == 0 or i == len(names) - 1)
 
 
-def _pack(roots, out: Path, keep_models: set, part_bytes: int = PART_BYTES) -> list:
+def _pack(roots, out: Path, keep_models: set, part_bytes: int = PART_BYTES,
+          total_bytes: int = TOTAL_BYTES) -> tuple:
     """Packs the wanted files into ``out`` and, past ``part_bytes`` of input, further parts
-    ``<out>.1``, ``<out>.2``, ... (each a complete .tar.gz); returns the files written."""
-    files = sorted(p for root in roots for p in Path(root).rglob("*")
-                   if p.is_file() and ".jax_cache" not in p.parts and _wanted(p, keep_models))
-    parts, size, tar = [], 0, None
+    ``<out>.1``, ``<out>.2``, ... (each a complete .tar.gz), at most ``total_bytes`` of input
+    in all; returns ``(parts written, files left out)``.
+
+    Results, logs and plots go first, then the image grids, and the model files named in
+    ``keep_models`` last, so that what does not fit the device's return limit is the least
+    needed: session 14's 20 HNG jobs with their ``--keep`` npz came to 7 parts, of which the
+    last two, with 4 folds' ``hng.json``, were not returned. Files left out stay on the
+    machine for a later call.
+    """
+    files = sorted((p for root in roots for p in Path(root).rglob("*")
+                    if p.is_file() and ".jax_cache" not in p.parts and _wanted(p, keep_models)),
+                   key=lambda p: (_pack_rank(p), str(p)))
+    parts, left_out, size, total, tar = [], [], 0, 0, None
     for path in files:
-        if tar is None or (size and size + path.stat().st_size > part_bytes):
+        nbytes = path.stat().st_size
+        if total + nbytes > total_bytes:
+            left_out.append(path)
+            continue
+        if tar is None or (size and size + nbytes > part_bytes):
             if tar is not None:
                 tar.close()
             parts.append(out if not parts else out.with_name(f"{out.name}.{len(parts)}"))
             tar, size = tarfile.open(parts[-1], "w:gz"), 0
         tar.add(path, arcname=str(path))
-        size += path.stat().st_size
+        size += nbytes
+        total += nbytes
     if tar is not None:
         tar.close()
-    return parts
+    return parts, left_out
+
+
+def _pack_rank(path: Path) -> int:
+    """0: results and logs, 1: image grids, 2: kept model files (the order they are packed)."""
+    if path.suffix not in KEEP_SUFFIXES:
+        return 2
+    return 1 if path.parent.name == "grids" else 0
 
 
 def main():
@@ -190,8 +213,14 @@ def main():
         print("FAILED:", r, flush=True)
         print((log_dir / f"job{r[0]:03d}.log").read_text()[-3000:], flush=True)
     keep = {k.strip() for k in args.keep.split(",") if k.strip()}
-    for part in _pack(["runs"], Path(args.out), keep):
+    parts, left_out = _pack(["runs"], Path(args.out), keep)
+    for part in parts:
         print(f"packed -> {part} ({os.path.getsize(part) / 1e6:.1f} MB)", flush=True)
+    if left_out:
+        mb = sum(p.stat().st_size for p in left_out) / 1e6
+        print(f"LEFT OUT (over the {TOTAL_BYTES / 2**20:.0f} MiB that come back; still in runs/ "
+              f"on this machine): {len(left_out)} files, {mb:.1f} MB, e.g. {left_out[0]}",
+              flush=True)
 
 
 if __name__ == "__main__":
