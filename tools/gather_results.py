@@ -124,8 +124,8 @@ SETTINGS = {
                             "identity = dlib's face ResNet fine-tuned at lr 0.001; both variants "
                             "start from the same FER+ weights, 40 epochs at lr 0.01; 10 fixed "
                             "folds x seeds 0-2 (tools/jobs/tfe_r18_face_ckplus7_ckplus8_seeds.txt)",
-    "tfe_ckplus8_r18_face": "as tfe_ckplus7_r18_face on CK+ 8 classes; seed 2 lacks folds 8-9 "
-                            "(device call deadline)",
+    "tfe_ckplus8_r18_face": "as tfe_ckplus7_r18_face on CK+ 8 classes; seed 2's folds 8-9, cut "
+                            "by a call's deadline, ran in session 14",
     "idennet_ckplus7_face_distilled": "face network (issue 17): F's identity stream starts from pretrained/identity_densenet_distilled.keras as of session 8 (distilled once from dlib on FER+ Train, uncentred, 6 CPU epochs; no per-fold distillation; replaced in session 10), then identity-pretrained on the fold's subjects + ORL; emotion stream from FER+; 10 fixed folds x seeds 0-2 (tools/jobs/idennet_face_distilled_ckplus7_seeds.txt); IF was killed at the call's deadline in its last fine-tuning epochs",
     "ifgan_ckplus7_face": "face network (issue 17), E from FER+ as ifgan_ckplus_ferplus; 10 fixed folds x seeds 0-1 (seed 2 did not fit the session's device time; tools/jobs/idferm_ifgan_face_ckplus7_seed0.txt, idferm_rml_s0_ifgan_s1_face_ckplus7.txt); generated faces of different subjects with the same expression are at 0.25x their inputs' face-network distance",
     "idferm_ckplus7_face": "face network (issue 17): the softmax baseline of seed 0 only; the RML jobs were killed at the call's deadline after the HNG stage (each fold's hng.json: identity preserved in 0.1% of generated faces, see benchmarks/results/identity.json)",
