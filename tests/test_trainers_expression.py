@@ -49,8 +49,12 @@ def check_run(model_dir: Path, variant: str, epochs: int, n_classes: int = 7,
     assert len(rows) == epochs
     valid = [float(r["val_accuracy"]) for r in rows]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
-    # The first epoch reaching the best validation accuracy is the one kept.
-    assert fold["best_epoch"] == int(np.argmax(valid)) + 1 == results["best_epochs"][0]
+    # The epoch kept has the best validation accuracy and, of the epochs tied there, the
+    # lowest validation loss (the first of equal losses).
+    loss = [float(r["val_loss"]) for r in rows]
+    tied = [i for i, v in enumerate(valid) if v == max(valid)]
+    expected = min(tied, key=lambda i: (loss[i], i)) + 1
+    assert fold["best_epoch"] == expected == results["best_epochs"][0]
     assert fold["valid_accuracy"] == pytest.approx(max(valid), abs=valid_tolerance)
     for key in RECIPE_KEYS - {"best_epochs"}:
         assert 0.0 <= results[key] <= 100.0

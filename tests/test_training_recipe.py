@@ -1,6 +1,7 @@
 """The expression recipe's pieces: on-device augmentation, targets, schedule, losses, TTA and
 the backbones (shapes, softmax, golden parameter counts, dlib's weights in face_resnet)."""
 
+import json
 import math
 
 import keras
@@ -282,3 +283,37 @@ def test_training_with_trunk_lr_multiplier_logs_the_head_rate(tmp_path):
     history = trainer.fit(batches, epochs=1, callbacks=[select], verbose=0)
     assert history.history["learning_rate"][0] == pytest.approx(0.025, rel=1e-5)
     assert (tmp_path / "best.json").exists()
+
+
+def test_select_on_validation_breaks_accuracy_ties_on_the_loss(tmp_path, monkeypatch):
+    """All four epochs tie at 100% but the last: the epoch kept is the one whose true-class
+    probabilities are highest (lowest validation loss), with its weights."""
+    import types
+
+    from keras_fer.training import expression as expression_training
+
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    outputs = iter(np.array(p, np.float32) for p in (
+        [[0.6, 0.4], [0.4, 0.6]], [[0.9, 0.1], [0.1, 0.9]], [[0.7, 0.3], [0.3, 0.7]],
+        [[0.4, 0.6], [0.01, 0.99]]))
+    monkeypatch.setattr(expression_training.recipe_lib, "predict_tta",
+                        lambda *args: next(outputs))
+    select = expression_training.SelectOnValidation(
+        net, np.zeros((2, 2), np.float32), np.array([0, 1]), tmp_path, 2)
+    select.set_model(types.SimpleNamespace(optimizer=keras.optimizers.SGD(0.1)))
+    logs = []
+    for epoch in range(4):
+        net.set_weights([np.full((2, 1), epoch + 1.0, np.float32), np.zeros(1, np.float32)])
+        logs.append({})
+        select.on_epoch_end(epoch, logs[-1])
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["epoch"] == 2 and best["valid_accuracy"] == 100.0
+    assert best["valid_loss"] == pytest.approx(-np.log(0.9), rel=1e-5)
+    assert [round(log["val_loss"], 3) for log in logs] == [0.511, 0.105, 0.357, 0.463]
+    net.load_weights(str(tmp_path / "best.weights.h5"))
+    assert float(net.get_weights()[0][0, 0]) == 2.0
+    # A best.json from before the loss was kept: ties keep its epoch.
+    (tmp_path / "best.json").write_text(json.dumps({"epoch": 3, "valid_accuracy": 100.0}))
+    again = expression_training.SelectOnValidation(
+        net, np.zeros((2, 2), np.float32), np.array([0, 1]), tmp_path, 2)
+    assert not again._better(100.0, 0.01) and again._better(100.0 + 1e-9, 9.0)
