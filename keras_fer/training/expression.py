@@ -6,9 +6,10 @@
 ``fold_dir/train``: ``history.csv`` (loss, learning_rate, val_accuracy, val_loss per
 epoch), ``backup/`` (resume mid-run), ``timing.json``, ``best.weights.h5`` + ``best.json``
 (the epoch with the best validation accuracy, ties broken by the lower validation loss, with
-the EMA weights when EMA is on; the last epoch when the fold has no validation faces). Test faces are never looked at before the final
-report: :meth:`ExpressionMethod.fold_metrics` adds validation and test accuracy with and
-without test-time augmentation to the fold's ``result.json``.
+the EMA weights when EMA is on; the last epoch when the fold has no validation faces). Test
+faces are never looked at before the final report: :meth:`ExpressionMethod.fold_metrics` adds
+validation and test accuracy with and without test-time augmentation to the fold's
+``result.json``.
 """
 
 from __future__ import annotations
