@@ -47,7 +47,7 @@ import fer_peer  # noqa: E402
 from keras_fer.data import labels as labels_lib  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8  # noqa: E402
-from keras_fer.inference.prior import prior_file  # noqa: E402
+from keras_fer.inference.prior import load_prior  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -139,19 +139,26 @@ def score(probs: np.ndarray, class_names: Sequence[str], test: TestSet) -> Dict:
             "columns": [labels_lib.CANONICAL[c] for c in columns[keep_cols]]}
 
 
-def run_ours(path: Path, tests: Sequence[TestSet], prior: str = "training") -> List[Dict]:
+def run_ours(path: Path, tests: Sequence[TestSet]) -> Dict[str, List[Dict]]:
+    """One pass of the model over every test: ``{"training": rows}`` of its own output and,
+    where it ships a ``class_prior.json``, ``"balanced"`` rows of the same probabilities with
+    that prior divided out (what ``keras-fer predict`` answers by default)."""
     from keras_fer.inference.predictor import Predictor
 
-    with Predictor(path, prior=prior) as predictor:
-        out = []
+    with Predictor(path, prior="training") as predictor:
+        prior = load_prior(predictor.model_path, predictor.class_names)
+        out: Dict[str, List[Dict]] = {"training": []}
+        if prior is not None:
+            out["balanced"] = []
         for test in tests:
             aligned = resize_uint8(test.faces, ALIGNED_SIZE)
             probs = np.concatenate([predictor.classify(aligned[i:i + 256])
                                     for i in range(0, len(aligned), 256)])
-            row = score(probs, predictor.class_names, test)
-            if predictor.prior is not None:
-                row["tau"] = predictor.prior.tau
-            out.append(row)
+            out["training"].append(score(probs, predictor.class_names, test))
+            if prior is not None:
+                row = score(prior.adjust(probs), predictor.class_names, test)
+                row["tau"] = prior.tau
+                out["balanced"].append(row)
         return out
 
 
@@ -204,9 +211,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
         for key, rel in models:
             # The model's own output, then (where it ships a class_prior.json) what
             # keras-fer predict gives by default: the FER+ class prior divided out.
-            priors = ["training"] + (["balanced"] if prior_file(SERVING / rel) else [])
-            for prior in priors:
-                rows = run_ours(SERVING / rel, [blocks[b][1][0] for b in block_names], prior)
+            runs = run_ours(SERVING / rel, [blocks[b][1][0] for b in block_names])
+            for prior, rows in runs.items():
                 name = key if prior == "training" else f"{key}_balanced"
                 for block, row in zip(block_names, rows):
                     details[block][name] = row
