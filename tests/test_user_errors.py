@@ -323,3 +323,16 @@ def test_a_trainer_mistake_is_the_only_line_on_stderr(tmp_path):
     assert loud.returncode != 0 and "Traceback" in loud.stderr
     assert loud.stderr.count("\n") > quiet.stderr.count("\n") + 3
     assert not (tmp_path / "run").exists()
+
+
+def test_data_dir_of_experiment_packs_passes_the_check(tmp_path):
+    """tools/make_pack.py's folder (what the GPU machine trains from) is a valid --data_dir:
+    the dataset's pack stands in for its image folder; another dataset's pack does not."""
+    from keras_fer.data import experiments, packs
+    from keras_fer.training import settings
+
+    exp = experiments.load_experiment("synthetic", data_dir=tmp_path / "raw")
+    packs.save_pack(exp, tmp_path).rename(tmp_path / "ckplus_neutral_ck8.npz")
+    settings.check_data_dir("ckplus_neutral", str(tmp_path))
+    with pytest.raises(settings.ConfigError, match="--dataset=ckplus48 expects"):
+        settings.check_data_dir("ckplus48", str(tmp_path))

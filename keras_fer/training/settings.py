@@ -214,7 +214,8 @@ def variants(method: str) -> Tuple[str, ...]:
 
 def check_data_dir(dataset: str, data_dir: str) -> None:
     """The trainers' ``--data_dir`` is the root holding one folder per dataset (``ckplus48/``,
-    ``ferplus/``...); anything else is a ConfigError saying what was expected and found."""
+    ``ferplus/``...) or the dataset's experiment packs (``tools/make_pack.py``: e.g.
+    ``ckplus48_ck7.npz``); anything else is a ConfigError saying what was expected and found."""
     from keras_fer.data import registry
     from keras_fer.data.paths import data_dir as default_data_dir
 
@@ -222,6 +223,8 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
     if not spec.paths:
         return
     root = Path(data_dir) if data_dir else default_data_dir()
+    if any(root.glob(f"{dataset}_*.npz")):  # a pack (tools/make_pack.py) stands in for the folder
+        return
     given = f"--data_dir={root}" if data_dir else f"the default data folder {root} ($FER_DATA_DIR)"
     missing = [p for p in spec.paths if not (root / p).exists()]
     if not missing:
