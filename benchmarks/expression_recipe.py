@@ -38,6 +38,10 @@ CHANGES = {
     "expression_ferplus_resnet18_e100": "full recipe, 100 epochs",
     "expression_ferplus_edge": "full recipe, no teacher, 60 epochs",
     "expression_ferplus_edge_distill": "distilled from the 60-epoch ResNet-18, 30 epochs",
+    "expression_ferplus_edge_distill_shipped_t4": "distilled from the shipped 100-epoch "
+                                                  "ResNet-18, T 4 / w 0.7, 60 epochs",
+    "expression_ferplus_edge_distill_shipped_t2": "distilled from the shipped 100-epoch "
+                                                  "ResNet-18, T 2 / w 0.5, 60 epochs",
 }
 
 

@@ -133,6 +133,17 @@ SETTINGS = {
     "ifgan_ckplus7_r18_face": "new backbones (issues 17, 20): E = the shipped FER+ ResNet-18 (classifier_backbone=resnet18_std), baseline = that E alone, same folds and 100 epochs; 10 fixed folds x seeds 0-2 (tools/jobs/r18_face_ckplus7_ifgan_seeds.txt: seed 0 in two calls of session 9, seed 1's baseline in session 11, its IF-GAN in session 12, seed 2 in one call of session 13); generated faces of different subjects with the same expression are at 0.22x (seed 0), 0.25x (seed 1) and 0.25x (seed 2) their inputs' face-network distance",
     "idferm_ckplus7_r18_face": "new backbones (issues 17, 20): the RML network's trunk = the shipped FER+ ResNet-18; seeds 0-2 (tools/jobs/r18_face_ckplus7_idferm_hng_stage.txt then r18_face_ckplus7_idferm_seeds.txt, two calls per seed: seed 0 in session 11, seed 1 in session 12, seed 2 in session 13). The HNG's perceptual loss on dlib's face network, identity weight 10, each fold's HNG started from the generator pretrained as a face autoencoder on FER+ Train (hng_init): identity kept in 51.5% (seed 0), 42.9% (seed 1) and 49.2% (seed 2) of the faces generated from the held-out subjects (67.6% on the whole frame for seed 0; session 9's setting kept 0.3%)",
     "idferm_ckplus7_r18_face_residual": "as idferm_ckplus7_r18_face with the residual HNG (the generator outputs its input plus a change its decoder draws), identity weight 1, pixel weight 1, trained from scratch per fold for 100 epochs; seeds 0-2 in session 14 (tools/jobs/r18_face_ckplus7_idferm_residual_hng_stage.txt then r18_face_ckplus7_idferm_residual_seeds.txt); baseline = idferm_ckplus7_r18_face's softmax baseline (same flags, folds and seeds). Identity kept in 98.9% (seed 0), 98.7% (seed 1) and 99.2% (seed 2) of the faces generated from the held-out subjects",
+    "expression_ckplus7_r18_shipped": "the plain expression trainer (issue 20's CK+ 7 goal): the "
+                                      "shipped FER+ ResNet-18 fine-tuned per fold (AdamW 2e-4, 40 "
+                                      "epochs, EMA), epoch chosen on an inner split of 10% of the "
+                                      "training subjects (ties on the validation loss); the "
+                                      "methods' 10 fixed folds x seeds 0-2, session 15",
+    "expression_ferplus_edge_distill_shipped_t4": "the edge model distilled from the shipped "
+                                                  "100-epoch FER+ ResNet-18 for its full 60 "
+                                                  "epochs at T 4 / KD weight 0.7; epoch chosen "
+                                                  "on Valid, session 15",
+    "expression_ferplus_edge_distill_shipped_t2": "as expression_ferplus_edge_distill_shipped_t4 "
+                                                  "at T 2 / KD weight 0.5 (the better on Valid)",
     "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
                             "from the same file, same folds and epochs",
 }
