@@ -185,24 +185,26 @@ def test_flagfiles_parse(name, variant, lr):
         assert (config.dataset, config.protocol, config.val_fraction) == ("ckplus48", "ck7", 0.1)
 
 
-def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds():
-    """Comparable with the *_ckplus7_r18_face runs: their 10 folds (--fold_seed=0), seeds 0-2."""
-    with parsed_flags("expression",
-                      f"--flagfile={FLAGFILES / 'expression_ckplus7_r18_shipped.flags'}"):
+@pytest.mark.parametrize("run, val_fraction", [("expression_ckplus7_r18_shipped", 0.1),
+                                                ("expression_ckplus7_r18_shipped_all", 0.0)])
+def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds(run, val_fraction):
+    """Comparable with the *_ckplus7_r18_face runs: their 10 folds (--fold_seed=0), seeds 0-2;
+    the _all run differs from the other only in using every training subject."""
+    with parsed_flags("expression", f"--flagfile={FLAGFILES / (run + '.flags')}"):
         config = trainer.config_from_flags()
+    assert config.val_fraction == val_fraction and config.epochs == 40
     with parsed_flags("tfe", f"--flagfile={FLAGFILES / 'tfe_ckplus7_r18_face.flags'}"):
         from trainers import tfe
         methods = tfe.config_from_flags()
     assert (config.dataset, config.protocol, config.folds, config.fold_seed) == (
         methods.dataset, methods.protocol, methods.folds, methods.fold_seed)
     assert config.extra["init"] == methods.extra["resnet_init"]
-    jobs = [line.split() for line in (REPO / "tools" / "jobs" /
-                                      "expression_ckplus7_r18_shipped_seeds.txt").read_text()
+    jobs = [line.split() for line in (REPO / "tools" / "jobs" / f"{run}_seeds.txt").read_text()
             .splitlines() if line and not line.startswith("#")]
+    assert all(j[1] == f"--flagfile=trainers/flagfiles/{run}.flags" for j in jobs)
     assert sorted((j[3], j[4]) for j in jobs) == sorted(
         (f"--fold={k}", f"--seed={s}") for k in range(10) for s in range(3))
-    assert all(j[-1] == f"--model_dir=runs/expression_ckplus7_r18_shipped/resnet18_std_s"
-               f"{j[4][-1]}" for j in jobs)
+    assert all(j[-1] == f"--model_dir=runs/{run}/resnet18_std_s{j[4][-1]}" for j in jobs)
 
 
 @pytest.mark.slow

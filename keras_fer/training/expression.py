@@ -173,8 +173,10 @@ class ExpressionMethod:
             trained, net = net, self.build(config, data.num_classes, recipe, pretrained=False)
             net.set_weights(trained.get_weights())
         best = json.loads((stage_dir / "best.json").read_text())
-        print(f"[expression/{config.variant}] fold {data.fold}: epoch {best['epoch']} chosen "
-              f"(valid accuracy {best['valid_accuracy']})", flush=True)
+        how = (f"chosen (valid accuracy {best['valid_accuracy']:.2f})"
+               if best.get("valid_accuracy") is not None else "kept (the last: no valid faces)")
+        print(f"[expression/{config.variant}] fold {data.fold}: epoch {best['epoch']} {how}",
+              flush=True)
         return net
 
     def _train(self, data, config, recipe, stage_dir: Path) -> keras.Model:
