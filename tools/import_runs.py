@@ -4,7 +4,9 @@ For every ``<run>/<variant>/results.json`` under ``--runs`` (a run folder holdin
 ``results.json`` goes to ``<run>/<variant>``, the variant read from that file): the
 aggregated ``results.json`` and ``config.json``, its plots, ``verification.json``, each fold's
 ``hng.json`` (as ``hng_fold<k>.json``), fold 0's per-stage ``timing.json`` (as
-``timing/<stage>.json``) and fold 0's last HNG grid, plus the run's ``variants.json``.
+``timing/<stage>.json``), each fold's ``test_predictions.json`` (as
+``predictions/fold<k>.json``, for ``tools/ensemble_folds.py``) and fold 0's last HNG grid,
+plus the run's ``variants.json``.
 Nothing else (no weights, no per-epoch histories) is committed.
 
     python tools/import_runs.py --runs=/path/to/extracted/runs tfe_ckplus7 idferm_ckplus8
@@ -54,6 +56,9 @@ def import_run(run_dir: Path, dest_root: Path = RESULTS) -> list[Path]:
             if (src / name).exists():
                 shutil.copy2(src / name, dest / name)
         _copy_hng(src, dest)
+        for path in sorted(src.glob("fold_*/test_predictions.json")):
+            (dest / "predictions").mkdir(exist_ok=True)
+            shutil.copy2(path, dest / "predictions" / f"{path.parent.name.replace('_', '')}.json")
         for timing in sorted(src.glob("fold_0/*/timing.json")):
             (dest / "timing").mkdir(exist_ok=True)
             shutil.copy2(timing, dest / "timing" / f"{timing.parent.name}.json")

@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(method, config)`` writes ``config.json``, loads the experiment,
 trains each fold through the method's ``fit_fold`` (resuming finished folds and
-interrupted stages), evaluates on the fold's test subjects, and writes ``results.json``
+interrupted stages), evaluates on the fold's test subjects (each fold's per-face
+probabilities in ``fold_<k>/test_predictions.json``), and writes ``results.json``
 (the project-wide schema, accuracy in percent), ``confusion_matrix.png`` and
 ``per_class_accuracy.png``, then exports the last fold's inference model if asked, and
 calls the method's post-run summary (``after_run``).
@@ -76,9 +77,28 @@ def predict_proba(model, faces: np.ndarray, batch_size: int = 256) -> np.ndarray
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def evaluate_fold(model, data: FoldData) -> Dict:
-    """Accuracy (percent) and confusion matrix of a fold's test set."""
+TEST_PREDICTIONS = "test_predictions.json"
+
+
+def write_test_predictions(fold_dir: Path, data: FoldData, proba: np.ndarray) -> Path:
+    """A fold's per-face test output, ``fold_<k>/test_predictions.json``: labels, subjects and
+    class probabilities (5 decimals) in the fold's test order, so that runs over the same
+    folds can be combined afterwards (``tools/ensemble_folds.py``) without a model."""
+    subjects = data.subj_test if data.subj_test is not None else [None] * len(data.y_test)
+    return io_atomic.write_json(fold_dir / TEST_PREDICTIONS, {
+        "fold": data.fold,
+        "labels": [int(y) for y in data.y_test],
+        "subjects": [None if s is None else str(s) for s in subjects],
+        "probabilities": np.round(np.asarray(proba, dtype=np.float64), 5).tolist(),
+    }, indent=None)
+
+
+def evaluate_fold(model, data: FoldData, fold_dir: Optional[Path] = None) -> Dict:
+    """Accuracy (percent) and confusion matrix of a fold's test set; with ``fold_dir``, the
+    per-face probabilities are written there too (:func:`write_test_predictions`)."""
     proba = predict_proba(model, data.x_test)
+    if fold_dir is not None:
+        write_test_predictions(fold_dir, data, proba)
     cm = metrics.confusion_matrix(data.y_test, proba.argmax(-1), data.num_classes)
     return {
         "fold": data.fold,
@@ -241,7 +261,7 @@ def _run_folds(method: Method, config: TrainConfig, exp: Experiment, all_idx,
                   "the fold", flush=True)
             continue
         # Evaluation runs outside the scope: there the model takes any batch size.
-        result = evaluate_fold(model, data)
+        result = evaluate_fold(model, data, fold_dir)
         if hasattr(method, "fold_metrics"):
             result.update(method.fold_metrics(model, data, fold_dir))
         # Training time of this fold in this process (a resumed fold counts only the rest).
