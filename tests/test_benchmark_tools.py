@@ -1,7 +1,6 @@
 """The GPU-run helpers: packing results for the trip back, one GPU per job, the import of
 what came back into results/gpu, and the throughput table gathered from the stages' timing.json."""
 
-import importlib.util
 import json
 import types
 import sys
@@ -11,14 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+from script_loader import load_script
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 gpu_run = _load("gpu_run")
@@ -262,10 +258,7 @@ def test_import_keeps_seed_folders_apart(tmp_path):
 
 
 def test_hng_real_neutral_reference_counts_same_subject_pairs_within_the_threshold():
-    spec = importlib.util.spec_from_file_location(
-        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
-    identity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(identity)
+    identity = load_script("benchmarks/identity.py", "identity_bench")
     from types import SimpleNamespace
 
     # Embeddings are the faces themselves (2-d): subject A's two expressive faces sit at
@@ -283,10 +276,7 @@ def test_hng_real_neutral_reference_counts_same_subject_pairs_within_the_thresho
 
 
 def test_identity_table_shows_the_hng_rate_on_the_whole_frame_when_measured():
-    spec = importlib.util.spec_from_file_location(
-        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
-    identity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(identity)
+    identity = load_script("benchmarks/identity.py", "identity_bench")
     fold = {"generated_mean_cosine_distance": 0.09,
             "real_neutral": {"mean_cosine_distance": 0.03, "preserved_percent": 90.0}}
     doc = {"networks": {}, "hng_identity_rate": 0.1, "hng_real_neutral_rate": 88.9,
@@ -305,10 +295,7 @@ def test_identity_table_shows_the_hng_rate_on_the_whole_frame_when_measured():
 
 def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tmp_path,
                                                                               monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "identity_bench", TOOLS.parent / "benchmarks" / "identity.py")
-    identity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(identity)
+    identity = load_script("benchmarks/identity.py", "identity_bench")
     seen = []
 
     def fields(paths, root):  # the real one embeds CK+ with the face network

@@ -3,23 +3,18 @@ and the validation figure the tool writes beside each stream."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_fer.training import distill
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "distill_identity.py"
+from script_loader import load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("distill_identity_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/distill_identity.py", "distill_identity_tool")
 
 
 class _Recorder:

@@ -1,7 +1,6 @@
 """Per-fold test predictions (the runner's ``test_predictions.json``), their import, and
 ``tools/ensemble_folds.py``, which averages runs over the same folds."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,17 +12,9 @@ from keras_fer.data import experiments
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+from script_loader import load_script
 
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ensemble_folds = _tool("ensemble_folds")
+ensemble_folds = load_script("tools/ensemble_folds.py")
 
 
 class Tiny:
@@ -74,7 +65,7 @@ def test_two_seeds_combine_and_import_keeps_the_predictions(tmp_path):
         assert r["ensemble"] == pytest.approx(
             100 * np.mean(mean.argmax(1) == docs[0]["labels"]), abs=1e-4)
     # Imported (benchmarks/results/gpu/<run>/<variant>/predictions/fold<k>.json), the same.
-    import_runs = _tool("import_runs")
+    import_runs = load_script("tools/import_runs.py")
     dest = tmp_path / "gpu"
     (tmp_path / "runs").mkdir()
     a.rename(tmp_path / "runs" / "a")

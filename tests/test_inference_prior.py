@@ -2,7 +2,6 @@
 arithmetic, the choice of ``tau`` on validation data, the file beside a model, the Predictor's
 and ``keras-fer predict``'s ``prior`` setting, and the shipped default model's file."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -18,17 +17,14 @@ from keras_fer.data import labels as labels_lib
 from keras_fer.inference import prior as prior_lib
 from keras_fer.inference.defaults import default_model_path
 from keras_fer.inference.predictor import Predictor
+from script_loader import load_script
 from test_inference_predictor import CLASSES, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("fit_class_prior",
-                                                  REPO / "tools" / "fit_class_prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/fit_class_prior.py")
 
 
 def test_adjust_golden_values():

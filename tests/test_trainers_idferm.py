@@ -326,12 +326,9 @@ def test_residual_r18_flagfile_changes_only_the_hng(tmp_path):
     strip = lambda c: dataclasses.replace(  # noqa: E731
         c, extra={k: v for k, v in c.extra.items() if k not in HNG_ONLY})
     assert strip(ours) == strip(theirs)
-    import importlib.util
+    from script_loader import load_script
 
-    path = FLAGFILES.parents[1] / "tools" / "gather_results.py"
-    spec = importlib.util.spec_from_file_location("gather_results", path)
-    gather = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gather)
+    gather = load_script("tools/gather_results.py")
     assert gather.BASELINE_RUN["idferm_ckplus7_r18_face_residual"] == "idferm_ckplus7_r18_face"
 
 
