@@ -79,6 +79,40 @@ def test_jobs_are_spread_over_gpus(tmp_path, monkeypatch):
     assert seen == ["0", "0", "1", "1"]
 
 
+def test_a_job_out_of_gpu_memory_is_retried_once_fewer_jobs_run(tmp_path, monkeypatch):
+    """Another failure is retried at once; a GPU out-of-memory one (its log says so) waits
+    until at most half of --parallel jobs run."""
+    monkeypatch.chdir(tmp_path)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    Path("probe2.py").write_text("""
+import pathlib, sys, time
+name, root = sys.argv[1], pathlib.Path(sys.argv[2])
+mark = root / f"{name}.tries"
+n = int(mark.read_text()) if mark.exists() else 0
+mark.write_text(str(n + 1))
+(root / f"{name}.start{n}").write_text(repr(time.time()))
+if n == 0 and name == "oom":
+    print("jax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: CUDA_ERROR_OUT_OF_MEMORY")
+    sys.exit(1)
+if n == 0 and name == "flaky":
+    sys.exit(3)
+if name.startswith("sleep"):
+    time.sleep(4)
+(root / f"{name}.end").write_text(repr(time.time()))
+""")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["oom", "flaky", "sleep1", "sleep2"]
+    done = gpu_run._run_batch([(i, f"probe2 {n} {tmp_path}") for i, n in enumerate(names)],
+                              parallel=4, log_dir=log_dir)
+    assert sorted(rc for _, rc, _, _ in done) == [0, 0, 0, 0]
+    read = lambda name: float((tmp_path / name).read_text())  # noqa: E731
+    sleeps_end = min(read("sleep1.end"), read("sleep2.end"))
+    assert read("flaky.start1") < sleeps_end <= read("oom.start1")
+    assert sorted(p.name for p in log_dir.glob("*.try1.log")) == ["job000.try1.log",
+                                                                   "job001.try1.log"]
+
+
 def test_throughput_rows_from_timing_files(tmp_path):
     variant = tmp_path / "run_a" / "rml"
     (variant / "timing").mkdir(parents=True)

@@ -33,23 +33,41 @@ from pathlib import Path
 KEEP_SUFFIXES = (".json", ".csv", ".png", ".log", ".md")
 
 
+OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
+
+
+def _out_of_memory(log: Path) -> bool:
+    """Whether a failed job's log ends in a GPU out-of-memory error."""
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 20000))
+        tail = f.read().decode("utf-8", "replace")
+    return any(marker in tail for marker in OUT_OF_MEMORY)
+
+
 def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"),
                retries: int = 1, gpus: int = 1):
     """Runs ``jobs`` ``parallel`` at a time; a job that fails is started again ``retries``
     times (stages resume, so a retry costs only the unfinished work: on a fresh machine a few
-    of many processes compiling at once have failed their first train step)."""
+    of many processes compiling at once have failed their first train step). A job that ran
+    out of GPU memory is retried last, and only while at most half of ``parallel`` jobs run:
+    session 15's 40 jobs on two H200s ran out of memory, and their retries, started at once
+    among the same 40, ran out again."""
     running, done = [], []
     queue = list(jobs)
     tries = {i: 0 for i, _ in jobs}
+    short_of_memory = set()
     while queue or running:
         if time.time() > deadline:
             for i, line, proc, start, log, _ in running:
                 proc.kill()
                 print(f"job {i} killed at the deadline: {line}", flush=True)
             return done + [(i, -9, time.time() - s, ln) for i, ln, _, s, _, _ in running]
-        ready = [job for job in queue if _ready(job[1])]
+        ready = [job for job in queue if _ready(job[1]) and (
+            job[0] not in short_of_memory or len(running) < max(1, parallel // 2))]
         while ready and len(running) < parallel:
             job = ready.pop(0)
+            if job[0] in short_of_memory and len(running) >= max(1, parallel // 2):
+                continue
             queue.remove(job)
             i, line = job
             line = _command(line)
@@ -67,9 +85,17 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
                 running.remove(item)
                 if proc.returncode != 0 and tries[i] < retries and time.time() < deadline:
                     tries[i] += 1
-                    (log_dir / f"job{i:03d}.log").rename(log_dir / f"job{i:03d}.try{tries[i]}.log")
-                    print(f"job {i} rc={proc.returncode}: retrying", flush=True)
-                    queue.insert(0, (i, line))
+                    failed = log_dir / f"job{i:03d}.try{tries[i]}.log"
+                    (log_dir / f"job{i:03d}.log").rename(failed)
+                    if _out_of_memory(failed):
+                        short_of_memory.add(i)
+                        queue.append((i, line))
+                        print(f"job {i} ran out of GPU memory: retrying once at most "
+                              f"{max(1, parallel // 2)} jobs run (lower --parallel next time)",
+                              flush=True)
+                    else:
+                        queue.insert(0, (i, line))
+                        print(f"job {i} rc={proc.returncode}: retrying", flush=True)
                     continue
                 done.append((i, proc.returncode, time.time() - start, line))
                 print(f"[{time.strftime('%H:%M:%S')}] job {i} rc={proc.returncode} "
