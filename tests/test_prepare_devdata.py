@@ -47,3 +47,25 @@ def test_unknown_step_is_one_line(tmp_path, capsys):
     assert err.startswith("error: --only=packs,weights: unknown step(s) weights") and (
         err.count("\n") == 1)
     assert prepare.WHEELS[0].startswith("keras==3.")
+
+
+def test_folders_step_copies_the_raw_datasets_writable(tmp_path, ckplus48_dir, ckplus_neutral_dir,
+                                                       ferplus_dir, orl_dir, capsys):
+    from keras_fer.training import settings
+
+    out = tmp_path / ".devdata"
+    root = ckplus48_dir.parents[1]
+    argv = ["--only=folders", f"--out={out}", f"--wheels={tmp_path}", f"--data_dir={root}"]
+    assert prepare.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(prepare.FOLDERS)
+    for dataset in ("ckplus48", "ckplus_neutral", "ferplus"):
+        settings.check_data_dir(dataset, str(out))
+    assert not (out / "ferplus" / "fer2013_original_labels_recovered.csv").exists()
+    assert sorted(p.name for p in (out / "ferplus" / "data" / "FER2013Test").iterdir()) == sorted(
+        p.name for p in (ferplus_dir / "FER2013Test").iterdir())
+    for folder in [out, *out.rglob("*")]:
+        if folder.is_dir():
+            (folder / "probe").write_text("")  # writable, unlike the shared copy may be
+    # What exists is kept: a second run copies nothing.
+    capsys.readouterr()
+    assert prepare.main(argv) == 0 and " -> " not in capsys.readouterr().out

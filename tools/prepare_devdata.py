@@ -11,7 +11,13 @@ A fresh checkout has none of it, and every device call names some of it in ``car
 - ``dlib``: ``dlib_face_resnet_f16.weights.h5``, dlib's face network's weights as float16 (11
   MiB instead of 22) for ``$KERAS_FER_DLIB_WEIGHTS``, since the GPU image lacks the
   ``face-recognition-models`` package;
-- ``wheels``: Keras and its two pure-Python dependencies for the device's Python 3.12.
+- ``wheels``: Keras and its two pure-Python dependencies for the device's Python 3.12;
+- ``folders``: copies of the raw dataset folders (``ckplus48/``, ``ckplus_neutral/``,
+  ``orl_faces/``, ``ferplus/`` without FER2013's label CSV), which the trainers read as they
+  read ``$FER_DATA_DIR``: what the calls of sessions 8-14 carried. Smaller than the packs (CK+
+  1.8 MB against 6.2; FER+ 34 against 40) and without the packs' second JPEG pass of FER+
+  Train, but each job aligns the faces again. A pack in ``.devdata`` is read in preference
+  to its folder, so carry one or the other.
 
 What exists is kept (delete a file to rebuild it). Needs ``$FER_DATA_DIR`` (or
 ``--data_dir``) for the packs and the network for the wheels.
@@ -23,6 +29,7 @@ What exists is kept (delete a file to rebuild it). Needs ``$FER_DATA_DIR`` (or
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +43,8 @@ DLIB_F16 = "dlib_face_resnet_f16.weights.h5"
 # Keras as pinned for this checkout (requirements.txt), and its two pure-Python dependencies.
 WHEELS = tuple(line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
                if line.startswith("keras==")) + ("optree", "namex")
-STEPS = ("packs", "teacher", "dlib", "wheels")
+FOLDERS = ("ckplus48", "ckplus_neutral", "orl_faces", "ferplus")
+STEPS = ("packs", "teacher", "dlib", "wheels", "folders")
 
 
 def float16_weights(src: Path, dst: Path) -> Path:
@@ -108,9 +116,24 @@ def main(argv=None) -> int:
         _run([python, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
               "--python-version=3.12", "--implementation=cp", *platforms,
               f"--dest={args.wheels}", *WHEELS])
+    if "folders" in steps:
+        from keras_fer.data.paths import data_dir
+
+        root = Path(args.data_dir) if args.data_dir else data_dir()
+        for name in FOLDERS:
+            if not (args.out / name).exists():
+                shutil.copytree(root / name, args.out / name, copy_function=shutil.copyfile,
+                                ignore=shutil.ignore_patterns(
+                                    "fer2013_original_labels_recovered.csv"))
+                for folder in [args.out / name, *(args.out / name).rglob("*")]:
+                    if folder.is_dir():  # the shared copy's folders may be read-only
+                        folder.chmod(0o755)
+                print(f"{root / name} -> {args.out / name}", flush=True)
     for path in sorted(list(args.out.iterdir()) + list(args.wheels.glob("*.whl"))):
+        size = (sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir()
+                else path.stat().st_size)
         print(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: "
-              f"{path.stat().st_size / 2**20:.1f} MiB")
+              f"{size / 2**20:.1f} MiB")
     return 0
 
 
