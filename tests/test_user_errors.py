@@ -333,6 +333,16 @@ def test_data_dir_of_experiment_packs_passes_the_check(tmp_path):
 
     exp = experiments.load_experiment("synthetic", data_dir=tmp_path / "raw")
     packs.save_pack(exp, tmp_path).rename(tmp_path / "ckplus_neutral_ck8.npz")
-    settings.check_data_dir("ckplus_neutral", str(tmp_path))
+    settings.check_data_dir("ckplus_neutral", str(tmp_path))  # ck8: the dataset's default
+    settings.check_data_dir("ckplus_neutral", str(tmp_path), "ck8")
     with pytest.raises(settings.ConfigError, match="--dataset=ckplus48 expects"):
         settings.check_data_dir("ckplus48", str(tmp_path))
+    # A pack of another protocol (or without ORL) is not this run's: say which to build.
+    for args, flags in ((("ck7",), "--protocol=ck7 --out="),
+                        (("ck8", 0, False), "--protocol=ck8 --no_orl --out=")):
+        with pytest.raises(settings.ConfigError) as err:
+            settings.check_data_dir("ckplus_neutral", str(tmp_path), *args)
+        message = str(err.value)
+        assert "holds ckplus_neutral_ck8.npz but not ckplus_neutral_" in message
+        assert f"python tools/make_pack.py --dataset=ckplus_neutral {flags}" in message
+        assert "\n" not in message

@@ -212,9 +212,10 @@ def variants(method: str) -> Tuple[str, ...]:
     return tuple(VARIANTS)
 
 
-def check_data_dir(dataset: str, data_dir: str) -> None:
+def check_data_dir(dataset: str, data_dir: str, protocol: str = "", limit: int = 0,
+                   use_orl: bool = True) -> None:
     """The trainers' ``--data_dir`` is the root holding one folder per dataset (``ckplus48/``,
-    ``ferplus/``...) or the dataset's experiment packs (``tools/make_pack.py``: e.g.
+    ``ferplus/``...) or the run's experiment pack (``tools/make_pack.py``: e.g.
     ``ckplus48_ck7.npz``); anything else is a ConfigError saying what was expected and found."""
     from keras_fer.data import registry
     from keras_fer.data.paths import data_dir as default_data_dir
@@ -223,12 +224,23 @@ def check_data_dir(dataset: str, data_dir: str) -> None:
     if not spec.paths:
         return
     root = Path(data_dir) if data_dir else default_data_dir()
-    if any(root.glob(f"{dataset}_*.npz")):  # a pack (tools/make_pack.py) stands in for the folder
+    from keras_fer.data import packs
+
+    pack = packs.pack_name(dataset, protocol or spec.protocol, limit, use_orl)
+    if (root / pack).exists():  # the experiment's pack (tools/make_pack.py) stands in
         return
     given = f"--data_dir={root}" if data_dir else f"the default data folder {root} ($FER_DATA_DIR)"
     missing = [p for p in spec.paths if not (root / p).exists()]
     if not missing:
         return
+    others = sorted(p.name for p in root.glob(f"{dataset}_*.npz"))
+    if others:
+        raise ConfigError(
+            f"{given} holds {', '.join(others)} but not {pack}, the pack of this run's "
+            f"protocol, limit and ORL setting: build it with python tools/make_pack.py "
+            f"--dataset={dataset} --protocol={protocol or spec.protocol}"
+            f"{f' --limit={limit}' if limit else ''}{'' if use_orl else ' --no_orl'} "
+            f"--out={root}, or give the folder holding {spec.paths[0].split('/')[0]}/.")
     if not root.is_dir():
         found = "no such folder" if not root.exists() else "a file"
     else:
@@ -284,4 +296,5 @@ def validate(config, check_data: bool = True) -> None:
                           "previous run's to resume it).")
     check_extra(config.method, config.extra)
     if check_data:
-        check_data_dir(config.dataset, config.data_dir)
+        check_data_dir(config.dataset, config.data_dir, config.protocol, config.limit,
+                       config.use_orl)
