@@ -50,6 +50,10 @@ def test_runner_writes_each_folds_test_predictions(tmp_path):
         np.add.at(cm, (np.array(doc["labels"]), pred), 1)
         assert cm.tolist() == fold["confusion_matrix"]
         assert 100 * np.mean(pred == doc["labels"]) == pytest.approx(fold["accuracy"])
+        # The fold's validation faces (the inner split), the same way.
+        valid = np.array(doc["valid_probabilities"])
+        assert valid.shape == (len(doc["valid_labels"]), 7) and len(valid) > 0
+        assert not set(doc["valid_subjects"]) & set(fold["test_subjects"])
 
 
 def test_two_seeds_combine_and_import_keeps_the_predictions(tmp_path):
@@ -58,6 +62,8 @@ def test_two_seeds_combine_and_import_keeps_the_predictions(tmp_path):
     result = ensemble_folds.ensemble({"a": ensemble_folds.load_member(a),
                                       "b": ensemble_folds.load_member(b)})
     assert [r["fold"] for r in result["folds"]] == [0, 1]
+    assert set(result["valid_member_mean_accuracy"]) == {"a", "b"}
+    assert 0 <= result["valid_mean_accuracy"] <= 100
     for r in result["folds"]:
         docs = [json.loads((m / f"fold_{r['fold']}" / "test_predictions.json").read_text())
                 for m in (a, b)]
@@ -99,10 +105,33 @@ def test_soft_voting_golden_values_and_one_line_errors(tmp_path, capsys):
         "a": 50.0, "b": 50.0}
 
     other = _member(tmp_path / "c", [0, 1, 2, 1], [[1, 0, 0]] * 4)
-    for argv, message in (([str(a), str(other)], "scored other faces than"),
+    for argv, message in (([str(a), str(other)], "scored other test faces than"),
                           ([str(a)], "at least two members"),
                           ([str(a), str(tmp_path / "nope")], "no such folder"),
                           ([str(a), str(tmp_path)], "no predictions/fold<k>.json")):
         assert ensemble_folds.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_validation_faces_are_scored_when_every_member_has_them(tmp_path, capsys):
+    test = {"labels": [0, 1], "subjects": ["s", "t"], "probabilities": [[.9, .1], [.2, .8]]}
+    valid = {"valid_labels": [1, 1], "valid_subjects": ["u", "u"]}
+    members = {}
+    for name, v in (("a", [[.7, .3], [.4, .6]]), ("b", [[.2, .8], [.6, .4]])):
+        folder = tmp_path / name / "fold_0"
+        folder.mkdir(parents=True)
+        (folder / "test_predictions.json").write_text(json.dumps(
+            {"fold": 0, **test, **valid, "valid_probabilities": v}))
+        members[name] = ensemble_folds.load_member(tmp_path / name)
+    result = ensemble_folds.ensemble(members)
+    # a: valid face 1 right; b: face 0; mean [[.45,.55],[.5,.5]]: face 0 right, face 1 a tie
+    # that argmax gives to class 0.
+    assert result["valid_member_mean_accuracy"] == {"a": 50.0, "b": 50.0}
+    assert result["valid_mean_accuracy"] == 50.0 and result["mean_accuracy"] == 100.0
+    assert "| validation mean | | 50.00 | 50.00 | 50.00 ± 0.00 |" in ensemble_folds.markdown(
+        result)
+    # A member without validation faces: the test figures only.
+    c = _member(tmp_path / "c", test["labels"], test["probabilities"], test["subjects"])
+    only_test = ensemble_folds.ensemble({**members, "c": ensemble_folds.load_member(c)})
+    assert "valid_mean_accuracy" not in only_test and only_test["mean_accuracy"] == 100.0

@@ -7,7 +7,9 @@ scored the same faces in the same order on every fold they share: the labels and
 compared, and a mismatch (other folds, other data) is a one-line error. The ensemble's
 probabilities are the members' mean (soft voting); printed per fold with each member's
 accuracy, then the mean ± std over folds (std over folds, as in ``results.json``); ``--out``
-writes the same as JSON.
+writes the same as JSON. Where every member also scored the fold's validation faces
+(``valid_*`` keys, runs with an inner split or FER+ Valid), their accuracies are given too:
+the figures to choose members on.
 
 Decide the members before looking at the result (e.g. all seeds of one run, or one run of
 each method): picking members by their test accuracy would be tuning on the test folds.
@@ -43,8 +45,11 @@ def load_member(path: Path) -> dict:
     out = {}
     for fold, file in sorted(files.items()):
         doc = json.loads(file.read_text())
-        out[fold] = {"labels": np.asarray(doc["labels"]), "subjects": doc["subjects"],
-                     "probabilities": np.asarray(doc["probabilities"], dtype=np.float64)}
+        out[fold] = {split: {"labels": np.asarray(doc[f"{key}labels"]),
+                             "subjects": doc[f"{key}subjects"],
+                             "probabilities": np.asarray(doc[f"{key}probabilities"], np.float64)}
+                     for split, key in (("test", ""), ("valid", "valid_"))
+                     if f"{key}labels" in doc}
     return out
 
 
@@ -66,30 +71,42 @@ def ensemble(members: dict) -> dict:
         raise EnsembleError(f"the members share no fold: {', '.join(names)}")
     rows = []
     for fold in folds:
-        first = members[names[0]][fold]
-        for name in names[1:]:
-            other = members[name][fold]
-            if (not np.array_equal(first["labels"], other["labels"])
-                    or first["subjects"] != other["subjects"]):
-                raise EnsembleError(f"fold {fold}: {name} scored other faces than {names[0]} "
-                                    "(other folds or data: combine runs with the same "
-                                    "--fold_seed, dataset and protocol)")
-            if other["probabilities"].shape != first["probabilities"].shape:
-                raise EnsembleError(f"fold {fold}: {name} has other classes than {names[0]}")
-        mean = np.mean([members[n][fold]["probabilities"] for n in names], axis=0)
-        rows.append({"fold": fold, "num_test": int(len(first["labels"])),
-                     "members": {n: round(_accuracy(members[n][fold]["probabilities"],
+        row = {"fold": fold, "num_test": int(len(members[names[0]][fold]["test"]["labels"]))}
+        for split in ("test", "valid"):
+            if all(split in members[n][fold] for n in names):
+                row.update(_score_split(members, names, fold, split))
+        rows.append(row)
+    out = {"members": names, "folds": rows}
+    for split, prefix in (("test", ""), ("valid", "valid_")):
+        if not all(f"{prefix}ensemble" in r for r in rows):
+            continue
+        ens = np.array([r[f"{prefix}ensemble"] for r in rows])
+        out[f"{prefix}mean_accuracy"] = round(float(ens.mean()), 4)
+        out[f"{prefix}std_accuracy"] = round(float(ens.std()), 4)
+        out[f"{prefix}member_mean_accuracy"] = {
+            n: round(float(np.mean([r[f"{prefix}members"][n] for r in rows])), 4)
+            for n in names}
+    return out
+
+
+def _score_split(members: dict, names: list, fold: int, split: str) -> dict:
+    """One fold's member and ensemble accuracies on ``split`` (keys prefixed ``valid_`` for
+    the validation faces), after checking the members scored the same faces."""
+    first = members[names[0]][fold][split]
+    for name in names[1:]:
+        other = members[name][fold][split]
+        if (not np.array_equal(first["labels"], other["labels"])
+                or first["subjects"] != other["subjects"]):
+            raise EnsembleError(f"fold {fold}: {name} scored other {split} faces than "
+                                f"{names[0]} (other folds or data: combine runs with the same "
+                                "--fold_seed, dataset and protocol)")
+        if other["probabilities"].shape != first["probabilities"].shape:
+            raise EnsembleError(f"fold {fold}: {name} has other classes than {names[0]}")
+    mean = np.mean([members[n][fold][split]["probabilities"] for n in names], axis=0)
+    prefix = "" if split == "test" else "valid_"
+    return {f"{prefix}members": {n: round(_accuracy(members[n][fold][split]["probabilities"],
                                                     first["labels"]), 4) for n in names},
-                     "ensemble": round(_accuracy(mean, first["labels"]), 4)})
-    ens = np.array([r["ensemble"] for r in rows])
-    return {
-        "members": names,
-        "folds": rows,
-        "mean_accuracy": round(float(ens.mean()), 4),
-        "std_accuracy": round(float(ens.std()), 4),
-        "member_mean_accuracy": {n: round(float(np.mean([r["members"][n] for r in rows])), 4)
-                                 for n in names},
-    }
+            f"{prefix}ensemble": round(_accuracy(mean, first["labels"]), 4)}
 
 
 def markdown(result: dict) -> str:
@@ -103,6 +120,10 @@ def markdown(result: dict) -> str:
     lines.append("| mean | | " + " | ".join(f"{result['member_mean_accuracy'][n]:.2f}"
                                            for n in names)
                  + f" | {result['mean_accuracy']:.2f} ± {result['std_accuracy']:.2f} |")
+    if "valid_mean_accuracy" in result:
+        lines.append("| validation mean | | " + " | ".join(
+            f"{result['valid_member_mean_accuracy'][n]:.2f}" for n in names)
+            + f" | {result['valid_mean_accuracy']:.2f} ± {result['valid_std_accuracy']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -80,17 +80,24 @@ def predict_proba(model, faces: np.ndarray, batch_size: int = 256) -> np.ndarray
 TEST_PREDICTIONS = "test_predictions.json"
 
 
-def write_test_predictions(fold_dir: Path, data: FoldData, proba: np.ndarray) -> Path:
-    """A fold's per-face test output, ``fold_<k>/test_predictions.json``: labels, subjects and
-    class probabilities (5 decimals) in the fold's test order, so that runs over the same
-    folds can be combined afterwards (``tools/ensemble_folds.py``) without a model."""
-    subjects = data.subj_test if data.subj_test is not None else [None] * len(data.y_test)
-    return io_atomic.write_json(fold_dir / TEST_PREDICTIONS, {
-        "fold": data.fold,
-        "labels": [int(y) for y in data.y_test],
-        "subjects": [None if s is None else str(s) for s in subjects],
-        "probabilities": np.round(np.asarray(proba, dtype=np.float64), 5).tolist(),
-    }, indent=None)
+def _per_face(labels, subjects, proba, prefix: str = "") -> Dict:
+    subjects = subjects if subjects is not None else [None] * len(labels)
+    return {f"{prefix}labels": [int(y) for y in labels],
+            f"{prefix}subjects": [None if s is None else str(s) for s in subjects],
+            f"{prefix}probabilities": np.round(np.asarray(proba, np.float64), 5).tolist()}
+
+
+def write_test_predictions(fold_dir: Path, data: FoldData, proba: np.ndarray,
+                           valid_proba: Optional[np.ndarray] = None) -> Path:
+    """A fold's per-face output, ``fold_<k>/test_predictions.json``: labels, subjects and
+    class probabilities (5 decimals) in the fold's test order and, where the fold has
+    validation faces, the same for them (``valid_*`` keys), so that runs over the same folds
+    can be combined afterwards, and the combination chosen on validation faces
+    (``tools/ensemble_folds.py``), without a model."""
+    doc = {"fold": data.fold, **_per_face(data.y_test, data.subj_test, proba)}
+    if valid_proba is not None:
+        doc.update(_per_face(data.y_val, data.subj_val, valid_proba, "valid_"))
+    return io_atomic.write_json(fold_dir / TEST_PREDICTIONS, doc, indent=None)
 
 
 def evaluate_fold(model, data: FoldData, fold_dir: Optional[Path] = None) -> Dict:
@@ -98,7 +105,8 @@ def evaluate_fold(model, data: FoldData, fold_dir: Optional[Path] = None) -> Dic
     per-face probabilities are written there too (:func:`write_test_predictions`)."""
     proba = predict_proba(model, data.x_test)
     if fold_dir is not None:
-        write_test_predictions(fold_dir, data, proba)
+        valid = predict_proba(model, data.x_val) if len(data.y_val) else None
+        write_test_predictions(fold_dir, data, proba, valid)
     cm = metrics.confusion_matrix(data.y_test, proba.argmax(-1), data.num_classes)
     return {
         "fold": data.fold,
