@@ -207,6 +207,26 @@ def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds(run, val_fr
     assert all(j[-1] == f"--model_dir=runs/{run}/resnet18_std_s{j[4][-1]}" for j in jobs)
 
 
+def test_ferplus_resnet18_seeds_list_differs_only_in_the_seed():
+    """The seed-ensemble list: the shipped 100-epoch recipe at seeds 0-2, one run folder each
+    under one run (so the import keeps them apart and ensemble_folds can combine them)."""
+    jobs = [line.split() for line in (REPO / "tools" / "jobs" /
+                                      "expression_ferplus_resnet18_seeds.txt").read_text()
+            .splitlines() if line and not line.startswith("#")]
+    configs = []
+    for job in jobs:
+        assert job[0] == "trainers.expression"
+        with parsed_flags("expression", *job[1:]):
+            configs.append(trainer.config_from_flags())
+    assert [c.seed for c in configs] == [0, 1, 2]
+    assert [c.model_dir for c in configs] == [
+        f"runs/expression_ferplus_resnet18_e100_seeds/resnet18_std_s{s}" for s in range(3)]
+    strip = [dataclasses.replace(c, seed=0, model_dir="") for c in configs]
+    assert strip[0] == strip[1] == strip[2]
+    assert (configs[0].dataset, configs[0].variant, configs[0].epochs) == (
+        "ferplus", "resnet18_std", 100)
+
+
 @pytest.mark.slow
 def test_ferplus_with_limit(ferplus_dir, tmp_path):
     config = _config(tmp_path, "ferplus", dataset="ferplus", protocol="ferplus8", epochs=1,
