@@ -192,9 +192,7 @@ def bench_ours(paths, class_names, faces, labels, photos, latency_faces, label) 
         for path in sorted(paths, key=lambda p: p.suffix == ".tflite"):
             with Predictor(path, detector, num_threads=1, class_names=class_names,
                            prior="training") as predictor:
-                probs = np.concatenate(
-                    [predictor.classify(aligned[i : i + 256]) for i in range(0, len(aligned), 256)]
-                )
+                probs = predictor.classify(aligned)
                 kind = "savedmodel" if path.is_dir() else path.stem.removeprefix("model_")
                 singles = [aligned[i : i + 1] for i in range(latency_faces)]
                 rows.append(

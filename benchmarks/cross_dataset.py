@@ -152,8 +152,7 @@ def run_ours(path: Path, tests: Sequence[TestSet]) -> Dict[str, List[Dict]]:
             out["balanced"] = []
         for test in tests:
             aligned = resize_uint8(test.faces, ALIGNED_SIZE)
-            probs = np.concatenate([predictor.classify(aligned[i:i + 256])
-                                    for i in range(0, len(aligned), 256)])
+            probs = predictor.classify(aligned)
             out["training"].append(score(probs, predictor.class_names, test))
             if prior is not None:
                 row = score(prior.adjust(probs), predictor.class_names, test)

@@ -48,8 +48,7 @@ def member_probabilities(path: Path, faces: np.ndarray) -> np.ndarray:
 
     aligned = resize_uint8(faces, ALIGNED_SIZE)
     with Predictor(path, prior="training") as predictor:
-        probs = np.concatenate([predictor.classify(aligned[i:i + 256])
-                                for i in range(0, len(aligned), 256)])
+        probs = predictor.classify(aligned)
         columns = labels_lib.canonical_columns(predictor.class_names)
     out = np.zeros((len(faces), len(labels_lib.CANONICAL)))
     out[:, columns] = probs

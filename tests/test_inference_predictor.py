@@ -219,3 +219,20 @@ def test_annotation_draws_box_in_class_colour(predictors, astronaut):
     # Far from the face nothing changed.
     np.testing.assert_array_equal(drawn[500, 500], astronaut[500, 500])
     assert annotate.face_label(faces[0]).startswith(faces[0]["class"] + " 0.")
+
+
+def test_classify_runs_any_number_of_faces_in_batches(predictors, exported, monkeypatch):
+    """More faces than CLASSIFY_BATCH: the model sees at most that many at once, and every
+    face gets the probabilities the Keras model gives it alone."""
+    from keras_fer.inference import predictor as predictor_lib
+
+    faces = np.random.default_rng(0).integers(0, 256, (21, 60, 60), dtype=np.uint8)
+    expected = np.asarray(exported["model"](to_model_input(faces)))
+    monkeypatch.setattr(predictor_lib, "CLASSIFY_BATCH", 8)
+    for predictor in predictors:
+        seen = []
+        inner = predictor._classifier
+        monkeypatch.setattr(predictor, "_classifier",
+                            lambda x, inner=inner: seen.append(len(x)) or inner(x))
+        np.testing.assert_allclose(predictor.classify(faces), expected, atol=1e-5)
+        assert seen == [8, 8, 5]

@@ -87,8 +87,7 @@ def fit(model: Path, data_root: Path) -> Dict:
         for part in ("valid", "test"):
             rows = np.flatnonzero(split == part)
             faces = resize_uint8(np.stack([table.images[i] for i in rows]), ALIGNED_SIZE)
-            probs[part] = np.concatenate([predictor.classify(faces[i:i + 256])
-                                          for i in range(0, len(faces), 256)])
+            probs[part] = predictor.classify(faces)
     prior = training_prior(expression[split == "train"], columns)
     valid_labels = expression[split == "valid"]
     counted, truth = column_truth(valid_labels, columns)

@@ -35,6 +35,7 @@ from keras_fer.inference.prior import PRIORS, load_prior
 
 CLASS_NAMES_FILE = "class_names.txt"
 TTAS = ("none", "flip")  # Predictor(tta=...): test-time augmentation
+CLASSIFY_BATCH = 256  # faces per model call in Predictor.classify
 _TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4-8 of every .tflite
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
 
@@ -285,8 +286,14 @@ class Predictor:
         """The face aligner (detector + eye alignment to 60x60 crops)."""
         return self._aligner
 
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        return np.concatenate([
+            np.asarray(self._classifier(np.ascontiguousarray(faces[i:i + CLASSIFY_BATCH])),
+                       np.float32) for i in range(0, len(faces), CLASSIFY_BATCH)])
+
     def classify(self, faces: np.ndarray) -> np.ndarray:
-        """Class probabilities of aligned faces.
+        """Class probabilities of aligned faces, run through the model ``CLASSIFY_BATCH`` at
+        a time (any ``N``: a dataset's thousands of faces need no batching by the caller).
 
         Args:
             faces: uint8 ``(N, H, W)`` or ``(N, H, W, 1)`` aligned gray faces (normally 60x60;
@@ -305,10 +312,9 @@ class Predictor:
             raise ValueError(f"Expected faces (N, H, W[, 1]). Received shape={faces.shape}")
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        probabilities = np.asarray(self._classifier(np.ascontiguousarray(faces)), np.float32)
+        probabilities = self._run(faces)
         if self.tta == "flip":
-            mirrored = self._classifier(np.ascontiguousarray(faces[:, :, ::-1]))
-            probabilities = (probabilities + np.asarray(mirrored, np.float32)) / 2.0
+            probabilities = (probabilities + self._run(faces[:, :, ::-1])) / 2.0
         return probabilities if self.prior is None else self.prior.adjust(probabilities)
 
     def predict_faces(self, faces: np.ndarray) -> List[Dict]:
