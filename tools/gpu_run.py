@@ -55,18 +55,17 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
     running, done = [], []
     queue = list(jobs)
     tries = {i: 0 for i, _ in jobs}
-    short_of_memory = set()
+    short_of_memory, half = set(), max(1, parallel // 2)
     while queue or running:
         if time.time() > deadline:
             for i, line, proc, start, log, _ in running:
                 proc.kill()
                 print(f"job {i} killed at the deadline: {line}", flush=True)
             return done + [(i, -9, time.time() - s, ln) for i, ln, _, s, _, _ in running]
-        ready = [job for job in queue if _ready(job[1]) and (
-            job[0] not in short_of_memory or len(running) < max(1, parallel // 2))]
+        ready = [job for job in queue if _ready(job[1])]
         while ready and len(running) < parallel:
             job = ready.pop(0)
-            if job[0] in short_of_memory and len(running) >= max(1, parallel // 2):
+            if job[0] in short_of_memory and len(running) >= half:
                 continue
             queue.remove(job)
             i, line = job
@@ -90,9 +89,8 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
                     if _out_of_memory(failed):
                         short_of_memory.add(i)
                         queue.append((i, line))
-                        print(f"job {i} ran out of GPU memory: retrying once at most "
-                              f"{max(1, parallel // 2)} jobs run (lower --parallel next time)",
-                              flush=True)
+                        print(f"job {i} ran out of GPU memory: retrying once at most {half} "
+                              "jobs run (lower --parallel next time)", flush=True)
                     else:
                         queue.insert(0, (i, line))
                         print(f"job {i} rc={proc.returncode}: retrying", flush=True)
