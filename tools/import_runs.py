@@ -56,9 +56,7 @@ def import_run(run_dir: Path, dest_root: Path = RESULTS) -> list[Path]:
             if (src / name).exists():
                 shutil.copy2(src / name, dest / name)
         _copy_hng(src, dest)
-        for path in sorted(src.glob("fold_*/test_predictions.json")):
-            (dest / "predictions").mkdir(exist_ok=True)
-            shutil.copy2(path, dest / "predictions" / f"{path.parent.name.replace('_', '')}.json")
+        _copy_per_fold(src, dest, "test_predictions.json", "predictions/{fold}.json")
         for timing in sorted(src.glob("fold_0/*/timing.json")):
             (dest / "timing").mkdir(exist_ok=True)
             shutil.copy2(timing, dest / "timing" / f"{timing.parent.name}.json")
@@ -68,6 +66,14 @@ def import_run(run_dir: Path, dest_root: Path = RESULTS) -> list[Path]:
     return written
 
 
+def _copy_per_fold(src: Path, dest: Path, name: str, pattern: str) -> None:
+    """Each ``fold_<k>/<name>`` of ``src`` as ``dest / pattern.format(fold="fold<k>")``."""
+    for path in sorted(src.glob(f"fold_*/{name}")):
+        target = dest / pattern.format(fold=path.parent.name.replace("_", ""))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
 def _copy_hng(src: Path, dest: Path, faces: bool = False) -> None:
     """Each fold's ``hng.json`` as ``hng_fold<k>.json`` (and, with ``faces``, its
     ``hng_test_faces.npz`` as ``hng_test_faces_fold<k>.npz``) and fold 0's last HNG grid."""
@@ -75,8 +81,7 @@ def _copy_hng(src: Path, dest: Path, faces: bool = False) -> None:
     if faces:
         names["hng_test_faces.npz"] = "hng_test_faces_{fold}.npz"
     for name, pattern in names.items():
-        for path in sorted(src.glob(f"fold_*/{name}")):
-            shutil.copy2(path, dest / pattern.format(fold=path.parent.name.replace("_", "")))
+        _copy_per_fold(src, dest, name, pattern)
     grids = sorted((src / "fold_0" / "hng" / "grids").glob("epoch_*.png"))
     if grids:
         epoch = int(grids[-1].stem.split("_")[-1])
