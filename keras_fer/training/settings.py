@@ -226,7 +226,8 @@ def check_data_dir(dataset: str, data_dir: str, protocol: str = "", limit: int =
     root = Path(data_dir) if data_dir else default_data_dir()
     from keras_fer.data import packs
 
-    pack = packs.pack_name(dataset, protocol or spec.protocol, limit, use_orl)
+    protocol = protocol or spec.protocol
+    pack = packs.pack_name(dataset, protocol, limit, use_orl)
     if (root / pack).exists():  # the experiment's pack (tools/make_pack.py) stands in
         return
     given = f"--data_dir={root}" if data_dir else f"the default data folder {root} ($FER_DATA_DIR)"
@@ -238,7 +239,7 @@ def check_data_dir(dataset: str, data_dir: str, protocol: str = "", limit: int =
         raise ConfigError(
             f"{given} holds {', '.join(others)} but not {pack}, the pack of this run's "
             f"protocol, limit and ORL setting: build it with python tools/make_pack.py "
-            f"--dataset={dataset} --protocol={protocol or spec.protocol}"
+            f"--dataset={dataset} --protocol={protocol}"
             f"{f' --limit={limit}' if limit else ''}{'' if use_orl else ' --no_orl'} "
             f"--out={root}, or give the folder holding {spec.paths[0].split('/')[0]}/.")
     if not root.is_dir():
