@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from keras_fer.data import labels as labels_lib  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8  # noqa: E402
+from keras_fer.training.recipe import accuracy_percent  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVING = HERE.parent / "saved_models"
@@ -64,7 +65,7 @@ def combinations(probs: Dict[str, Dict[str, np.ndarray]], labels: Dict[str, np.n
             row = {"members": list(combo)}
             for split, y in labels.items():
                 mean = np.mean([probs[n][split] for n in combo], axis=0)
-                row[split] = round(100.0 * float(np.mean(mean.argmax(1) == y)), 2)
+                row[split] = round(accuracy_percent(mean, y), 2)
             rows.append(row)
     return rows
 
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
     for name, rel in MEMBERS.items():
         probs[name] = {split: member_probabilities(SERVING / rel, faces[split])
                        for split in faces}
-        print(name, {s: round(100 * float(np.mean(p.argmax(1) == labels[s])), 2)
+        print(name, {s: round(accuracy_percent(p, labels[s]), 2)
                      for s, p in probs[name].items()}, flush=True)
     rows = combinations(probs, labels)
     report = {"member_paths": MEMBERS, "faces": {s: int(len(y)) for s, y in labels.items()},
