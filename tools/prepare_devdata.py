@@ -94,8 +94,10 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     if "packs" in steps:
+        from keras_fer.data.packs import pack_name
+
         for dataset, protocol in PACKS:
-            if not (args.out / f"{dataset}_{protocol}.npz").exists():
+            if not (args.out / pack_name(dataset, protocol)).exists():
                 _run([python, "tools/make_pack.py", f"--dataset={dataset}",
                       f"--protocol={protocol}", f"--out={args.out}"]
                      + ([f"--data_dir={args.data_dir}"] if args.data_dir else []))
