@@ -36,6 +36,8 @@ CHANGES = {
     "expression_ferplus_resnet18_e40": "full recipe, 40 epochs",
     "expression_ferplus_resnet18_e60": "full recipe, 60 epochs",
     "expression_ferplus_resnet18_e100": "full recipe, 100 epochs",
+    "expression_ferplus_resnet18_e100_seeds": "full recipe, 100 epochs, seeds 0-2 again "
+                                              "(session 16)",
     "expression_ferplus_edge": "full recipe, no teacher, 60 epochs",
     "expression_ferplus_edge_distill": "distilled from the 60-epoch ResNet-18, 30 epochs",
     "expression_ferplus_edge_distill_shipped_t4": "distilled from the shipped 100-epoch "
@@ -64,6 +66,7 @@ def rows(gpu: Path = GPU) -> list[dict]:
         extra = config["extra"]
         out.append({
             "run": run,
+            "seed": config.get("seed", 0),
             "backbone": doc["variant"],
             "input_size": extra.get("input_size", 150) if doc["variant"] == "face_resnet" else 48,
             "optimizer": _optimizer(config),
@@ -94,11 +97,15 @@ def markdown(table: list[dict]) -> str:
         "\u0394 Valid | Valid +flip | Valid +flip+crops | Test | Test +flip | Test +flip+crops |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    seeds = {}
     for r in table:
+        seeds.setdefault(r["run"], set()).add(r["seed"])
+    for r in table:
+        run = r["run"] + (f" (seed {r['seed']})" if len(seeds[r["run"]]) > 1 else "")
         delta = (f"{r['valid'] - full:+.2f}" if full is not None and r["run"].startswith(
             "ferplus_ablation") else "")
         lines.append(
-            f"| {r['run']} | {r['backbone']} | {r['input_size']} | {r['optimizer']} | "
+            f"| {run} | {r['backbone']} | {r['input_size']} | {r['optimizer']} | "
             f"{r['epochs']} | {r['change']} | {r['best_epoch']} | {r['valid']:.2f} | {delta} | "
             f"{r['valid_tta_flip']:.2f} | {r['valid_tta_flip_crops']:.2f} | {r['test']:.2f} | "
             f"{r['test_tta_flip']:.2f} | {r['test_tta_flip_crops']:.2f} |")

@@ -406,3 +406,43 @@ def test_hng_probe_reads_each_setting_from_its_run_config_and_sorts_the_table(tm
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(SystemExit, match="no hng_fold<k>.json"):
         identity.hng_probe([tmp_path / "empty"], tmp_path)
+
+
+def test_a_method_without_a_baseline_pairs_with_a_named_run_and_variant(tmp_path, monkeypatch):
+    monkeypatch.setattr(gather_results, "BASELINE_RUN", {"plain": ("r", "baseline")})
+    _seeded_run(tmp_path, "r", "baseline_s0", "idferm", "baseline", 0, [90.0, 80.0, 70.0])
+    _seeded_run(tmp_path, "plain", "resnet18_std_s0", "expression", "resnet18_std", 0,
+                [91.0, 78.0, 70.0])
+    _seeded_run(tmp_path, "alone", "resnet18_std_s0", "expression", "resnet18_std", 0,
+                [91.0, 78.0, 70.0])
+    rows = {r["run"]: r for r in gather_results.collect(tmp_path)}
+    assert rows["plain"]["paired_difference"] == {
+        "mean": round(-1 / 3, 2), "std": round(float(np.std([1.0, -2.0, 0.0])), 2), "n": 3,
+        "wins": 1, "losses": 1}
+    assert rows["plain"]["baseline_run"] == "r"
+    assert rows["alone"]["paired_difference"] is None
+
+
+def test_recipe_table_names_the_seed_only_where_a_run_has_several(tmp_path):
+    recipe = load_script("benchmarks/expression_recipe.py")
+
+    def ferplus_run(run, folder, seed, valid, test):
+        out = tmp_path / run / folder
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({
+            "method": "expression", "variant": "resnet18_std", "dataset": "ferplus",
+            "best_epochs": [50], "valid_accuracy": valid, "valid_accuracy_tta_flip": valid,
+            "valid_accuracy_tta_flip_crops": valid, "mean_accuracy": test,
+            "test_accuracy_tta_flip": test, "test_accuracy_tta_flip_crops": test}))
+        (out / "config.json").write_text(json.dumps({
+            "seed": seed, "lr": 0.1, "epochs": 100, "extra": {"optimizer": "sgd"}}))
+
+    ferplus_run("single", "resnet18_std", 0, 84.7, 82.79)
+    for seed in (0, 1):
+        ferplus_run("seeds", f"resnet18_std_s{seed}", seed, 83.0 + seed, 82.0)
+    table = recipe.rows(tmp_path)
+    assert sorted((r["run"], r["seed"], r["valid"]) for r in table) == [
+        ("seeds", 0, 83.0), ("seeds", 1, 84.0), ("single", 0, 84.7)]
+    text = recipe.markdown(table)
+    assert "| seeds (seed 0) |" in text and "| seeds (seed 1) |" in text
+    assert "| single |" in text and "single (seed" not in text

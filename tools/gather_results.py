@@ -138,6 +138,17 @@ SETTINGS = {
                                       "epochs, EMA), epoch chosen on an inner split of 10% of the "
                                       "training subjects (ties on the validation loss); the "
                                       "methods' 10 fixed folds x seeds 0-2, session 15",
+    "expression_ckplus7_r18_shipped_all": "as expression_ckplus7_r18_shipped on every training "
+                                          "subject (--val_fraction=0, the last of the 40 "
+                                          "epochs scored); 10 fixed folds x seeds 0-2, "
+                                          "session 16 (tools/jobs/"
+                                          "expression_ckplus7_r18_shipped_all_seeds.txt); "
+                                          "the three seeds' ensemble (declared before the "
+                                          "run): 97.77 ± 2.59",
+    "expression_ferplus_resnet18_e100_seeds": "the shipped model's recipe "
+                                              "(expression_ferplus_resnet18_e100) again at seeds "
+                                              "0-2, session 16; Valid 83.63 / 83.80 / 83.69, "
+                                              "the three seeds' ensemble Valid 84.28, Test 83.47",
     "expression_ferplus_edge_distill_shipped_t4": "the edge model distilled from the shipped "
                                                   "100-epoch FER+ ResNet-18 for its full 60 "
                                                   "epochs at T 4 / KD weight 0.7; epoch chosen "
@@ -152,8 +163,14 @@ SETTINGS = {
 # Each method's own baseline: the variant its gain is measured against, fold by fold.
 BASELINE = {"tfe": "baseline", "idferm": "baseline", "ifgan": "baseline", "idennet": "original"}
 # Runs that change only the method's own part and so share the baseline another run trained
-# (same flagfile settings for the baseline variant, same folds and seeds): run -> that run.
-BASELINE_RUN = {"idferm_ckplus7_r18_face_residual": "idferm_ckplus7_r18_face"}
+# (same flagfile settings for the baseline variant, same folds and seeds): run -> that run, or
+# (run, variant) for a run whose method has no baseline of its own (the plain expression
+# trainer, paired with the softmax baseline every CK+ 7 method run shares).
+BASELINE_RUN = {
+    "idferm_ckplus7_r18_face_residual": "idferm_ckplus7_r18_face",
+    "expression_ckplus7_r18_shipped": ("idferm_ckplus7_r18_face", "baseline"),
+    "expression_ckplus7_r18_shipped_all": ("idferm_ckplus7_r18_face", "baseline"),
+}
 
 
 def collect(root: Path = RESULTS) -> List[Dict]:
@@ -197,8 +214,9 @@ def collect(root: Path = RESULTS) -> List[Dict]:
             "paired_difference": None,
             "p_value": None,
         }
-        baseline = BASELINE.get(doc["method"])
-        base_run = BASELINE_RUN.get(run, run)
+        base_run, baseline = BASELINE_RUN.get(run, run), BASELINE.get(doc["method"])
+        if isinstance(base_run, tuple):
+            base_run, baseline = base_run
         if variant != baseline and (base_run, baseline) in groups:
             row.update(paired_difference(entries, groups[(base_run, baseline)]))
             if base_run != run:
