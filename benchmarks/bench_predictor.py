@@ -191,7 +191,7 @@ def bench_ours(paths, class_names, faces, labels, photos, latency_faces, label) 
         # SavedModels first: TensorFlow's thread pools can only be set before it first runs.
         for path in sorted(paths, key=lambda p: p.suffix == ".tflite"):
             with Predictor(path, detector, num_threads=1, class_names=class_names,
-                           prior="training") as predictor:
+                           prior="training", tta="none") as predictor:
                 probs = predictor.classify(aligned)
                 kind = "savedmodel" if path.is_dir() else path.stem.removeprefix("model_")
                 singles = [aligned[i : i + 1] for i in range(latency_faces)]

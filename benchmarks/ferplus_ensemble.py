@@ -48,7 +48,7 @@ def member_probabilities(path: Path, faces: np.ndarray) -> np.ndarray:
     from keras_fer.inference.predictor import Predictor
 
     aligned = resize_uint8(faces, ALIGNED_SIZE)
-    with Predictor(path, prior="training") as predictor:
+    with Predictor(path, prior="training", tta="none") as predictor:
         probs = predictor.classify(aligned)
         columns = labels_lib.canonical_columns(predictor.class_names)
     out = np.zeros((len(faces), len(labels_lib.CANONICAL)))

@@ -327,7 +327,7 @@ def _neutral_judge():
     as ``faces -> (N,) bool``: does it call the face neutral? Returns (judge, model name)."""
     from keras_fer.inference.predictor import Predictor
 
-    predictor = Predictor(prior="training")  # the model's own verdicts, as recorded
+    predictor = Predictor(prior="training", tta="none")  # the model's own verdicts, as recorded
     neutral = predictor.class_names.index("neutral")
     path = Path(predictor.model_path)
     return ((lambda faces: predictor.classify(faces).argmax(axis=1) == neutral),

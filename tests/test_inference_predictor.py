@@ -54,8 +54,10 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictors(exported):
     with FaceDetector() as detector:
-        sm = Predictor(exported["savedmodel"], detector=detector)
-        tfl = Predictor(exported["tflite"], detector=detector, num_threads=1)
+        # One pass (tta="none"): these compare with the Keras model's own output; the default
+        # flip is checked against two such passes in test_inference_prior.py.
+        sm = Predictor(exported["savedmodel"], detector=detector, tta="none")
+        tfl = Predictor(exported["tflite"], detector=detector, num_threads=1, tta="none")
         yield sm, tfl
 
 

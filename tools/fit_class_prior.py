@@ -6,8 +6,9 @@ FER+ Train is mostly neutral (36%) and happy (27%) faces; disgust, contempt and 
 posed photo set has every expression about equally often). ``keras_fer.Predictor`` divides the
 probabilities by the training prior to the power ``tau`` (:mod:`keras_fer.inference.prior`);
 this tool picks ``tau`` in 0, 0.05, ..., 1 by balanced accuracy (mean per-class recall) on FER+
-Valid, from the model's own probabilities. FER+ Test is scored with and without, for the
-record only; nothing is chosen on it.
+Valid, from the model's own probabilities as the predictor computes them with ``--tta`` (its
+default, flip: each face averaged with its mirror image; recorded as ``"tta"``). FER+ Test is
+scored with and without, for the record only; nothing is chosen on it.
 
     python tools/fit_class_prior.py --model=saved_models/expression_ferplus_resnet18 \
         --twins=saved_models/expression_ferplus_resnet18_tflite/tflite
@@ -28,6 +29,8 @@ from typing import Dict, List, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+from keras_fer.inference.defaults import DEFAULT_TTA, TTAS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +73,7 @@ def scores(probabilities: np.ndarray, labels: np.ndarray, columns: np.ndarray,
             "balanced_accuracy": round(balanced_accuracy(predicted, truth), 2)}
 
 
-def fit(model: Path, data_root: Path) -> Dict:
+def fit(model: Path, data_root: Path, tta: str = DEFAULT_TTA) -> Dict:
     """The ``class_prior.json`` document of ``model`` (FER+ Train prior, tau from Valid)."""
     from keras_fer.data import labels as labels_lib
     from keras_fer.data import readers
@@ -80,7 +83,7 @@ def fit(model: Path, data_root: Path) -> Dict:
 
     table = readers.read_ferplus(data_root, splits=("train", "valid", "test"))
     split, expression = np.asarray(table.split), np.asarray(table.expression)
-    with Predictor(model, prior="training") as predictor:
+    with Predictor(model, prior="training", tta=tta) as predictor:
         names = list(predictor.class_names)
         columns = labels_lib.canonical_columns(names)
         probs = {}
@@ -98,6 +101,7 @@ def fit(model: Path, data_root: Path) -> Dict:
         "train_prior": [round(float(p), 6) for p in prior],
         "tau": tau,
         "chosen_on": "FER+ Valid, balanced accuracy (mean per-class recall), tau in 0..1 by 0.05",
+        "tta": tta,
         "valid_balanced_accuracy_by_tau": {f"{t:.2f}": s for t, s in grid.items()},
         "valid": {"model": scores(probs["valid"], valid_labels, columns, prior, 0.0),
                   "balanced": scores(probs["valid"], valid_labels, columns, prior, tau)},
@@ -114,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="SavedModel (or TF Serving base) or .tflite")
     parser.add_argument("--twins", nargs="*", default=[],
                         help="folders of .tflite files (or SavedModels) that get the same file")
+    parser.add_argument("--tta", default=DEFAULT_TTA, choices=TTAS,
+                        help="the test-time augmentation tau is chosen under (default: the "
+                        "predictor's default)")
     parser.add_argument("--data_dir", default=None,
                         help="FER+ data folder (default: $FER_DATA_DIR/ferplus/data)")
     args = parser.parse_args(argv)
@@ -122,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         data_root = Path(args.data_dir) if args.data_dir else dataset_path("ferplus", "data")
-        doc = fit(Path(args.model), data_root)
+        doc = fit(Path(args.model), data_root, args.tta)
         targets: List[Path] = [prior_destination(Path(p)) for p in [args.model, *args.twins]]
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -95,7 +95,7 @@ def parity(keras_path: Path, serving_dir: Path, n_faces: int) -> float:
     table = readers.read_ferplus(dataset_path("ferplus", "data"), splits=("test",))
     rows = np.random.default_rng(0).choice(len(table.images), n_faces, replace=False)
     faces = resize_uint8(np.stack([table.images[i] for i in rows]), ALIGNED_SIZE)
-    with Predictor(serving_dir, prior="training") as predictor:
+    with Predictor(serving_dir, prior="training", tta="none") as predictor:
         served = predictor.classify(faces)
     rebuilt = load_model(keras_path).predict(to_model_input(faces), verbose=0)
     return float(np.abs(served - rebuilt).max())

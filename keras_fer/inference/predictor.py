@@ -31,10 +31,10 @@ import numpy as np
 from keras_fer.data.face_search import DEFAULT_MIN_FACE
 from keras_fer.data.faces import ONE_STEP_GAIN, FaceAligner, FaceDetector, FaceResult
 from keras_fer.data.imageio import ImageReadError, read_rgb, to_8bit
+from keras_fer.inference.defaults import DEFAULT_TTA, TTAS
 from keras_fer.inference.prior import PRIORS, load_prior
 
 CLASS_NAMES_FILE = "class_names.txt"
-TTAS = ("none", "flip")  # Predictor(tta=...): test-time augmentation
 CLASSIFY_BATCH = 256  # faces per model call in Predictor.classify
 _TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier at bytes 4-8 of every .tflite
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, "PIL.Image.Image"]  # noqa: F821
@@ -206,9 +206,10 @@ class Predictor:
             where the model ships a ``class_prior.json`` (:attr:`prior` says what is applied;
             ``None`` for a model without one); ``"training"``: the model's own probabilities,
             under its training set's class frequencies.
-        tta: ``"none"`` (default) or ``"flip"``: average each face's probabilities with its
-            mirror image's (twice the classifier's time; on FER+ Valid the default model's
-            balanced accuracy goes 76.64 -> 79.32 with its prior divided out).
+        tta: ``"flip"`` (default, :data:`DEFAULT_TTA`): average each face's probabilities
+            with its mirror image's (twice the classifier's time; on FER+ Valid the default
+            model's balanced accuracy goes 76.64 -> 79.32 with its prior divided out);
+            ``"none"``: one pass, the model's output as exported.
     """
 
     def __init__(
@@ -220,7 +221,7 @@ class Predictor:
         class_names: Optional[Sequence[str]] = None,
         min_face: int = DEFAULT_MIN_FACE,
         prior: str = "balanced",
-        tta: str = "none",
+        tta: str = DEFAULT_TTA,
     ):
         if model_path is None:
             from keras_fer.inference.defaults import default_model_path
