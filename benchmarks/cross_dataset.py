@@ -47,6 +47,7 @@ import fer_peer  # noqa: E402
 from keras_fer.data import labels as labels_lib  # noqa: E402
 from keras_fer.data.paths import data_dir  # noqa: E402
 from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8  # noqa: E402
+from keras_fer.inference.defaults import DEFAULT_TTA, TTAS  # noqa: E402
 from keras_fer.inference.prior import load_prior  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -142,25 +143,27 @@ def score(probs: np.ndarray, class_names: Sequence[str], test: TestSet) -> Dict:
 def run_ours(path: Path, tests: Sequence[TestSet]) -> Dict[str, List[Dict]]:
     """Every test through the model: ``{"training": rows}`` of its own output (one pass, as
     exported) and, where it ships a ``class_prior.json``, ``"balanced"`` rows of what
-    ``keras-fer predict`` answers by default (each face averaged with its mirror image, the
-    predictor's default ``tta``, then that prior divided out) and ``"balanced_one_pass"`` rows
-    (the prior divided out of the one-pass output: the default before session 16)."""
+    ``keras-fer predict`` answers by default (the predictor's default ``tta``, then that prior
+    divided out) and ``"balanced_<tta>"`` rows with each other ``tta`` (``--tta=flip``)."""
     from keras_fer.inference.predictor import Predictor
 
     aligned = [resize_uint8(test.faces, ALIGNED_SIZE) for test in tests]
-    with Predictor(path, prior="training", tta="none") as predictor:
-        prior = load_prior(predictor.model_path, predictor.class_names)
-        names = predictor.class_names
-        one_pass = [predictor.classify(faces) for faces in aligned]
-    out: Dict[str, List[Dict]] = {"training": [score(p, names, t)
-                                               for p, t in zip(one_pass, tests)]}
+    probabilities, names, prior = {}, None, None
+    for tta in TTAS:
+        with Predictor(path, prior="training", tta=tta) as predictor:
+            prior = load_prior(predictor.model_path, predictor.class_names)
+            names = predictor.class_names
+            probabilities[tta] = [predictor.classify(faces) for faces in aligned]
+            if prior is None:
+                break  # no prior: only the model's own output is scored
+    out: Dict[str, List[Dict]] = {"training": [score(p, names, t) for p, t in
+                                               zip(probabilities["none"], tests)]}
     if prior is None:
         return out
-    with Predictor(path, prior="training") as predictor:  # its default test-time augmentation
-        default = [predictor.classify(faces) for faces in aligned]
-    for name, probabilities in (("balanced", default), ("balanced_one_pass", one_pass)):
+    for tta, probs in probabilities.items():
+        name = "balanced" if tta == DEFAULT_TTA else f"balanced_{tta}"
         out[name] = [dict(score(prior.adjust(p), names, t), tau=prior.tau)
-                     for p, t in zip(probabilities, tests)]
+                     for p, t in zip(probs, tests)]
     return out
 
 
@@ -174,8 +177,8 @@ def run_fer(path: Path, tests: Sequence[TestSet]) -> List[Dict]:
 def default_answers(rows: Dict[str, Dict]) -> Dict[str, float]:
     """Each of our models' accuracy as ``keras-fer predict`` answers with it by default: its
     ``_balanced`` row where it has one, else its own output (the other rows are variants)."""
-    models = [k for k in rows if k != "fer" and not k.endswith(("_balanced",
-                                                                "_balanced_one_pass"))]
+    models = [k for k in rows if k != "fer" and not k.endswith(
+        tuple(f"_balanced_{tta}" for tta in TTAS) + ("_balanced",))]
     return {k: rows.get(f"{k}_balanced", rows[k])["accuracy"] for k in models}
 
 
@@ -191,12 +194,12 @@ def markdown(report: Dict) -> str:
                          f"| {', '.join(row['columns'])} |")
     if any(name.endswith("_balanced") for rows in report["details"].values() for name in rows):
         lines += ["", "`_balanced`: as `keras-fer predict` and `keras_fer.Predictor()` answer "
-                  "by default: each face averaged with its mirror image (`--tta=flip`), then "
-                  "the model's FER+ Train class prior divided out to the power tau (its "
-                  "`class_prior.json`, tau chosen on FER+ Valid's balanced accuracy, under flip, "
-                  "by `tools/fit_class_prior.py`). `_balanced_one_pass`: the same prior on one "
-                  "pass (`--tta=none`). Rows without a suffix: the model's own output, one pass "
-                  "(`--prior=training --tta=none`)."]
+                  f"by default (`--tta={DEFAULT_TTA}`): the model's FER+ Train class prior "
+                  "divided out to the power tau (its `class_prior.json`, tau chosen on FER+ "
+                  "Valid's balanced accuracy by `tools/fit_class_prior.py`). `_balanced_flip`: "
+                  "the same with each face averaged with its mirror image first (`--tta=flip`). "
+                  "Rows without a suffix: the model's own output, one pass "
+                  "(`--prior=training`)."]
     gap = report.get("gap_ferplus_to_ckplus48")
     if gap is not None:
         lines += ["", "FER+ -> CK+48 (7 classes), the best shipped model as `keras-fer predict` "
@@ -223,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> Dict:
                                 (CKPLUS_MODELS, ["ckplus_to_ferplus"])):
         for key, rel in models:
             # The model's own output, then (where it ships a class_prior.json) what
-            # keras-fer predict gives by default (flip, the FER+ class prior divided out)
-            # and the prior on the one-pass output.
+            # keras-fer predict gives by default (the FER+ class prior divided out) and the
+            # same with --tta=flip.
             runs = run_ours(SERVING / rel, [blocks[b][1][0] for b in block_names])
             for prior, rows in runs.items():
                 name = key if prior == "training" else f"{key}_{prior}"

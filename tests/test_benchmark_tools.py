@@ -446,3 +446,12 @@ def test_recipe_table_names_the_seed_only_where_a_run_has_several(tmp_path):
     text = recipe.markdown(table)
     assert "| seeds (seed 0) |" in text and "| seeds (seed 1) |" in text
     assert "| single |" in text and "single (seed" not in text
+
+
+def test_the_cross_dataset_gap_counts_each_model_as_predict_answers_by_default():
+    cross = load_script("benchmarks/cross_dataset.py")
+    rows = {"a": {"accuracy": 70.0}, "a_balanced": {"accuracy": 80.0},
+            "a_balanced_flip": {"accuracy": 90.0}, "b": {"accuracy": 75.0},
+            "fer": {"accuracy": 60.0}}
+    # a: its prior-divided default, not the --tta=flip variant; b ships no prior: its own
+    assert cross.default_answers(rows) == {"a": 80.0, "b": 75.0}

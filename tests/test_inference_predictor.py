@@ -54,8 +54,8 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictors(exported):
     with FaceDetector() as detector:
-        # One pass (tta="none"): these compare with the Keras model's own output; the default
-        # flip is checked against two such passes in test_inference_prior.py.
+        # One pass (tta="none", also the default): these compare with the Keras model's own
+        # output; flip is checked against two such passes in test_inference_prior.py.
         sm = Predictor(exported["savedmodel"], detector=detector, tta="none")
         tfl = Predictor(exported["tflite"], detector=detector, num_threads=1, tta="none")
         yield sm, tfl

@@ -123,9 +123,9 @@ def test_predictor_divides_the_prior_out_unless_asked_not_to(tiny_tflite):
 def test_flip_tta_averages_each_face_with_its_mirror(tiny_tflite):
     path, prior = tiny_tflite
     faces = np.random.default_rng(1).integers(0, 256, (4, 60, 60), dtype=np.uint8)
-    with Predictor(path, num_threads=1, prior="training", tta="none") as own, \
-            Predictor(path, num_threads=1) as flip:
-        assert (own.tta, flip.tta) == ("none", "flip")  # flip is the default
+    with Predictor(path, num_threads=1, prior="training") as own, \
+            Predictor(path, num_threads=1, tta="flip") as flip:
+        assert (own.tta, flip.tta) == ("none", "flip")  # one pass is the default
         mean = (own.classify(faces) + own.classify(faces[:, :, ::-1].copy())) / 2
         np.testing.assert_allclose(flip.classify(faces), prior_lib.adjust(mean, prior, 0.5),
                                    atol=1e-6)
@@ -150,7 +150,7 @@ def test_cli_reports_the_prior_it_applied(tiny_tflite, tmp_path):
         assert proc.returncode == 0, proc.stderr
         reports[flag] = json.loads(proc.stdout)
     assert reports["--prior=training"]["prior"] is None
-    assert reports["--prior=training"]["tta"] == reports["--prior=balanced"]["tta"] == "flip"
+    assert reports["--prior=training"]["tta"] == reports["--prior=balanced"]["tta"] == "none"
     note = reports["--prior=balanced"]["prior"]
     assert note["tau"] == 0.5 and note["file"].endswith("class_prior.json")
     assert list(note["train_prior"]) == CLASSES

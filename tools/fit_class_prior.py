@@ -7,8 +7,8 @@ posed photo set has every expression about equally often). ``keras_fer.Predictor
 probabilities by the training prior to the power ``tau`` (:mod:`keras_fer.inference.prior`);
 this tool picks ``tau`` in 0, 0.05, ..., 1 by balanced accuracy (mean per-class recall) on FER+
 Valid, from the model's own probabilities as the predictor computes them with ``--tta`` (its
-default, flip: each face averaged with its mirror image; recorded as ``"tta"``). FER+ Test is
-scored with and without, for the record only; nothing is chosen on it.
+default: one pass; recorded as ``"tta"``). FER+ Test is scored with and without, for the
+record only; nothing is chosen on it.
 
     python tools/fit_class_prior.py --model=saved_models/expression_ferplus_resnet18 \
         --twins=saved_models/expression_ferplus_resnet18_tflite/tflite

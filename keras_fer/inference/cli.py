@@ -117,8 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tta",
         default=DEFAULT_TTA,
         choices=TTAS,
-        help="flip (default): average each face with its mirror image (twice the "
-        "classification time, better on FER+ Valid); none: one pass, for speed",
+        help="none (default): one pass; flip: average each face with its mirror image (twice "
+        "the classification time; better on FER+ Valid, not on CK+)",
     )
     parser.add_argument("--recursive", action="store_true", help="folder: include sub-folders")
     parser.add_argument("--output", default=None, help="write the JSON here instead of stdout")
