@@ -145,6 +145,12 @@ SETTINGS = {
                                           "expression_ckplus7_r18_shipped_all_seeds.txt); "
                                           "the three seeds' ensemble (declared before the "
                                           "run): 97.77 ± 2.59",
+    "expression_ckplus8_r18_shipped_all": "as expression_ckplus7_r18_shipped_all on CK+ 8 "
+                                          "classes (ckplus_neutral), the methods' CK+ 8 folds; "
+                                          "seed 0 only (the last 133 s of session 16's device "
+                                          "time; tools/jobs/"
+                                          "expression_ckplus8_r18_shipped_all_seeds.txt); "
+                                          "paired with TFE-JL's ResNet-18 baseline",
     "expression_ferplus_resnet18_e100_seeds": "the shipped model's recipe "
                                               "(expression_ferplus_resnet18_e100) again at seeds "
                                               "0-2, session 16; Valid 83.63 / 83.80 / 83.69, "
@@ -170,6 +176,7 @@ BASELINE_RUN = {
     "idferm_ckplus7_r18_face_residual": "idferm_ckplus7_r18_face",
     "expression_ckplus7_r18_shipped": ("idferm_ckplus7_r18_face", "baseline"),
     "expression_ckplus7_r18_shipped_all": ("idferm_ckplus7_r18_face", "baseline"),
+    "expression_ckplus8_r18_shipped_all": ("tfe_ckplus8_r18_face", "baseline"),
 }
 
 
