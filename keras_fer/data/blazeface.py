@@ -21,8 +21,8 @@ import numpy as np
 from keras_fer.data.face_detector import (
     DEFAULT_MARGINS,
     Detection,
-    _as_uint8_image,
     checked_detector_args,
+    detect_over_margins,
     margin_canvas,
 )
 
@@ -154,12 +154,8 @@ class LiteRTFaceDetector:
         self, image: np.ndarray, margins: Optional[Sequence[float]] = None
     ) -> List[Detection]:
         """Finds faces in a uint8 gray or RGB image; best score first (see FaceDetector)."""
-        image = _as_uint8_image(image)
-        for margin in self.margins if margins is None else margins:
-            found = self._detect_once(image, margin)
-            if found:
-                return sorted(found, key=lambda d: -d.score)
-        return []
+        return detect_over_margins(self._detect_once, image,
+                                   self.margins if margins is None else margins)
 
     def _detect_once(self, image: np.ndarray, margin: float) -> List[Detection]:
         if self._interpreter is None:

@@ -147,6 +147,18 @@ def _as_uint8_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def detect_over_margins(detect_once, image: np.ndarray,
+                        margins: Sequence[float]) -> List[Detection]:
+    """``detect_once(image, margin)`` for each margin in order until one finds a face: those
+    faces, best score first (``[]`` if none does). ``image`` is checked and made uint8 first."""
+    image = _as_uint8_image(image)
+    for margin in margins:
+        found = detect_once(image, margin)
+        if found:
+            return sorted(found, key=lambda d: -d.score)
+    return []
+
+
 class FaceDetector:
     """MediaPipe BlazeFace short-range detector in image mode on the CPU.
 
@@ -195,12 +207,8 @@ class FaceDetector:
         Returns:
             The detections (possibly empty), best score first.
         """
-        image = _as_uint8_image(image)
-        for margin in self.margins if margins is None else margins:
-            found = self._detect_once(image, margin)
-            if found:
-                return sorted(found, key=lambda d: -d.score)
-        return []
+        return detect_over_margins(self._detect_once, image,
+                                   self.margins if margins is None else margins)
 
     def _detect_once(self, image: np.ndarray, margin: float) -> List[Detection]:
         mp = import_mediapipe()
