@@ -19,8 +19,10 @@ from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import Experiment, load_experiment
 from trainers import expression as trainer
 from flag_helpers import parsed_flags
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[1]
+gpu_run = load_script("tools/gpu_run.py")
 FLAGFILES = REPO / "trainers" / "flagfiles"
 RECIPE_KEYS = {"valid_accuracy", "valid_accuracy_tta_flip", "valid_accuracy_tta_flip_crops",
                "test_accuracy_tta_flip", "test_accuracy_tta_flip_crops", "best_epochs"}
@@ -185,6 +187,11 @@ def test_flagfiles_parse(name, variant, lr):
         assert (config.dataset, config.protocol, config.val_fraction) == ("ckplus48", "ck7", 0.1)
 
 
+def _job_list(name: str) -> list:
+    """``tools/jobs/<name>``'s jobs as gpu_run reads them, each split into words."""
+    return [line.split() for line in gpu_run.read_jobs(REPO / "tools" / "jobs" / name)]
+
+
 @pytest.mark.parametrize("run, val_fraction", [("expression_ckplus7_r18_shipped", 0.1),
                                                 ("expression_ckplus7_r18_shipped_all", 0.0)])
 def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds(run, val_fraction):
@@ -199,8 +206,7 @@ def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds(run, val_fr
     assert (config.dataset, config.protocol, config.folds, config.fold_seed) == (
         methods.dataset, methods.protocol, methods.folds, methods.fold_seed)
     assert config.extra["init"] == methods.extra["resnet_init"]
-    jobs = [line.split() for line in (REPO / "tools" / "jobs" / f"{run}_seeds.txt").read_text()
-            .splitlines() if line and not line.startswith("#")]
+    jobs = _job_list(f"{run}_seeds.txt")
     assert all(j[1] == f"--flagfile=trainers/flagfiles/{run}.flags" for j in jobs)
     assert sorted((j[3], j[4]) for j in jobs) == sorted(
         (f"--fold={k}", f"--seed={s}") for k in range(10) for s in range(3))
@@ -210,9 +216,7 @@ def test_ckplus7_from_the_shipped_resnet18_runs_on_the_methods_folds(run, val_fr
 def test_ferplus_resnet18_seeds_list_differs_only_in_the_seed():
     """The seed-ensemble list: the shipped 100-epoch recipe at seeds 0-2, one run folder each
     under one run (so the import keeps them apart and ensemble_folds can combine them)."""
-    jobs = [line.split() for line in (REPO / "tools" / "jobs" /
-                                      "expression_ferplus_resnet18_seeds.txt").read_text()
-            .splitlines() if line and not line.startswith("#")]
+    jobs = _job_list("expression_ferplus_resnet18_seeds.txt")
     configs = []
     for job in jobs:
         assert job[0] == "trainers.expression"

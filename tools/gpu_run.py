@@ -33,6 +33,13 @@ from pathlib import Path
 KEEP_SUFFIXES = (".json", ".csv", ".png", ".log", ".md")
 
 
+def read_jobs(path: Path) -> list[str]:
+    """A job list's lines: one job each (``---`` separates batches), ``#`` comments and blank
+    lines left out."""
+    return [ln.strip() for ln in Path(path).read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+
+
 OUT_OF_MEMORY = ("RESOURCE_EXHAUSTED", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
 
 
@@ -214,8 +221,7 @@ def main():
     parser.add_argument("--keep", default="", help="comma-separated path suffixes of model "
                         "files to bring back too (e.g. fold_0/inference.keras)")
     args = parser.parse_args()
-    lines = [ln.strip() for ln in Path(args.jobs).read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = read_jobs(args.jobs)
     log_dir = Path("runs/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     start, batch, results, n = time.time(), [], [], 0
