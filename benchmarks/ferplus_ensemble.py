@@ -42,17 +42,18 @@ MEMBERS = {
 }
 
 
-def member_probabilities(path: Path, faces: np.ndarray) -> np.ndarray:
-    """Probabilities over the canonical FER+ classes (``labels.CANONICAL`` order) of 48 px
-    faces, through ``keras_fer.Predictor`` with the model's own output (no prior)."""
+def member_probabilities(path: Path, faces: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Per split, probabilities over the canonical FER+ classes (``labels.CANONICAL`` order)
+    of 48 px faces, through ``keras_fer.Predictor`` with the model's own output (no prior);
+    the model is loaded once for all splits."""
     from keras_fer.inference.predictor import Predictor
 
-    aligned = resize_uint8(faces, ALIGNED_SIZE)
+    out = {}
     with Predictor(path, prior="training", tta="none") as predictor:
-        probs = predictor.classify(aligned)
         columns = labels_lib.canonical_columns(predictor.class_names)
-    out = np.zeros((len(faces), len(labels_lib.CANONICAL)))
-    out[:, columns] = probs
+        for split, split_faces in faces.items():
+            out[split] = np.zeros((len(split_faces), len(labels_lib.CANONICAL)))
+            out[split][:, columns] = predictor.classify(resize_uint8(split_faces, ALIGNED_SIZE))
     return out
 
 
@@ -106,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> Dict:
         labels[split] = np.asarray(table.expression)[keep]
     probs = {}
     for name, rel in MEMBERS.items():
-        probs[name] = {split: member_probabilities(SERVING / rel, faces[split])
-                       for split in faces}
+        probs[name] = member_probabilities(SERVING / rel, faces)
         print(name, {s: round(accuracy_percent(p, labels[s]), 2)
                      for s, p in probs[name].items()}, flush=True)
     rows = combinations(probs, labels)
