@@ -69,3 +69,53 @@ def test_folders_step_copies_the_raw_datasets_writable(tmp_path, ckplus48_dir, c
     # What exists is kept: a second run copies nothing.
     capsys.readouterr()
     assert prepare.main(argv) == 0 and " -> " not in capsys.readouterr().out
+
+
+def _job_pack(line: str) -> str | None:
+    """The experiment pack a job line reads with ``--data_dir=.devdata`` (its flagfile's
+    settings, then the line's own), or None for a job that reads no pack."""
+    import shlex
+    from pathlib import Path
+
+    from keras_fer.data import packs, registry
+
+    args = shlex.split(line.split(" ", 1)[1] if line.startswith("@after=") else line)[1:]
+    if "--data_dir=.devdata" not in args:
+        return None
+    values = {}
+    flagfiles = [a.split("=", 1)[1] for a in args if a.startswith("--flagfile=")]
+    for flagfile in flagfiles:
+        for text in Path(prepare.REPO / flagfile).read_text().splitlines():
+            if text.startswith("--"):
+                args.insert(0, text.strip())  # the line's own flags come later and win
+    for arg in args:
+        key, _, value = arg[2:].partition("=")
+        if key.startswith("no") and not value and key[2:] == "use_orl":
+            key, value = "use_orl", "false"
+        values[key] = value or "true"
+    dataset = values["dataset"]
+    protocol = values.get("protocol") or registry.get(dataset).protocol
+    return packs.pack_name(dataset, protocol, int(values.get("limit", 0)),
+                           values.get("use_orl", "true").lower() != "false")
+
+
+def test_every_job_list_still_to_run_finds_its_pack():
+    """Session 17's first FER+ TFE-JL and IF-GAN calls stopped at once: their flagfiles say
+    --use_orl=false, whose pack prepare_devdata did not build. Every job list still to run
+    (its header says "Not run yet") must read only packs that prepare_devdata builds."""
+    from keras_fer.data import packs
+
+    gpu_run = load_script("tools/gpu_run.py")
+    built = {packs.pack_name(d, p, use_orl=o) for d, p, o in prepare.PACKS}
+    lists = [p for p in sorted((prepare.REPO / "tools" / "jobs").glob("*.txt"))
+             if "Not run yet" in p.read_text()]
+    needed = {}
+    for path in lists:
+        for line in gpu_run.read_jobs(path):
+            pack = _job_pack(line)
+            if pack:
+                needed.setdefault(pack, path.name)
+    assert needed, "no job list still to run reads a pack: the check would test nothing"
+    missing = {pack: name for pack, name in needed.items() if pack not in built}
+    assert not missing, f"packs the job lists read but prepare_devdata does not build: {missing}"
+    assert "ferplus_ferplus8_noorl.npz" in needed  # TFE-JL's and IF-GAN's FER+ lists

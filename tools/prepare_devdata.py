@@ -4,7 +4,9 @@ A fresh checkout has none of it, and every device call names some of it in ``car
 
 - ``packs``: the experiment packs the trainers read with ``--data_dir=.devdata``
   (``tools/make_pack.py``): ``ckplus48_ck7.npz``, ``ckplus_neutral_ck8.npz``,
-  ``ferplus_ferplus8.npz``;
+  ``ferplus_ferplus8.npz`` and ``ferplus_ferplus8_noorl.npz`` (for the flagfiles with
+  ``--use_orl=false``; ``tests/test_prepare_devdata.py`` checks that every job list still to
+  run finds its pack here);
 - ``teacher``: ``ferplus_resnet18_std.keras``, the shipped FER+ ResNet-18 as a float16
   ``.keras`` (``tools/keras_from_savedmodel.py``): the ``--init``/``resnet_init``/``rml_init``
   and ``--teacher`` of the ``*_r18*`` flagfiles;
@@ -37,7 +39,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PACKS = (("ckplus48", "ck7"), ("ckplus_neutral", "ck8"), ("ferplus", "ferplus8"))
+# (dataset, protocol, with ORL's identities): the packs the job lists read.
+PACKS = (("ckplus48", "ck7", True), ("ckplus_neutral", "ck8", True),
+         ("ferplus", "ferplus8", True), ("ferplus", "ferplus8", False))
 TEACHER = "ferplus_resnet18_std.keras"
 DLIB_F16 = "dlib_face_resnet_f16.weights.h5"
 # Keras as pinned for this checkout (requirements.txt), and its two pure-Python dependencies.
@@ -96,10 +100,11 @@ def main(argv=None) -> int:
     if "packs" in steps:
         from keras_fer.data.packs import pack_name
 
-        for dataset, protocol in PACKS:
-            if not (args.out / pack_name(dataset, protocol)).exists():
+        for dataset, protocol, use_orl in PACKS:
+            if not (args.out / pack_name(dataset, protocol, use_orl=use_orl)).exists():
                 _run([python, "tools/make_pack.py", f"--dataset={dataset}",
                       f"--protocol={protocol}", f"--out={args.out}"]
+                     + ([] if use_orl else ["--no_orl"])
                      + ([f"--data_dir={args.data_dir}"] if args.data_dir else []))
     if "teacher" in steps and not (args.out / TEACHER).exists():
         _run([python, "tools/keras_from_savedmodel.py",
