@@ -43,6 +43,8 @@ def _main(trainer, capsys, *argv):
     ("--variant=ifx", "--variant=ifx is not a variant of idennet; valid: original, i, f, if."),
     ("--fold=-2", "--fold=-2: give a fold index 0..9"),
     ("--batch_size=0", "--batch_size=0: must be a positive integer."),
+    ("--limit=64", "--limit=64: works on the datasets with fixed splits (ferplus, fer2013) "
+     "only; synthetic is read whole"),
     ("--export=onnx", "--export=onnx: Unknown export formats ['onnx']"),
     ('--extra={"emotion_inti": "runs/x.keras"}',
      "--extra for idennet: unknown key 'emotion_inti'; valid keys: alpha, distill_epochs"),

@@ -283,6 +283,11 @@ def validate(config, check_data: bool = True) -> None:
     for name in ("epochs", "pretrain_epochs", "limit", "heatmaps"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name}={getattr(config, name)}: must be 0 or more.")
+    if config.limit and not fixed:
+        raise ConfigError(f"--limit={config.limit}: works on the datasets with fixed splits "
+                          f"({', '.join(registry.FIXED_SPLIT_DATASETS)}) only; "
+                          f"{config.dataset} is read whole (its folds split subjects): use "
+                          "--fold for a shorter run.")
     if not 0.0 <= config.val_fraction < 1.0:
         raise ConfigError(f"--val_fraction={config.val_fraction}: must be in [0, 1).")
     if not 0.0 <= config.identity_fraction <= 1.0:
