@@ -185,6 +185,7 @@ def test_unreadable_inputs(models, tmp_path):
     assert proc.returncode == 2 and "input not found" in proc.stderr and report is None
     proc, report = _predict(bad, "--model", tmp_path / "missing.tflite")
     assert proc.returncode == 2 and "Model not found" in proc.stderr
+    assert "give a SavedModel folder" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_video_frames_folder_and_max_frames_in_process(models, astronaut, tmp_path):

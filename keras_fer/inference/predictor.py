@@ -98,7 +98,9 @@ def check_model_path(model_path: Union[str, Path]) -> Path:
     """
     model_path = Path(model_path)
     if not model_path.exists():
-        raise FileNotFoundError(f"Model not found: {model_path}")
+        raise FileNotFoundError(f"Model not found: {model_path} (give a SavedModel folder, "
+                                "e.g. saved_models/expression_ferplus_resnet18/1, or a "
+                                ".tflite file; with none, the default model is used)")
     if model_path.is_dir():
         try:
             return resolve_saved_model_dir(model_path)
