@@ -49,6 +49,8 @@ def _main(trainer, capsys, *argv):
     ('--extra={"emotion_inti": "runs/x.keras"}',
      "--extra for idennet: unknown key 'emotion_inti'; valid keys: alpha, distill_epochs"),
     ('--extra={"alpha": "0.1"}', "--extra for idennet: 'alpha' must be number or null."),
+    ('--extra={"emotion_init": "/nonexistent/stream.keras"}',
+     "--extra 'emotion_init': /nonexistent/stream.keras not found; give an existing file"),
     ('--extra={"alpha": 0.1', "--extra is not valid JSON ("),
     ("--extra=[1]", "--extra must be a JSON object"),
 ])

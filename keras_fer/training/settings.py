@@ -189,6 +189,27 @@ def parse_extra(text: str) -> Dict[str, Any]:
     return value
 
 
+# The --extra keys whose value is a file or folder the run reads (weights to start from, a
+# teacher, a data folder): checked to exist before anything runs.
+PATH_KEYS = {
+    "expression": ("init", "teacher", "face_weights"),
+    "idennet": ("emotion_init", "identity_init", "distill_ferplus_dir"),
+    "tfe": ("resnet_init", "distill_ferplus_dir"),
+    "idferm": ("rml_init", "hng_init"),
+    "ifgan": ("classifier_weights",),
+}
+
+
+def check_extra_paths(method: str, extra: Mapping[str, Any]) -> None:
+    """Raises ConfigError for an ``--extra`` path (:data:`PATH_KEYS`) that does not exist."""
+    for key in PATH_KEYS.get(method, ()):
+        value = extra.get(key)
+        if value and not Path(value).exists():
+            where = "" if Path(value).is_absolute() else f" (relative to {Path.cwd()})"
+            raise ConfigError(f"--extra {key!r}: {value} not found{where}; give an existing "
+                              "file or folder, or leave the key out.")
+
+
 def check_extra(method: str, extra: Mapping[str, Any]) -> None:
     """Raises ConfigError for an unknown key or a wrong type in ``method``'s ``--extra``."""
     types = extra_types(method)
@@ -302,5 +323,6 @@ def validate(config, check_data: bool = True) -> None:
                           "previous run's to resume it).")
     check_extra(config.method, config.extra)
     if check_data:
+        check_extra_paths(config.method, config.extra)
         check_data_dir(config.dataset, config.data_dir, config.protocol, config.limit,
                        config.use_orl)
