@@ -72,38 +72,31 @@ def test_folders_step_copies_the_raw_datasets_writable(tmp_path, ckplus48_dir, c
 
 
 def _job_pack(line: str) -> str | None:
-    """The experiment pack a job line reads with ``--data_dir=.devdata`` (its flagfile's
-    settings, then the line's own), or None for a job that reads no pack."""
+    """The experiment pack a job line reads with ``--data_dir=.devdata``, its flags parsed as
+    its trainer parses them (flagfile first, then the line's own), or None for a job that reads
+    no pack. Run from the repository root, where the lines' flagfile paths start."""
+    import importlib
     import shlex
-    from pathlib import Path
 
+    from flag_helpers import parsed_flags
     from keras_fer.data import packs, registry
 
-    args = shlex.split(line.split(" ", 1)[1] if line.startswith("@after=") else line)[1:]
-    if "--data_dir=.devdata" not in args:
+    words = shlex.split(line.split(" ", 1)[1] if line.startswith("@after=") else line)
+    if "--data_dir=.devdata" not in words[1:]:
         return None
-    values = {}
-    flagfiles = [a.split("=", 1)[1] for a in args if a.startswith("--flagfile=")]
-    for flagfile in flagfiles:
-        for text in Path(prepare.REPO / flagfile).read_text().splitlines():
-            if text.startswith("--"):
-                args.insert(0, text.strip())  # the line's own flags come later and win
-    for arg in args:
-        key, _, value = arg[2:].partition("=")
-        if key.startswith("no") and not value and key[2:] == "use_orl":
-            key, value = "use_orl", "false"
-        values[key] = value or "true"
-    dataset = values["dataset"]
-    protocol = values.get("protocol") or registry.get(dataset).protocol
-    return packs.pack_name(dataset, protocol, int(values.get("limit", 0)),
-                           values.get("use_orl", "true").lower() != "false")
+    importlib.import_module(words[0])  # defines the trainer's own flags
+    with parsed_flags(words[0], *words[1:]) as parsed:
+        protocol = parsed.protocol or registry.get(parsed.dataset).protocol
+        return packs.pack_name(parsed.dataset, protocol, parsed.limit, parsed.use_orl)
 
 
-def test_every_job_list_still_to_run_finds_its_pack():
+def test_every_job_list_still_to_run_finds_its_pack(monkeypatch):
     """Session 17's first FER+ TFE-JL and IF-GAN calls stopped at once: their flagfiles say
     --use_orl=false, whose pack prepare_devdata did not build. Every job list still to run
     (its header says "Not run yet") must read only packs that prepare_devdata builds."""
     from keras_fer.data import packs
+
+    monkeypatch.chdir(prepare.REPO)
 
     gpu_run = load_script("tools/gpu_run.py")
     built = {packs.pack_name(d, p, use_orl=o) for d, p, o in prepare.PACKS}
