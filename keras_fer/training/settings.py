@@ -322,7 +322,7 @@ def validate(config, check_data: bool = True) -> None:
         raise ConfigError(f"--model_dir={model_dir} is a file; give a folder (new, or a "
                           "previous run's to resume it).")
     check_extra(config.method, config.extra)
+    check_extra_paths(config.method, config.extra)
     if check_data:
-        check_extra_paths(config.method, config.extra)
         check_data_dir(config.dataset, config.data_dir, config.protocol, config.limit,
                        config.use_orl)
