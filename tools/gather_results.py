@@ -171,6 +171,34 @@ SETTINGS = {
                                                   "on Valid, session 15",
     "expression_ferplus_edge_distill_shipped_t2": "as expression_ferplus_edge_distill_shipped_t4 "
                                                   "at T 2 / KD weight 0.5 (the better on Valid)",
+    "idennet_ckplus8_r18_face": "as idennet_ckplus7_r18_face on CK+ 8 classes (ckplus_neutral), "
+                                "F's and IF's identity stream from today's "
+                                "pretrained/identity_densenet_distilled.keras (centred, 60 "
+                                "epochs); Original and IF x 10 fixed folds x seeds 0-2, one job "
+                                "per fold, seed and variant, one seed a call, session 18 "
+                                "(tools/jobs/r18_face_ckplus8_idennet_seeds.txt); F not run (it "
+                                "equals Original on every CK+ 7 fold on this backbone)",
+    "tfe_ferplus_r18_face": "new backbones on FER+ (issue 17 part 4): as tfe_ckplus7_r18_face, "
+                            "both variants fine-tuned from the shipped FER+ ResNet-18 for 10 "
+                            "epochs at lr 0.001 (FER+ Train, no ORL), the last epoch scored on "
+                            "Test; seeds 0-2 in one call of session 18 "
+                            "(tools/jobs/tfe_r18_face_ferplus_seeds.txt)",
+    "ifgan_ferplus_r18_face": "new backbones on FER+ (issue 17 part 4): E = the shipped FER+ "
+                              "ResNet-18 pair classifier, 5 epochs, batch 32, lr 1e-4; baseline "
+                              "= that E alone, same epochs; seeds 0-2, session 18 (tools/jobs/"
+                              "r18_face_ferplus_ifgan_seeds.txt; the GAN stages finished in one "
+                              "call, whose deadline cut their test pass; the next call loaded "
+                              "each stage's final weights and scored them). The generator's "
+                              "inference-mode faces (generation.png) are near-identical average "
+                              "faces for seed 0 and textured blanks for seed 1 (Test 34.36): "
+                              "E learned on G's training-mode output",
+    "idennet_ferplus_r18_face": "new backbones on FER+ (issue 17 part 4): as "
+                                "idennet_ckplus7_r18_face, the emotion stream from the shipped "
+                                "FER+ ResNet-18, 10 epochs of stage 1 and 20 of stage 2; "
+                                "Original x seeds 0-2, session 18 "
+                                "(tools/jobs/r18_face_ferplus_idennet_seeds.txt). F's jobs were "
+                                "cut by the call's deadline in stage 2 (epoch 8 of 20): no F row "
+                                "yet",
     "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
                             "from the same file, same folds and epochs",
 }
