@@ -75,3 +75,18 @@ def test_writes_the_json(tmp_path):
     out = tmp_path / "out.json"
     assert compare_errors.main([str(_run(tmp_path)), "m", "base", f"--out={out}"]) == 0
     assert json.loads(out.read_text())["variants"] == ["m", "base"]
+
+
+def test_faces_of_no_known_person_get_no_neutral_comparison(tmp_path):
+    # FER+ writes empty subject ids: its neutral faces are nobody's "own", and the error kinds
+    # stay counted. Before, every neutral face counted as every face's own.
+    labels = [0, 5, 0, 7]
+    method = [_onehot(0, extra={1: 0.3}), _onehot(1), _onehot(0), _onehot(7)]
+    run = tmp_path / "run"
+    _write(run / "m_s0", labels, ["", "", "", ""], method, protocol="ferplus8")
+    _write(run / "base_s0", labels, ["", "", "", ""], method, protocol="ferplus8")
+    m = compare_errors.compare(run, "m", "base")["errors"]["m"]
+    assert m["expressive_as_other"] == 1
+    assert m["own_neutral_wrong_class_median"] is None
+    assert m["own_neutral_shares_wrong_class"] is None
+    assert m["other_neutral_wrong_class_mean"] is None

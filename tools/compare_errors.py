@@ -8,7 +8,8 @@ variant's errors are also split into expressive faces read as neutral, neutral f
 an expression, and expressions read as another expression; for the last, the probability the
 model gives that wrong class on the same person's neutral faces of the same fold (an error
 that person's resting face shares is what an identity part is meant to remove) against other
-people's.
+people's. Faces whose person is unknown (FER+'s empty subject ids) get the error kinds but not
+that comparison: its fields are ``None``.
 
     python tools/compare_errors.py benchmarks/results/gpu/idferm_ckplus8_r18_face rml baseline \\
         [--out benchmarks/results/compare_errors_idferm_ckplus8_r18_face.json]
@@ -27,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_folds import EnsembleError, load_member  # noqa: E402
 
 # A wrong class the person's own neutral faces give more than this probability is "shared".
+# Subject ids that name no person (FER+ has none): no own / other neutral faces for them.
+UNKNOWN_SUBJECTS = ("", "None", "-1")
 SHARED_PROBABILITY = 0.05
 
 
@@ -70,7 +73,8 @@ def _error_kinds(faces: list, neutral: int) -> dict:
                 own.append(float(own_neutral[:, pred].max()))
                 other.append(float(other_neutral[:, pred].mean()) if len(other_neutral) else 0.0)
     kinds["own_neutral_wrong_class_median"] = round(float(np.median(own)), 4) if own else None
-    kinds["own_neutral_shares_wrong_class"] = int(np.sum(np.array(own) > SHARED_PROBABILITY))
+    kinds["own_neutral_shares_wrong_class"] = (int(np.sum(np.array(own) > SHARED_PROBABILITY))
+                                               if own else None)
     kinds["other_neutral_wrong_class_mean"] = round(float(np.mean(other)), 4) if other else None
     return kinds
 
@@ -95,13 +99,16 @@ def compare(run: Path, a: str, b: str) -> dict:
             names = names or _class_names(seeds_a[seed], ta["probabilities"].shape[1])
             neutral = names.index("neutral") if "neutral" in names else -1
             subjects = np.asarray(ta["subjects"])
-            is_neutral = ta["labels"] == neutral
+            known = np.array([str(s) not in UNKNOWN_SUBJECTS for s in subjects], bool)
+            is_neutral = (ta["labels"] == neutral) & known
             for name, t in ((a, ta), (b, tb)):
                 probs = t["probabilities"]
                 for i, label in enumerate(t["labels"]):
+                    # A face of no known person has no own (or other) neutral faces.
+                    neutral_rows = is_neutral & known[i]
                     same = subjects == subjects[i]
                     faces[name].append((int(label), int(probs[i].argmax()), probs[i],
-                                        probs[is_neutral & same], probs[is_neutral & ~same]))
+                                        probs[neutral_rows & same], probs[neutral_rows & ~same]))
     if not fold_runs:
         raise EnsembleError(f"{run}: {a} and {b} share no fold")
     classes = {}
