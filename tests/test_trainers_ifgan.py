@@ -22,7 +22,8 @@ from keras_fer.models.ifgan import average_identity_targets
 from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
-from keras_fer.training.ifgan import IFGANMethod, one_face_per_subject
+from keras_fer.training.batchnorm import recalibrate_batchnorm
+from keras_fer.training.ifgan import IFGANMethod, generator_modes, one_face_per_subject
 from trainers import ifgan as trainer
 from flag_helpers import parsed_flags
 
@@ -90,11 +91,19 @@ def _check_results(model_dir: Path, variant: str, dataset: str = "synthetic") ->
     return results
 
 
-def _training_fold_average(model_dir: Path) -> np.ndarray:
+def _training_fold(model_dir: Path):
     config = TrainConfig(**json.loads((model_dir / "config.json").read_text()))
     exp = load_experiment("synthetic", model_dir, "ck7", seed=config.seed)
     idx = fold_indices(exp, config.folds, config.seed, config.val_fraction)[0]
-    data = make_fold(exp, 0, idx, seed=config.seed)
+    return make_fold(exp, 0, idx, seed=config.seed)
+
+
+def _training_faces(model_dir: Path) -> np.ndarray:
+    return to_model_input(_training_fold(model_dir).x_train)
+
+
+def _training_fold_average(model_dir: Path) -> np.ndarray:
+    data = _training_fold(model_dir)
     return average_identity_targets(to_model_input(data.x_train), data.y_train, 7)
 
 
@@ -116,6 +125,19 @@ def test_cli_gan_variants(runs, variant):
     attention = [layer for layer in model.get_layer("generator").layers
                  if "attention" in type(layer).__name__.lower()]
     assert bool(attention) == (variant == "ifgan")
+    # G's batch norm holds the population statistics of the training fold's faces (all of
+    # them: fewer than RECALIBRATION_FACES): recalibrating the exported G again changes
+    # nothing, and the mode gap it reports did not grow.
+    modes = json.loads((fold_dir / "generator_modes.json").read_text())
+    assert modes["faces"] == len(_training_faces(model_dir))
+    assert modes["after"]["inference_vs_training"] <= modes["before"]["inference_vs_training"]
+    results = json.loads((model_dir / "results.json").read_text())
+    assert results["folds"][0]["generator_modes"] == modes
+    generator = model.get_layer("generator")
+    saved = [np.array(v.numpy()) for v in generator.non_trainable_variables]
+    recalibrate_batchnorm(generator, _training_faces(model_dir))
+    for variable, value in zip(generator.non_trainable_variables, saved):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -144,6 +166,24 @@ def test_unknown_variant_is_rejected(tmp_path):
                          folds=5, fold=0, epochs=1)
     with pytest.raises(ValueError, match="variant='attention'"):
         runner.train_and_evaluate(IFGANMethod(), config)
+
+
+def test_generator_modes_without_recalibration_leaves_the_generator():
+    from keras_fer.models.unet import UNetConfig, build_unet_generator
+
+    keras.utils.set_random_seed(0)
+    generator = build_unet_generator(UNetConfig(base_filters=4, use_attention=False))
+    faces = np.random.default_rng(0).uniform(size=(40, 48, 48, 1)).astype("float32")
+    saved = [np.array(v.numpy()) for v in generator.non_trainable_variables]
+    modes = generator_modes(generator, faces, faces, recalibrate=False, batch_size=8)
+    assert modes["after"] is None and modes["faces"] == 0
+    assert modes["before"]["inference_vs_training"] > 0
+    for variable, value in zip(generator.non_trainable_variables, saved):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    modes = generator_modes(generator, faces, faces, recalibrate=True, batch_size=8)
+    assert modes["faces"] == 40
+    assert (modes["after"]["inference_vs_training"]
+            < modes["before"]["inference_vs_training"])
 
 
 def test_one_face_per_subject_keeps_the_first_of_each_class_and_subject():

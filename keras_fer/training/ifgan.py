@@ -10,6 +10,11 @@ the same budget (``config.epochs`` epochs of the fold's training faces):
   them. Writes ``fold_dir/generation.png`` (test faces of different subjects, generated
   faces, class targets) and ``fold_dir/attention.png`` (attention maps of a few query
   positions). Returns :func:`~keras_fer.models.ifgan.build_inference_model` ``(G, E)``.
+  G trains with batch statistics only; after its stage its batch-norm moving averages are
+  replaced by the population statistics of the fold's training faces (``extra
+  recalibrate_bn``, default on; sessions up to 17 scored the moving averages), and
+  ``fold_dir/generator_modes.json`` records how far G's inference-mode faces were from its
+  training-mode ones before and after (:mod:`keras_fer.training.batchnorm`).
 - ``noattention``: the same without the attention modules (no ``attention.png``).
 - ``baseline``: :func:`~keras_fer.models.ifgan.build_classifier` (E's backbone on the face
   alone) trained with softmax cross-entropy in the stage folder ``classifier``.
@@ -39,6 +44,7 @@ from keras_fer.data.preprocess import to_model_input
 from keras_fer.evaluation.gan_plots import plot_attention_maps, plot_generation_grid
 from keras_fer.models import ifgan
 from keras_fer.models.loading import load_model
+from keras_fer.training import batchnorm
 from keras_fer.training.config import TrainConfig
 from keras_fer.training.ifgan_identity import (
     REPORT as IDENTITY_REPORT,
@@ -54,6 +60,28 @@ VARIANTS = ("ifgan", "noattention", "baseline")
 # eye, mouth of an aligned face (the paper's Fig. 6 shows such facial points).
 QUERY_POINTS = ((18, 16), (18, 32), (36, 24))
 ATTENTION_FACES = 3
+MODES_REPORT = "generator_modes.json"
+# Training faces G's batch norm is recalibrated on, and its mode gap measured on, at most.
+RECALIBRATION_FACES = 8192
+GAP_FACES = 1024
+
+
+def generator_modes(generator: keras.Model, faces: np.ndarray, targets: np.ndarray,
+                    recalibrate: bool, seed: int = 0, batch_size: int = 32) -> dict:
+    """G's inference-vs-training-mode gap on training faces (and each mode's L1 to the
+    faces' average-identity targets), then, with ``recalibrate``, its batch norm set to the
+    population statistics of up to :data:`RECALIBRATION_FACES` training faces and the gap
+    again. Returns ``{"before": gap, "after": gap or None, "faces": n}``."""
+    rows = np.random.default_rng(seed).permutation(len(faces))
+    probe = rows[:GAP_FACES]
+    # Training mode normalises per batch: batches of the training batch size.
+    before = batchnorm.mode_gap(generator, faces[probe], targets[probe], batch_size)
+    if not recalibrate:
+        return {"before": before, "after": None, "faces": 0}
+    chosen = np.sort(rows[:RECALIBRATION_FACES])
+    batchnorm.recalibrate_batchnorm(generator, faces[chosen])
+    after = batchnorm.mode_gap(generator, faces[probe], targets[probe], batch_size)
+    return {"before": before, "after": after, "faces": len(chosen)}
 
 
 def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
@@ -145,6 +173,14 @@ class IFGANMethod:
         train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
                             config.batch_size, augment=True, seed=config.seed + 3)
         fit_stage(gan, fold_dir / "gan", train, config.epochs)
+        modes = generator_modes(gan.generator, faces, train.labels["target"],
+                                config.extra.get("recalibrate_bn", True), config.seed,
+                                config.batch_size)
+        io_atomic.write_json(fold_dir / MODES_REPORT, modes)
+        print(f"[ifgan] fold {data.fold}: generator inference vs training mode, mean |diff| "
+              f"{modes['before']['inference_vs_training']:.4f}" + (
+                  f" -> {modes['after']['inference_vs_training']:.4f} after recalibrating "
+                  "its batch norm" if modes["after"] else ""), flush=True)
         self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
         report = identity_freeness(gan.generator, to_model_input(data.x_test), data.y_test,
                                    data.subj_test, seed=config.seed)
@@ -157,8 +193,11 @@ class IFGANMethod:
     @staticmethod
     def fold_metrics(model, data: FoldData, fold_dir: Path) -> dict:
         """The fold's ``identity_free`` figures (IF-GAN variants), for ``results.json``."""
-        path = fold_dir / IDENTITY_REPORT
-        return {"identity_free": json.loads(path.read_text())} if path.exists() else {}
+        found = {}
+        for key, name in (("identity_free", IDENTITY_REPORT), ("generator_modes", MODES_REPORT)):
+            if (fold_dir / name).exists():
+                found[key] = json.loads((fold_dir / name).read_text())
+        return found
 
     def _fit_baseline(self, data: FoldData, config: TrainConfig, fold_dir: Path,
                       mcfg: ifgan.IFGANConfig, optimizer) -> keras.Model:

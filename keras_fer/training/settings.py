@@ -96,6 +96,7 @@ class IFGANExtra:
 
     jit_compile: Optional[Union[bool, str]] = None
     classifier_weights: Optional[str] = None
+    recalibrate_bn: Optional[bool] = None
 
 
 def extra_types(method: str) -> Dict[str, Any]:

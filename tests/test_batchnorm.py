@@ -1,0 +1,54 @@
+"""keras_fer.training.batchnorm: population statistics for batch-norm layers, and the gap
+between a model's inference and training modes."""
+
+import keras
+import numpy as np
+
+from keras_fer.training import batchnorm
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4, 4, 2))
+    y = keras.layers.Conv2D(3, 1, use_bias=False, name="conv")(x)
+    y = keras.layers.BatchNormalization(name="bn1")(y)
+    y = keras.layers.ReLU()(y)
+    y = keras.layers.Conv2D(2, 1, name="conv2")(y)
+    y = keras.layers.BatchNormalization(name="bn2")(y)
+    return keras.Model(x, y)
+
+
+def test_recalibration_sets_population_statistics_layer_by_layer():
+    rng = np.random.default_rng(0)
+    model = _model()
+    # Inputs whose per-channel mean and scale are far from the layers' initial 0 / 1.
+    faces = (rng.normal(size=(50, 4, 4, 2)) * [3.0, 0.5] + [5.0, -2.0]).astype("float32")
+    names = batchnorm.recalibrate_batchnorm(model, faces, batch_size=16)
+    assert names == ["bn1", "bn2"]
+    pre1 = np.asarray(keras.Model(model.input, model.get_layer("bn1").input)(faces))
+    bn1 = model.get_layer("bn1")
+    np.testing.assert_allclose(bn1.moving_mean.numpy(), pre1.mean(axis=(0, 1, 2)), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(bn1.moving_variance.numpy(), pre1.var(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-4)
+    # bn2's statistics are those of its input with bn1 already recalibrated: the output of
+    # the whole model in inference mode is then standardised per channel.
+    out = np.asarray(model(faces, training=False))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-3)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1.0, atol=1e-2)
+
+
+def test_mode_gap_leaves_the_moving_statistics_and_closes_after_recalibration():
+    rng = np.random.default_rng(1)
+    model = _model()
+    faces = (rng.normal(size=(64, 4, 4, 2)) * 4.0 + 3.0).astype("float32")
+    before = [v.numpy().copy() for v in model.non_trainable_variables]
+    gap = batchnorm.mode_gap(model, faces, targets=np.zeros((64, 4, 4, 2)), batch_size=64)
+    for variable, value in zip(model.non_trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    assert gap["inference_vs_training"] > 0.3  # fresh layers: moving stats 0 / 1
+    batchnorm.recalibrate_batchnorm(model, faces, batch_size=64)
+    # One batch of all the faces: training mode's batch statistics are the population's.
+    after = batchnorm.mode_gap(model, faces, batch_size=64)
+    assert after["inference_vs_training"] < 1e-4
+    assert after["inference_to_target"] is None
