@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ensemble_folds import EnsembleError, load_member  # noqa: E402
 
 # A wrong class the person's own neutral faces give more than this probability is "shared".
+SHARED_PROBABILITY = 0.05
 # Subject ids that name no person (FER+ has none): no own / other neutral faces for them.
 UNKNOWN_SUBJECTS = ("", "None", "-1")
-SHARED_PROBABILITY = 0.05
 
 
 def _seeds(run: Path, variant: str) -> dict:
