@@ -23,7 +23,7 @@ from keras_fer.training import runner
 from keras_fer.training.config import TrainConfig
 from keras_fer.data.experiments import fold_indices, load_experiment, make_fold
 from keras_fer.training.batchnorm import recalibrate_batchnorm
-from keras_fer.training.ifgan import IFGANMethod, generator_modes, one_face_per_subject
+from keras_fer.training.ifgan import IFGANMethod, one_face_per_subject, recalibrate
 from trainers import ifgan as trainer
 from flag_helpers import parsed_flags
 
@@ -126,18 +126,24 @@ def test_cli_gan_variants(runs, variant):
                  if "attention" in type(layer).__name__.lower()]
     assert bool(attention) == (variant == "ifgan")
     # G's batch norm holds the population statistics of the training fold's faces (all of
-    # them: fewer than RECALIBRATION_FACES): recalibrating the exported G again changes
-    # nothing, and the mode gap it reports did not grow.
-    modes = json.loads((fold_dir / "generator_modes.json").read_text())
-    assert modes["faces"] == len(_training_faces(model_dir))
-    assert modes["after"]["inference_vs_training"] <= modes["before"]["inference_vs_training"]
+    # them: fewer than RECALIBRATION_FACES), and E's those of the pairs (x, G(x)):
+    # recalibrating the exported G and E again changes nothing.
+    report = json.loads((fold_dir / "recalibration.json").read_text())
+    faces = _training_faces(model_dir)
+    assert report["faces"] == len(faces)
+    assert (report["after"]["generator"]["inference_vs_training"]
+            <= report["before"]["generator"]["inference_vs_training"])
+    assert 0 <= report["after"]["train_accuracy"] <= 100
     results = json.loads((model_dir / "results.json").read_text())
-    assert results["folds"][0]["generator_modes"] == modes
-    generator = model.get_layer("generator")
-    saved = [np.array(v.numpy()) for v in generator.non_trainable_variables]
-    recalibrate_batchnorm(generator, _training_faces(model_dir))
-    for variable, value in zip(generator.non_trainable_variables, saved):
-        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-4, atol=1e-5)
+    assert results["folds"][0]["recalibration"] == report
+    generator, classifier = model.get_layer("generator"), model.get_layer("classifier")
+    saved = [np.array(v.numpy()) for m in (generator, classifier)
+             for v in m.non_trainable_variables]
+    recalibrate_batchnorm(generator, faces)
+    recalibrate_batchnorm(classifier, [faces, np.asarray(generator.predict(faces, verbose=0))])
+    again = [v.numpy() for m in (generator, classifier) for v in m.non_trainable_variables]
+    for value, before in zip(again, saved):
+        np.testing.assert_allclose(value, before, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -168,22 +174,36 @@ def test_unknown_variant_is_rejected(tmp_path):
         runner.train_and_evaluate(IFGANMethod(), config)
 
 
-def test_generator_modes_without_recalibration_leaves_the_generator():
+def test_recalibration_off_leaves_both_networks_and_on_sets_e_to_the_pairs():
+    from keras_fer.models.ifgan import build_expression_classifier
     from keras_fer.models.unet import UNetConfig, build_unet_generator
 
     keras.utils.set_random_seed(0)
     generator = build_unet_generator(UNetConfig(base_filters=4, use_attention=False))
-    faces = np.random.default_rng(0).uniform(size=(40, 48, 48, 1)).astype("float32")
-    saved = [np.array(v.numpy()) for v in generator.non_trainable_variables]
-    modes = generator_modes(generator, faces, faces, recalibrate=False, batch_size=8)
-    assert modes["after"] is None and modes["faces"] == 0
-    assert modes["before"]["inference_vs_training"] > 0
-    for variable, value in zip(generator.non_trainable_variables, saved):
+    classifier = build_expression_classifier(7, filters=4, feature_dim=8)
+    rng = np.random.default_rng(0)
+    faces = rng.uniform(size=(40, 48, 48, 1)).astype("float32")
+    labels = rng.integers(0, 7, size=40)
+    variables = generator.non_trainable_variables + classifier.non_trainable_variables
+    saved = [np.array(v.numpy()) for v in variables]
+    report = recalibrate(generator, classifier, faces, faces, labels, enabled=False,
+                         batch_size=8)
+    assert report["after"] is None and report["faces"] == 0
+    assert report["before"]["generator"]["inference_vs_training"] > 0
+    for variable, value in zip(variables, saved):
         np.testing.assert_array_equal(variable.numpy(), value)
-    modes = generator_modes(generator, faces, faces, recalibrate=True, batch_size=8)
-    assert modes["faces"] == 40
-    assert (modes["after"]["inference_vs_training"]
-            < modes["before"]["inference_vs_training"])
+    report = recalibrate(generator, classifier, faces, faces, labels, enabled=True,
+                         batch_size=8)
+    assert report["faces"] == 40
+    assert (report["after"]["generator"]["inference_vs_training"]
+            < report["before"]["generator"]["inference_vs_training"])
+    # E's first batch norm now has the statistics of its first convolution on the pairs
+    # (x, G(x)) the exported path feeds it.
+    pairs = [faces, np.asarray(generator.predict(faces, verbose=0))]
+    bn = next(l for l in classifier.layers if isinstance(l, keras.layers.BatchNormalization))
+    pre = np.asarray(keras.Model(classifier.inputs, bn.input)(pairs))
+    np.testing.assert_allclose(bn.moving_mean.numpy(), pre.mean(axis=(0, 1, 2)), rtol=1e-3,
+                               atol=1e-5)
 
 
 def test_one_face_per_subject_keeps_the_first_of_each_class_and_subject():

@@ -10,11 +10,12 @@ the same budget (``config.epochs`` epochs of the fold's training faces):
   them. Writes ``fold_dir/generation.png`` (test faces of different subjects, generated
   faces, class targets) and ``fold_dir/attention.png`` (attention maps of a few query
   positions). Returns :func:`~keras_fer.models.ifgan.build_inference_model` ``(G, E)``.
-  G trains with batch statistics only; after its stage its batch-norm moving averages are
-  replaced by the population statistics of the fold's training faces (``extra
-  recalibrate_bn``, default on; sessions up to 17 scored the moving averages), and
-  ``fold_dir/generator_modes.json`` records how far G's inference-mode faces were from its
-  training-mode ones before and after (:mod:`keras_fer.training.batchnorm`).
+  G and E train with batch statistics only; after their stage the batch-norm moving
+  averages of both are replaced by population statistics of the fold's training faces (G's
+  input, then E's pairs ``(x, G(x))``: ``extra recalibrate_bn``, default on since session 18;
+  earlier runs scored the moving averages), and ``fold_dir/recalibration.json`` records G's
+  inference-vs-training-mode gap and ``E(x, G(x))``'s training-face accuracy before and after
+  (:func:`recalibrate`).
 - ``noattention``: the same without the attention modules (no ``attention.png``).
 - ``baseline``: :func:`~keras_fer.models.ifgan.build_classifier` (E's backbone on the face
   alone) trained with softmax cross-entropy in the stage folder ``classifier``.
@@ -60,28 +61,58 @@ VARIANTS = ("ifgan", "noattention", "baseline")
 # eye, mouth of an aligned face (the paper's Fig. 6 shows such facial points).
 QUERY_POINTS = ((18, 16), (18, 32), (36, 24))
 ATTENTION_FACES = 3
-MODES_REPORT = "generator_modes.json"
-# Training faces G's batch norm is recalibrated on, and its mode gap measured on, at most.
+RECALIBRATION_REPORT = "recalibration.json"
+# Training faces the batch norm is recalibrated on, and the gap measured on, at most.
 RECALIBRATION_FACES = 8192
 GAP_FACES = 1024
 
 
-def generator_modes(generator: keras.Model, faces: np.ndarray, targets: np.ndarray,
-                    recalibrate: bool, seed: int = 0, batch_size: int = 32) -> dict:
-    """G's inference-vs-training-mode gap on training faces (and each mode's L1 to the
-    faces' average-identity targets), then, with ``recalibrate``, its batch norm set to the
-    population statistics of up to :data:`RECALIBRATION_FACES` training faces and the gap
-    again. Returns ``{"before": gap, "after": gap or None, "faces": n}``."""
+def _pair_accuracy(generator: keras.Model, classifier: keras.Model, faces: np.ndarray,
+                   labels: np.ndarray) -> float:
+    """Accuracy (%) of the exported path ``E(x, G(x))``, both in inference mode."""
+    generated = np.asarray(generator.predict(faces, batch_size=256, verbose=0))
+    logits = np.asarray(classifier.predict([faces, generated], batch_size=256,
+                                           verbose=0)["logits"])
+    return float(100.0 * np.mean(logits.argmax(axis=-1) == labels))
+
+
+def recalibrate(generator: keras.Model, classifier: keras.Model, faces: np.ndarray,
+                targets: np.ndarray, labels: np.ndarray, enabled: bool, seed: int = 0,
+                batch_size: int = 32) -> dict:
+    """After the GAN stage: G's and E's batch norm set to their inputs' population
+    statistics (with ``enabled``), and what that changed on training faces.
+
+    Both train with batch statistics only, and their moving averages miss what the exported
+    path ``E(x, G(x))`` sees: G's lag its weights and miss the variance between batches; E's
+    average two calls a step, on ``(x, target)`` and on ``(x, G(x))`` pairs, while inference
+    sees only the second. G is recalibrated on up to :data:`RECALIBRATION_FACES` training
+    faces, then E on those faces paired with the recalibrated G's. Measured on up to
+    :data:`GAP_FACES` training faces, before and after: G's inference-vs-training-mode gap
+    (and each mode's L1 to the faces' average-identity targets,
+    :func:`~keras_fer.training.batchnorm.mode_gap`) and the exported path's accuracy.
+
+    Returns:
+        ``{"before": {"generator": gap, "train_accuracy": %}, "after": the same or None,
+        "faces": faces recalibrated on (0 when not enabled)}``.
+    """
     rows = np.random.default_rng(seed).permutation(len(faces))
     probe = rows[:GAP_FACES]
-    # Training mode normalises per batch: batches of the training batch size.
-    before = batchnorm.mode_gap(generator, faces[probe], targets[probe], batch_size)
-    if not recalibrate:
+
+    def measure():
+        # Training mode normalises per batch: batches of the training batch size.
+        return {"generator": batchnorm.mode_gap(generator, faces[probe], targets[probe],
+                                                batch_size),
+                "train_accuracy": _pair_accuracy(generator, classifier, faces[probe],
+                                                 labels[probe])}
+
+    before = measure()
+    if not enabled:
         return {"before": before, "after": None, "faces": 0}
-    chosen = np.sort(rows[:RECALIBRATION_FACES])
-    batchnorm.recalibrate_batchnorm(generator, faces[chosen])
-    after = batchnorm.mode_gap(generator, faces[probe], targets[probe], batch_size)
-    return {"before": before, "after": after, "faces": len(chosen)}
+    chosen = faces[np.sort(rows[:RECALIBRATION_FACES])]
+    batchnorm.recalibrate_batchnorm(generator, chosen)
+    generated = np.asarray(generator.predict(chosen, batch_size=256, verbose=0))
+    batchnorm.recalibrate_batchnorm(classifier, [chosen, generated])
+    return {"before": before, "after": measure(), "faces": len(chosen)}
 
 
 def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
@@ -173,14 +204,17 @@ class IFGANMethod:
         train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
                             config.batch_size, augment=True, seed=config.seed + 3)
         fit_stage(gan, fold_dir / "gan", train, config.epochs)
-        modes = generator_modes(gan.generator, faces, train.labels["target"],
-                                config.extra.get("recalibrate_bn", True), config.seed,
-                                config.batch_size)
-        io_atomic.write_json(fold_dir / MODES_REPORT, modes)
-        print(f"[ifgan] fold {data.fold}: generator inference vs training mode, mean |diff| "
-              f"{modes['before']['inference_vs_training']:.4f}" + (
-                  f" -> {modes['after']['inference_vs_training']:.4f} after recalibrating "
-                  "its batch norm" if modes["after"] else ""), flush=True)
+        report = recalibrate(gan.generator, gan.classifier, faces, train.labels["target"],
+                             np.asarray(data.y_train), config.extra.get("recalibrate_bn", True),
+                             config.seed, config.batch_size)
+        io_atomic.write_json(fold_dir / RECALIBRATION_REPORT, report)
+        if report["after"]:
+            print(f"[ifgan] fold {data.fold}: batch norm recalibrated on {report['faces']} "
+                  "training faces: G's inference vs training mode, mean |diff| "
+                  f"{report['before']['generator']['inference_vs_training']:.4f} -> "
+                  f"{report['after']['generator']['inference_vs_training']:.4f}; E(x, G(x)) on "
+                  f"training faces {report['before']['train_accuracy']:.2f}% -> "
+                  f"{report['after']['train_accuracy']:.2f}%", flush=True)
         self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
         report = identity_freeness(gan.generator, to_model_input(data.x_test), data.y_test,
                                    data.subj_test, seed=config.seed)
@@ -194,7 +228,8 @@ class IFGANMethod:
     def fold_metrics(model, data: FoldData, fold_dir: Path) -> dict:
         """The fold's ``identity_free`` figures (IF-GAN variants), for ``results.json``."""
         found = {}
-        for key, name in (("identity_free", IDENTITY_REPORT), ("generator_modes", MODES_REPORT)):
+        for key, name in (("identity_free", IDENTITY_REPORT),
+                          ("recalibration", RECALIBRATION_REPORT)):
             if (fold_dir / name).exists():
                 found[key] = json.loads((fold_dir / name).read_text())
         return found
