@@ -6,7 +6,8 @@ A GAN's generator trains with batch statistics only (Keras' ``fit`` calls it wit
 training-mode output. Its moving averages are a running mean of per-batch statistics: they
 miss the variance *between* batches, and lag weights that move fast. When they are off, the
 inference-mode generator (the one exported and scored) draws other faces than the one that
-trained. :func:`mode_gap` measures that; :func:`recalibrate_batchnorm` replaces the moving
+trained; a classifier trained on it in two calls a step (IF-GAN's E, on real and on generated
+pairs) averages both, where inference sees one. :func:`mode_gap` measures the first; :func:`recalibrate_batchnorm` replaces the moving
 averages with the population statistics of each layer's input, layer after layer in the
 order the graph runs them (each measured with the layers before it already recalibrated).
 """
