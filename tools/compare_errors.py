@@ -29,8 +29,6 @@ from ensemble_folds import EnsembleError, load_member  # noqa: E402
 
 # A wrong class the person's own neutral faces give more than this probability is "shared".
 SHARED_PROBABILITY = 0.05
-# Subject ids that name no person (FER+ has none): no own / other neutral faces for them.
-UNKNOWN_SUBJECTS = ("", "None", "-1")
 
 
 def _seeds(run: Path, variant: str) -> dict:
@@ -99,7 +97,8 @@ def compare(run: Path, a: str, b: str) -> dict:
             names = names or _class_names(seeds_a[seed], ta["probabilities"].shape[1])
             neutral = names.index("neutral") if "neutral" in names else -1
             subjects = np.asarray(ta["subjects"])
-            known = np.array([str(s) not in UNKNOWN_SUBJECTS for s in subjects], bool)
+            # The project's unknown subject is "" (FER+ has none): no own / other neutral faces.
+            known = np.char.strip(subjects.astype(str)) != ""
             is_neutral = (ta["labels"] == neutral) & known
             for name, t in ((a, ta), (b, tb)):
                 probs = t["probabilities"]
