@@ -7,9 +7,10 @@ training-mode output. Its moving averages are a running mean of per-batch statis
 miss the variance *between* batches, and lag weights that move fast. When they are off, the
 inference-mode generator (the one exported and scored) draws other faces than the one that
 trained; a classifier trained on it in two calls a step (IF-GAN's E, on real and on generated
-pairs) averages both, where inference sees one. :func:`mode_gap` measures the first; :func:`recalibrate_batchnorm` replaces the moving
-averages with the population statistics of each layer's input, layer after layer in the
-order the graph runs them (each measured with the layers before it already recalibrated).
+pairs) averages both, where inference sees one. :func:`mode_gap` measures the first;
+:func:`recalibrate_batchnorm` replaces the moving averages with the population statistics of
+each layer's input, layer after layer in the order the graph runs them (each measured with
+the layers before it already recalibrated).
 """
 
 from __future__ import annotations

@@ -204,17 +204,19 @@ class IFGANMethod:
         train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
                             config.batch_size, augment=True, seed=config.seed + 3)
         fit_stage(gan, fold_dir / "gan", train, config.epochs)
-        report = recalibrate(gan.generator, gan.classifier, faces, train.labels["target"],
-                             np.asarray(data.y_train), config.extra.get("recalibrate_bn", True),
-                             config.seed, config.batch_size)
-        io_atomic.write_json(fold_dir / RECALIBRATION_REPORT, report)
-        if report["after"]:
-            print(f"[ifgan] fold {data.fold}: batch norm recalibrated on {report['faces']} "
-                  "training faces: G's inference vs training mode, mean |diff| "
-                  f"{report['before']['generator']['inference_vs_training']:.4f} -> "
-                  f"{report['after']['generator']['inference_vs_training']:.4f}; E(x, G(x)) on "
-                  f"training faces {report['before']['train_accuracy']:.2f}% -> "
-                  f"{report['after']['train_accuracy']:.2f}%", flush=True)
+        recalibration = recalibrate(gan.generator, gan.classifier, faces,
+                                    train.labels["target"], np.asarray(data.y_train),
+                                    config.extra.get("recalibrate_bn", True), config.seed,
+                                    config.batch_size)
+        io_atomic.write_json(fold_dir / RECALIBRATION_REPORT, recalibration)
+        before, after = recalibration["before"], recalibration["after"]
+        if after:
+            print(f"[ifgan] fold {data.fold}: batch norm recalibrated on "
+                  f"{recalibration['faces']} training faces: G's inference vs training mode, "
+                  f"mean |diff| {before['generator']['inference_vs_training']:.4f} -> "
+                  f"{after['generator']['inference_vs_training']:.4f}; E(x, G(x)) on training "
+                  f"faces {before['train_accuracy']:.2f}% -> {after['train_accuracy']:.2f}%",
+                  flush=True)
         self._figures(gan.generator, data, average, fold_dir, mcfg.use_attention)
         report = identity_freeness(gan.generator, to_model_input(data.x_test), data.y_test,
                                    data.subj_test, seed=config.seed)
