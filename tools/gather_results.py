@@ -191,14 +191,23 @@ SETTINGS = {
                               "each stage's final weights and scored them). The generator's "
                               "inference-mode faces (generation.png) are near-identical average "
                               "faces for seed 0 and textured blanks for seed 1 (Test 34.36): "
-                              "E learned on G's training-mode output",
+                              "E learned on G's training-mode output. Session 19's rerun with "
+                              "batch-norm recalibration took E(x, G(x)) on 8,192 training faces "
+                              "from 87.1 / 61.6 / 65.8 to 89.6 / 88.2 / 90.8 (recalibration.json) "
+                              "but its deadline cut the test pass: these rows are session 18's",
+    "ifgan_ckplus8_r18_face": "as ifgan_ckplus7_r18_face on CK+ 8 classes (ckplus_neutral), "
+                              "with batch-norm recalibration after the GAN stage (session 18's "
+                              "default); the 30 baseline folds in one call, IF-GAN seed 0 in two "
+                              "(cut at the first call's deadline, resumed from the stage "
+                              "checkpoints), session 19 (tools/jobs/"
+                              "r18_face_ckplus8_ifgan_seeds.txt); IF-GAN seeds 1-2 not run yet",
     "idennet_ferplus_r18_face": "new backbones on FER+ (issue 17 part 4): as "
                                 "idennet_ckplus7_r18_face, the emotion stream from the shipped "
                                 "FER+ ResNet-18, 10 epochs of stage 1 and 20 of stage 2; "
                                 "Original x seeds 0-2, session 18 "
-                                "(tools/jobs/r18_face_ferplus_idennet_seeds.txt). F's jobs were "
-                                "cut by the call's deadline in stage 2 (epoch 8 of 20): no F row "
-                                "yet",
+                                "(tools/jobs/r18_face_ferplus_idennet_seeds.txt); F x seeds 0-2 "
+                                "with --variants=f, session 19 (cut by its first call's deadline, "
+                                "resumed from the stage checkpoints in the next)",
     "ifgan_ckplus_ferplus": "as ifgan_ckplus, with E from FER+ (pretrained/); baseline = E alone "
                             "from the same file, same folds and epochs",
 }
