@@ -38,6 +38,20 @@ def test_recalibration_sets_population_statistics_layer_by_layer():
     np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1.0, atol=1e-2)
 
 
+def test_recalibration_variance_is_exact_when_the_mean_dwarfs_the_spread():
+    # Per-batch sums of squares less the squared mean lose every digit here in float32; the
+    # batches' centred moments combined in float64 keep them.
+    x = keras.Input((3, 3, 2))
+    model = keras.Model(x, keras.layers.BatchNormalization(name="bn")(x))
+    rng = np.random.default_rng(2)
+    faces = (rng.normal(size=(70, 3, 3, 2)) * [0.1, 2.0] + [1000.0, -50.0]).astype("float32")
+    batchnorm.recalibrate_batchnorm(model, faces, batch_size=16)
+    rows = faces.astype(np.float64).reshape(-1, 2)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), rows.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), rows.var(axis=0), rtol=1e-3)
+
+
 def test_mode_gap_leaves_the_moving_statistics_and_closes_after_recalibration():
     rng = np.random.default_rng(1)
     model = _model()
