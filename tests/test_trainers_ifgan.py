@@ -206,6 +206,48 @@ def test_recalibration_off_leaves_both_networks_and_on_sets_e_to_the_pairs():
                                atol=1e-5)
 
 
+def test_recalibration_is_kept_for_a_resumed_run_and_redone_after_a_new_stage(tmp_path,
+                                                                              monkeypatch):
+    from keras_fer.models import ifgan as ifgan_models
+    from keras_fer.training import ifgan as ifgan_training
+
+    def tiny():
+        keras.utils.set_random_seed(0)
+        return ifgan_models.build_ifgan(ifgan_models.IFGANConfig(
+            num_classes=7, generator_filters=4, discriminator_filters=4, classifier_filters=4,
+            feature_dim=8))
+
+    rng = np.random.default_rng(0)
+    faces = rng.uniform(size=(24, 48, 48, 1)).astype("float32")
+    args = (faces, faces, rng.integers(0, 7, size=24), True, 0, 8)
+    stage, report_path = tmp_path / "gan", tmp_path / "recalibration.json"
+    stage.mkdir()
+
+    def stats(gan):
+        return [np.array(v.numpy()) for v in gan.non_trainable_variables]
+
+    gan = tiny()
+    first = ifgan_training.recalibrate_once(gan, stage, report_path, False, *args)
+    assert (stage / ifgan_training.RECALIBRATED_WEIGHTS).exists()
+    assert json.loads(report_path.read_text()) == first
+    recalibrated = stats(gan)
+    # Killed after it (e.g. in the test pass): the next run's complete stage loads the same
+    # weights and report, without recalibrating.
+    monkeypatch.setattr(ifgan_training, "recalibrate", lambda *a, **k: pytest.fail("again"))
+    fresh = tiny()
+    assert any(not np.array_equal(a, b) for a, b in zip(stats(fresh), recalibrated))
+    assert ifgan_training.recalibrate_once(fresh, stage, report_path, True, *args) == first
+    for value, expected in zip(stats(fresh), recalibrated):
+        np.testing.assert_array_equal(value, expected)
+    # A stage trained in this run (not resumed): its own recalibration, the old one discarded.
+    calls = []
+    monkeypatch.setattr(ifgan_training, "recalibrate",
+                        lambda *a, **k: calls.append(1) or {"before": {}, "after": None,
+                                                            "faces": 0})
+    assert ifgan_training.recalibrate_once(tiny(), stage, report_path, False, *args)["faces"] == 0
+    assert calls == [1] and not (stage / ifgan_training.RECALIBRATED_WEIGHTS).exists()
+
+
 def test_one_face_per_subject_keeps_the_first_of_each_class_and_subject():
     labels = np.array([0, 0, 0, 1, 0, 1, 0])
     subjects = np.array(["a", "a", "b", "a", "b", "a", "c"])

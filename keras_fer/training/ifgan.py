@@ -15,7 +15,8 @@ the same budget (``config.epochs`` epochs of the fold's training faces):
   input, then E's pairs ``(x, G(x))``: ``extra recalibrate_bn``, default on since session 18;
   earlier runs scored the moving averages), and ``fold_dir/recalibration.json`` records G's
   inference-vs-training-mode gap and ``E(x, G(x))``'s training-face accuracy before and after
-  (:func:`recalibrate`).
+  (:func:`recalibrate`). The recalibrated weights are kept (``gan/recalibrated.weights.h5``):
+  a run killed after them, e.g. in its test pass, loads them instead of recalibrating again.
 - ``noattention``: the same without the attention modules (no ``attention.png``).
 - ``baseline``: :func:`~keras_fer.models.ifgan.build_classifier` (E's backbone on the face
   alone) trained with softmax cross-entropy in the stage folder ``classifier``.
@@ -62,6 +63,7 @@ VARIANTS = ("ifgan", "noattention", "baseline")
 QUERY_POINTS = ((18, 16), (18, 32), (36, 24))
 ATTENTION_FACES = 3
 RECALIBRATION_REPORT = "recalibration.json"
+RECALIBRATED_WEIGHTS = "recalibrated.weights.h5"
 # Training faces the batch norm is recalibrated on, and the gap measured on, at most.
 RECALIBRATION_FACES = 8192
 GAP_FACES = 1024
@@ -113,6 +115,34 @@ def recalibrate(generator: keras.Model, classifier: keras.Model, faces: np.ndarr
     generated = np.asarray(generator.predict(chosen, batch_size=256, verbose=0))
     batchnorm.recalibrate_batchnorm(classifier, [chosen, generated])
     return {"before": before, "after": measure(), "faces": len(chosen)}
+
+
+def recalibrate_once(gan: keras.Model, stage_dir: Path, report_path: Path, stage_resumed: bool,
+                     *args, **kwargs) -> dict:
+    """:func:`recalibrate` of the IF-GAN ``gan`` after its stage in ``stage_dir``, resumable.
+
+    The recalibrated weights (``stage_dir/``:data:`RECALIBRATED_WEIGHTS`) and the report
+    (``report_path``) are written atomically, weights first; when the stage was complete
+    before this run (``stage_resumed``) and both exist, they are loaded instead. A stage
+    trained in this run discards an earlier run's recalibrated weights.
+    ``args``/``kwargs``: :func:`recalibrate`'s after its two networks.
+    """
+    weights = Path(stage_dir) / RECALIBRATED_WEIGHTS
+    if stage_resumed and report_path.exists():
+        report = json.loads(report_path.read_text())
+        if report["after"] is None or weights.exists():
+            if report["after"] is not None:
+                gan.load_weights(str(weights))
+            print(f"[ifgan] batch norm: {report_path.name} and its weights from the run "
+                  "before", flush=True)
+            return report
+    weights.unlink(missing_ok=True)
+    report = recalibrate(gan.generator, gan.classifier, *args, **kwargs)
+    if report["after"] is not None:
+        with io_atomic.atomic_path(weights) as tmp:
+            gan.save_weights(str(tmp))
+    io_atomic.write_json(report_path, report)
+    return report
 
 
 def model_config(config: TrainConfig, data: FoldData) -> ifgan.IFGANConfig:
@@ -203,12 +233,12 @@ class IFGANMethod:
                     jit_compile=config.extra.get("jit_compile", "auto"))
         train = FaceBatches(data.x_train, ifgan.ifgan_targets(data.y_train, average),
                             config.batch_size, augment=True, seed=config.seed + 3)
-        fit_stage(gan, fold_dir / "gan", train, config.epochs)
-        recalibration = recalibrate(gan.generator, gan.classifier, faces,
-                                    train.labels["target"], np.asarray(data.y_train),
-                                    config.extra.get("recalibrate_bn", True), config.seed,
-                                    config.batch_size)
-        io_atomic.write_json(fold_dir / RECALIBRATION_REPORT, recalibration)
+        resumed = fit_stage(gan, fold_dir / "gan", train, config.epochs) is None
+        recalibration = recalibrate_once(gan, fold_dir / "gan", fold_dir / RECALIBRATION_REPORT,
+                                         resumed, faces, train.labels["target"],
+                                         np.asarray(data.y_train),
+                                         config.extra.get("recalibrate_bn", True), config.seed,
+                                         config.batch_size)
         before, after = recalibration["before"], recalibration["after"]
         if after:
             print(f"[ifgan] fold {data.fold}: batch norm recalibrated on "
