@@ -5,6 +5,7 @@ import json
 import types
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,47 @@ if name.startswith("sleep"):
     assert read("flaky.start1") < sleeps_end <= read("oom.start1")
     assert sorted(p.name for p in log_dir.glob("*.try1.log")) == ["job000.try1.log",
                                                                    "job001.try1.log"]
+
+
+def test_pilot_runs_one_job_of_a_flagfile_and_variant_until_its_first_epoch_ends(
+        tmp_path, monkeypatch):
+    """With pilot, the rest of a compile group (same command but --fold, --seed, --model_dir)
+    starts once its first job's log begins a second epoch, or once that job has exited; other
+    groups start at once."""
+    monkeypatch.chdir(tmp_path)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    # A stale log of an earlier call under the pilot's name must not release its group.
+    (log_dir / "job000.log").write_text("Epoch 1/3\nEpoch 2/3\n")
+    Path("probe3.py").write_text("""
+import pathlib, sys, time
+root = pathlib.Path(sys.argv[1])
+name = next(a for a in sys.argv if a.startswith("--model_dir=")).split("/")[-1]
+(root / f"{name}.start").write_text(repr(time.time()))
+if name == "c0":  # fails before its first epoch
+    time.sleep(1.5)
+    sys.exit(4)
+slow = name in ("a0", "b0")
+print("Epoch 1/3", flush=True)
+time.sleep(2.5 if slow else 0.1)
+(root / f"{name}.epoch1").write_text(repr(time.time()))
+print("Epoch 2/3", flush=True)
+time.sleep(1.5 if slow else 0.1)
+""")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lines = [f"probe3 {tmp_path} --flag={flag} --fold={k} --seed={s} --model_dir=runs/{name}"
+             for name, flag, k, s in [("a0", "a", 0, 0), ("a1", "a", 1, 0), ("a2", "a", 0, 1),
+                                      ("b0", "b", 0, 0), ("c0", "c", 0, 0), ("c1", "c", 1, 0)]]
+    assert gpu_run._group(lines[0]) == gpu_run._group(lines[2]) != gpu_run._group(lines[3])
+    done = gpu_run._run_batch(list(enumerate(lines)), parallel=6, log_dir=log_dir,
+                              deadline=time.time() + 40, retries=0, pilot=True)
+    assert sorted(rc for _, rc, _, _ in done) == [0, 0, 0, 0, 0, 4]
+    read = lambda name: float((tmp_path / name).read_text())  # noqa: E731
+    # a1 and a2 (a0's group) wait for a0's first epoch; b0 (another --flag) starts with a0.
+    assert read("a0.epoch1") <= min(read("a1.start"), read("a2.start"))
+    assert read("b0.start") < read("a0.epoch1")
+    # c0 failed before any epoch: the rest of its group starts when it has exited.
+    assert read("c1.start") >= read("c0.start") + 1.5
 
 
 def test_throughput_rows_from_timing_files(tmp_path):

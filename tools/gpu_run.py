@@ -15,7 +15,9 @@ A job line: ``<trainer module> <args...>``, e.g.
 ``trainers.idennet --dataset=ckplus48 --variant=if --fold=3 --model_dir=runs/ck_if``.
 Lines starting with ``#`` are comments; a line ``---`` waits for all jobs above it; a job
 starting with ``@after=<path>`` is not started before that file exists (e.g. a model that an
-earlier job is still training).
+earlier job is still training). ``--pilot`` starts one job of each flagfile and variant first
+and the others once it has compiled (a cold machine's folds then load its train step from the
+cache instead of compiling it side by side).
 """
 
 from __future__ import annotations
@@ -51,25 +53,68 @@ def _out_of_memory(log: Path) -> bool:
     return any(marker in tail for marker in OUT_OF_MEMORY)
 
 
+def _group(line: str) -> str:
+    """A job's compile group: its command without ``--fold``, ``--seed`` and ``--model_dir``
+    (the folds and seeds of one flagfile and variant compile the same train step)."""
+    skip = ("--fold=", "--seed=", "--model_dir=")
+    return shlex.join(a for a in shlex.split(_command(line)) if not a.startswith(skip))
+
+
+def _epochs_begun(log: Path) -> int:
+    """How many ``Epoch k/n`` lines a job's log holds (Keras prints one as each epoch starts)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(line.startswith("Epoch ") for line in text.splitlines())
+
+
 def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"),
-               retries: int = 1, gpus: int = 1):
+               retries: int = 1, gpus: int = 1, pilot: bool = False):
     """Runs ``jobs`` ``parallel`` at a time; a job that fails is started again ``retries``
     times (stages resume, so a retry costs only the unfinished work: on a fresh machine a few
     of many processes compiling at once have failed their first train step). A job that ran
     out of GPU memory is retried last, and only while at most half of ``parallel`` jobs run:
     session 15's 40 jobs on two H200s ran out of memory, and their retries, started at once
-    among the same 40, ran out again."""
+    among the same 40, ran out again.
+
+    With ``pilot``, the first job of each compile group (:func:`_group`) runs alone until it
+    has finished its first epoch (its log begins a second one) or exited: the others then
+    find its compiled train step in JAX's persistent cache instead of compiling it side by
+    side. Session 19's 30 CK+ baselines, all compiling at once, took 110-123 s for their first
+    epoch; the two retried after the rest had compiled took 3-4 s for it."""
     running, done = [], []
     queue = list(jobs)
     tries = {i: 0 for i, _ in jobs}
     short_of_memory, half = set(), max(1, parallel // 2)
+    groups = {i: _group(line) for i, line in jobs} if pilot else {}
+    pilots = {g: i for i, g in reversed(list(groups.items()))}
+    warm = set()
+
+    def released(job) -> bool:
+        i = job[0]
+        return not pilot or pilots[groups[i]] == i or groups[i] in warm
+
     while queue or running:
+        running_ids, queued_ids = {r[0] for r in running}, {q[0] for q in queue}
+        for group, i in pilots.items():
+            if group in warm:
+                continue
+            if i in running_ids:  # (its log is this run's only once it has started)
+                if _epochs_begun(log_dir / f"job{i:03d}.log") >= 2:
+                    warm.add(group)
+            elif i not in queued_ids:
+                warm.add(group)  # the pilot exited
+            rest = sum(groups[q[0]] == group for q in queue)
+            if group in warm and rest:
+                print(f"[{time.strftime('%H:%M:%S')}] pilot job {i} past its first epoch or "
+                      f"done: starting the {rest} others of its group", flush=True)
         if time.time() > deadline:
             for i, line, proc, start, log, _ in running:
                 proc.kill()
                 print(f"job {i} killed at the deadline: {line}", flush=True)
             return done + [(i, -9, time.time() - s, ln) for i, ln, _, s, _, _ in running]
-        ready = [job for job in queue if _ready(job[1])]
+        ready = [job for job in queue if _ready(job[1]) and released(job)]
         while ready and len(running) < parallel:
             job = ready.pop(0)
             if job[0] in short_of_memory and len(running) >= half:
@@ -218,6 +263,10 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--deadline", type=float, default=540,
                         help="seconds after which running jobs are killed and results packed")
+    parser.add_argument("--pilot", action="store_true",
+                        help="start one job of each flagfile and variant first and the rest "
+                        "once it has compiled (finished its first epoch): on a cold machine, "
+                        "so that the rest load its train step from JAX's compilation cache")
     parser.add_argument("--keep", default="", help="comma-separated path suffixes of model "
                         "files to bring back too (e.g. fold_0/inference.keras)")
     args = parser.parse_args()
@@ -228,7 +277,8 @@ def main():
     deadline = start + args.deadline
     for line in lines + ["---"]:
         if line == "---":
-            results += _run_batch(batch, args.parallel, log_dir, deadline, gpus=args.gpus)
+            results += _run_batch(batch, args.parallel, log_dir, deadline, gpus=args.gpus,
+                                  pilot=args.pilot)
             batch = []
         else:
             batch.append((n, line))
