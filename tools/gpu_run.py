@@ -101,12 +101,14 @@ def _run_batch(jobs, parallel: int, log_dir: Path, deadline: float = float("inf"
             if group in warm:
                 continue
             if i in running_ids:  # (its log is this run's only once it has started)
-                if _epochs_begun(log_dir / f"job{i:03d}.log") >= 2:
-                    warm.add(group)
-            elif i not in queued_ids:
-                warm.add(group)  # the pilot exited
+                compiled = _epochs_begun(log_dir / f"job{i:03d}.log") >= 2
+            else:
+                compiled = i not in queued_ids  # the pilot exited
+            if not compiled:
+                continue
+            warm.add(group)
             rest = sum(groups[q[0]] == group for q in queue)
-            if group in warm and rest:
+            if rest:
                 print(f"[{time.strftime('%H:%M:%S')}] pilot job {i} past its first epoch or "
                       f"done: starting the {rest} others of its group", flush=True)
         if time.time() > deadline:
