@@ -4,9 +4,9 @@ A fresh checkout has none of it, and every device call names some of it in ``car
 
 - ``packs``: the experiment packs the trainers read with ``--data_dir=.devdata``
   (``tools/make_pack.py``): ``ckplus48_ck7.npz``, ``ckplus_neutral_ck8.npz``,
-  ``ferplus_ferplus8.npz`` and ``ferplus_ferplus8_noorl.npz`` (for the flagfiles with
-  ``--use_orl=false``; ``tests/test_prepare_devdata.py`` checks that every job list still to
-  run finds its pack here);
+  ``ferplus_ferplus8.npz``, their ``_noorl`` twins (for the flagfiles with
+  ``--use_orl=false``) and ``fer2013_fer2013.npz`` (``tests/test_prepare_devdata.py``
+  checks that every job list's trainer lines find their pack here);
 - ``teacher``: ``ferplus_resnet18_std.keras``, the shipped FER+ ResNet-18 as a float16
   ``.keras`` (``tools/keras_from_savedmodel.py``): the ``--init``/``resnet_init``/``rml_init``
   and ``--teacher`` of the ``*_r18*`` flagfiles;
@@ -40,8 +40,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 # (dataset, protocol, with ORL's identities): the packs the job lists read.
+# Every pack a job list in tools/jobs reads (tests/test_prepare_devdata.py checks them all):
+# TFE-JL's CK+ lists and the FER+ ones train without ORL, one list reads FER2013's labels.
 PACKS = (("ckplus48", "ck7", True), ("ckplus_neutral", "ck8", True),
-         ("ferplus", "ferplus8", True), ("ferplus", "ferplus8", False))
+         ("ckplus48", "ck7", False), ("ckplus_neutral", "ck8", False),
+         ("ferplus", "ferplus8", True), ("ferplus", "ferplus8", False),
+         ("fer2013", "fer2013", True))
 TEACHER = "ferplus_resnet18_std.keras"
 DLIB_F16 = "dlib_face_resnet_f16.weights.h5"
 # Keras as pinned for this checkout (requirements.txt), and its two pure-Python dependencies.
