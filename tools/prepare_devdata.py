@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# (dataset, protocol, with ORL's identities): the packs the job lists read.
-# Every pack a job list in tools/jobs reads (tests/test_prepare_devdata.py checks them all):
-# TFE-JL's CK+ lists and the FER+ ones train without ORL, one list reads FER2013's labels.
+# (dataset, protocol, with ORL's identities): every pack a trainer line of tools/jobs reads
+# (tests/test_prepare_devdata.py checks them all). TFE-JL's CK+ lists and the FER+ lists
+# train without ORL; one list reads FER2013's labels.
 PACKS = (("ckplus48", "ck7", True), ("ckplus_neutral", "ck8", True),
          ("ckplus48", "ck7", False), ("ckplus_neutral", "ck8", False),
          ("ferplus", "ferplus8", True), ("ferplus", "ferplus8", False),
