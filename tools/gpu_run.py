@@ -17,7 +17,8 @@ Lines starting with ``#`` are comments; a line ``---`` waits for all jobs above 
 starting with ``@after=<path>`` is not started before that file exists (e.g. a model that an
 earlier job is still training). ``--pilot`` starts one job of each flagfile and variant first
 and the others once it has compiled (a cold machine's folds then load its train step from the
-cache instead of compiling it side by side).
+cache instead of compiling it side by side). Before any job starts, a missing input (Keras
+not importable, a ``.devdata/`` file a job or its flagfile names) is one line each, exit 2.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -165,6 +167,41 @@ def _command(line: str) -> str:
     return line.split(" ", 1)[1] if line.startswith("@after=") else line
 
 
+CARRIED = re.compile(r"\.devdata/[^\s\"',}]+")
+
+
+def missing_inputs(lines, env=None) -> list[str]:
+    """What the jobs need that this machine lacks, one line each, checked before any starts.
+
+    Keras must be importable (a fresh machine has only the carried wheels, installed by the
+    call's first command), and every ``.devdata/<file>`` a job line or its ``--flagfile``
+    names must exist, as must ``$KERAS_FER_DLIB_WEIGHTS`` where it is set: a call that reached
+    a machine given back in between would otherwise fail every job with a traceback."""
+    import importlib.util
+
+    env = os.environ if env is None else env
+    problems = []
+    if importlib.util.find_spec("keras") is None:
+        problems.append("keras is not importable: this is a fresh machine, carry .whl and "
+                        "install it first (docs/training.md)")
+    weights = env.get("KERAS_FER_DLIB_WEIGHTS")
+    if weights and not Path(weights).is_file():
+        problems.append(f"$KERAS_FER_DLIB_WEIGHTS={weights} is not here: carry it")
+    needed = {}
+    for line in lines:
+        words = shlex.split(_command(line))
+        flagfiles = [Path(w.split("=", 1)[1]) for w in words if w.startswith("--flagfile=")]
+        texts = [_command(line)] + [ln for f in flagfiles if f.is_file()
+                                    for ln in f.read_text().splitlines()
+                                    if not ln.lstrip().startswith("#")]
+        for text in texts:
+            for path in CARRIED.findall(text):
+                needed.setdefault(path, line.split()[0])
+    problems += [f"{path} (read by {job} ...) is not here: carry it (tools/prepare_devdata.py "
+                 "builds it)" for path, job in sorted(needed.items()) if not Path(path).exists()]
+    return problems
+
+
 def _job_env(gpu=None):
     env = dict(os.environ)
     if gpu is not None:
@@ -273,6 +310,11 @@ def main():
                         "files to bring back too (e.g. fold_0/inference.keras)")
     args = parser.parse_args()
     lines = read_jobs(args.jobs)
+    problems = missing_inputs([ln for ln in lines if ln != "---"])
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     log_dir = Path("runs/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     start, batch, results, n = time.time(), [], [], 0
