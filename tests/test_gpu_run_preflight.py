@@ -18,6 +18,7 @@ def _jobs(tmp_path):
                      '--extra={"classifier_weights": ".devdata/teacher.keras"}\n')
     return [f"trainers.ifgan --flagfile={flags} --data_dir=.devdata "
             "--face_weights=.devdata/dlib.weights.h5 --fold=0",
+            "tools.pretrain_hng --out=.devdata/made_by_this_job.keras",
             f"@after=runs/x/result.json trainers.ifgan --flagfile={flags} --fold=1"]
 
 

@@ -167,7 +167,7 @@ def _command(line: str) -> str:
     return line.split(" ", 1)[1] if line.startswith("@after=") else line
 
 
-CARRIED = re.compile(r"\.devdata/[^\s\"',}]+")
+CARRIED = re.compile(r"(?<!--out=)\.devdata/[^\s\"',}]+")  # a job's --out is made, not carried
 
 
 def missing_inputs(lines, env=None) -> list[str]:
