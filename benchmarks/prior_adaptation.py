@@ -26,7 +26,6 @@ writes ``benchmarks/results/prior_adaptation.json`` and ``prior_adaptation.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

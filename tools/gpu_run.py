@@ -183,7 +183,7 @@ def missing_inputs(lines, env=None) -> list[str]:
     problems = []
     if importlib.util.find_spec("keras") is None:
         problems.append("keras is not importable: this is a fresh machine, carry .whl and "
-                        "install it first (docs/training.md)")
+                        "install it first (tools/README.md)")
     weights = env.get("KERAS_FER_DLIB_WEIGHTS")
     if weights and not Path(weights).is_file():
         problems.append(f"$KERAS_FER_DLIB_WEIGHTS={weights} is not here: carry it")
@@ -196,9 +196,9 @@ def missing_inputs(lines, env=None) -> list[str]:
                                     if not ln.lstrip().startswith("#")]
         for text in texts:
             for path in CARRIED.findall(text):
-                needed.setdefault(path, line.split()[0])
-    problems += [f"{path} (read by {job} ...) is not here: carry it (tools/prepare_devdata.py "
-                 "builds it)" for path, job in sorted(needed.items()) if not Path(path).exists()]
+                needed.setdefault(path, words[0])
+    problems += [f"{path} (read by {job}) is not here: carry it" for path, job
+                 in sorted(needed.items()) if not Path(path).exists()]
     return problems
 
 
