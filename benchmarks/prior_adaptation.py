@@ -92,9 +92,11 @@ def answers(probabilities: np.ndarray, train_prior: np.ndarray, tau: float,
             calibration: Tuple[float, np.ndarray], calibrated_prior: np.ndarray
             ) -> Dict[str, np.ndarray]:
     """Each method's probabilities for one batch."""
+    from keras_fer.inference.prior import adjust
+
     calibrated = calibrate(probabilities, *calibration)
     return {"training": np.asarray(probabilities, np.float64),
-            "balanced": reweight(probabilities, train_prior ** -tau),
+            "balanced": adjust(probabilities, train_prior, tau),  # as the predictor does
             "em": reweight(probabilities, em_prior(probabilities, train_prior) / train_prior),
             "bcts_em": reweight(calibrated, em_prior(calibrated, calibrated_prior)
                                 / calibrated_prior)}
@@ -143,7 +145,7 @@ def model_report(path: Path, data_root: Path, sizes: Sequence[int]) -> Dict:
     sys.path.insert(0, str(REPO / "tools"))
     sys.path.insert(0, str(HERE))
     import cross_dataset
-    from fit_class_prior import column_truth, training_prior
+    from fit_class_prior import column_truth, split_faces, training_prior
 
     from keras_fer.data import labels as labels_lib
     from keras_fer.data import readers
@@ -157,9 +159,7 @@ def model_report(path: Path, data_root: Path, sizes: Sequence[int]) -> Dict:
     with Predictor(path, prior="training") as predictor:
         names = list(predictor.class_names)
         prior_file = load_prior(predictor.model_path, names)
-        rows = np.flatnonzero(split == "valid")
-        valid = predictor.classify(resize_uint8(np.stack([table.images[i] for i in rows]),
-                                                ALIGNED_SIZE))
+        valid = predictor.classify(split_faces(table, "valid"))
         ck_probs = predictor.classify(resize_uint8(ck.faces, ALIGNED_SIZE))
     columns = labels_lib.canonical_columns(names)
     train_prior = training_prior(expression[split == "train"], columns)

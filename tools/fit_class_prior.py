@@ -55,6 +55,15 @@ def training_prior(train_labels: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
+def split_faces(table, part: str) -> np.ndarray:
+    """A FER+ split's faces (``table`` from ``readers.read_ferplus``) at the aligned size the
+    predictor classifies."""
+    from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8
+
+    rows = np.flatnonzero(np.asarray(table.split) == part)
+    return resize_uint8(np.stack([table.images[i] for i in rows]), ALIGNED_SIZE)
+
+
 def column_truth(labels: np.ndarray, columns: np.ndarray):
     """``(counted, truth)``: which faces have a class of the model, and its column for each."""
     counted = np.isin(labels, columns)
@@ -77,7 +86,6 @@ def fit(model: Path, data_root: Path, tta: str = DEFAULT_TTA) -> Dict:
     """The ``class_prior.json`` document of ``model`` (FER+ Train prior, tau from Valid)."""
     from keras_fer.data import labels as labels_lib
     from keras_fer.data import readers
-    from keras_fer.data.preprocess import ALIGNED_SIZE, resize_uint8
     from keras_fer.inference.predictor import Predictor
     from keras_fer.inference.prior import choose_tau
 
@@ -86,11 +94,8 @@ def fit(model: Path, data_root: Path, tta: str = DEFAULT_TTA) -> Dict:
     with Predictor(model, prior="training", tta=tta) as predictor:
         names = list(predictor.class_names)
         columns = labels_lib.canonical_columns(names)
-        probs = {}
-        for part in ("valid", "test"):
-            rows = np.flatnonzero(split == part)
-            faces = resize_uint8(np.stack([table.images[i] for i in rows]), ALIGNED_SIZE)
-            probs[part] = predictor.classify(faces)
+        probs = {part: predictor.classify(split_faces(table, part))
+                 for part in ("valid", "test")}
     prior = training_prior(expression[split == "train"], columns)
     valid_labels = expression[split == "valid"]
     counted, truth = column_truth(valid_labels, columns)
